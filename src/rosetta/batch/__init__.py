@@ -1,0 +1,1 @@
+"""Batch orchestration: jobs that read the raw zone and load a context through its service."""

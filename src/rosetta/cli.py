@@ -1,0 +1,348 @@
+"""The ``rosetta`` command: the composition root of every process role.
+
+``rosetta serve ref|finops|monitoring|all`` (a Deployment), ``rosetta batch ...`` (a CronJob),
+``rosetta dev`` (everything in one process on an embedded database), ``rosetta db ...`` (migrations).
+Context code is imported lazily inside commands, so ``rosetta serve finops`` never loads ``ref``.
+Every failure is one line on stderr and a non-zero exit code (see ``rosetta.batch.runner`` for the codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import click
+import typer
+
+from rosetta.core.errors import ConfigurationError, ConflictError, RosettaError, ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+    from rosetta.core.settings import DatabaseRole, Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="rosetta",
+    help="Rosetta V2: referential, FinOps and monitoring backend for Backstage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="Create and migrate the databases (one alembic tree per database).", no_args_is_help=True)
+batch_app = typer.Typer(help="Run batch jobs (each run has a run_id and a run record).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(batch_app, name="batch")
+
+
+class ServeTarget(StrEnum):
+    """What ``rosetta serve`` serves."""
+
+    REF = "ref"
+    FINOPS = "finops"
+    MONITORING = "monitoring"
+    ALL = "all"
+
+
+class DatabaseName(StrEnum):
+    """The four databases."""
+
+    REF = "ref"
+    FINOPS = "finops"
+    MONITORING = "monitoring"
+    RAW = "raw"
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def _settings() -> Settings:
+    from rosetta.core.settings import get_settings  # noqa: PLC0415
+
+    return get_settings()
+
+
+def _configure_logging(settings: Settings) -> None:
+    from rosetta.core.logging import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings.log_level, settings.effective_log_format)
+
+
+def _set_data_dir(data_dir: Path | None) -> None:
+    if data_dir is not None:
+        os.environ["ROSETTA_DATA_DIR"] = str(data_dir)
+        from rosetta.core.settings import get_settings  # noqa: PLC0415
+
+        get_settings.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------- databases
+
+
+async def _prepare_databases(settings: Settings, roles: tuple[DatabaseRole, ...], *, migrate: bool) -> list[str]:
+    """Create missing databases and (optionally) migrate them; return one line per action."""
+    from rosetta.core import migrations  # noqa: PLC0415
+    from rosetta.core.db import create_missing_databases, database_urls  # noqa: PLC0415
+
+    urls = await asyncio.to_thread(database_urls, settings, roles)
+    lines = [f"created database {name}" for name in await create_missing_databases(urls)]
+    if migrate:
+        for role in roles:
+            before = await migrations.current_revisions(urls[role])
+            await asyncio.to_thread(migrations.upgrade, role, urls[role])
+            after = await migrations.current_revisions(urls[role])
+            state = "already at head" if before == after else f"upgraded {sorted(before) or ['<empty>']} -> {sorted(after)}"
+            lines.append(f"{role}: {state}")
+    return lines
+
+
+def _roles(db: DatabaseName | None) -> tuple[DatabaseRole, ...]:
+    from rosetta.core.migrations import MIGRATION_ORDER  # noqa: PLC0415
+
+    return (db.value,) if db is not None else MIGRATION_ORDER  # type: ignore[return-value]
+
+
+@db_app.command("create")
+def db_create(
+    db: Annotated[DatabaseName | None, typer.Option("--db", help="Only this database.")] = None,
+) -> None:
+    """Create the databases that do not exist yet."""
+    for line in _run(_prepare_databases(_settings(), _roles(db), migrate=False)) or ["nothing to create"]:
+        typer.echo(line)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    db: Annotated[DatabaseName | None, typer.Option("--db", help="Only this database.")] = None,
+) -> None:
+    """Create missing databases and migrate them to the latest revision (idempotent)."""
+    for line in _run(_prepare_databases(_settings(), _roles(db), migrate=True)):
+        typer.echo(line)
+
+
+@db_app.command("current")
+def db_current(
+    db: Annotated[DatabaseName | None, typer.Option("--db", help="Only this database.")] = None,
+) -> None:
+    """Show each database's revision next to its tree's head."""
+    from rosetta.core import migrations  # noqa: PLC0415
+    from rosetta.core.db import database_urls  # noqa: PLC0415
+
+    settings = _settings()
+    roles = _roles(db)
+    urls = database_urls(settings, roles)
+
+    async def show() -> list[str]:
+        lines = []
+        for role in roles:
+            try:
+                current = await migrations.current_revisions(urls[role])
+            except Exception as error:  # noqa: BLE001 - report every database, even a missing one
+                lines.append(f"{role}: unavailable ({type(error).__name__})")
+                continue
+            head = migrations.heads(role)
+            marker = "up to date" if current == head else f"behind (head {', '.join(sorted(head))})"
+            lines.append(f"{role}: {', '.join(sorted(current)) or '<empty>'} - {marker}")
+        return lines
+
+    for line in _run(show()):
+        typer.echo(line)
+
+
+@db_app.command("revision")
+def db_revision(
+    db: Annotated[DatabaseName, typer.Option("--db", help="The database whose tree gets the revision.")],
+    message: Annotated[str, typer.Option("-m", "--message", help="What the revision does.")],
+    rev_id: Annotated[str | None, typer.Option("--rev-id", help="Revision id, e.g. finops_0004.")] = None,
+) -> None:
+    """Autogenerate a revision from the difference between the models and the (migrated) database."""
+    from alembic import command  # noqa: PLC0415
+
+    from rosetta.core.db import database_urls  # noqa: PLC0415
+    from rosetta.core.migrations import alembic_config  # noqa: PLC0415
+
+    role: DatabaseRole = db.value  # type: ignore[assignment]
+    url = database_urls(_settings(), (role,))[role]
+    command.revision(alembic_config(role, url), message=message, autogenerate=True, rev_id=rev_id)
+
+
+# ---------------------------------------------------------------------------------------------- serving
+
+
+def _context_apps(target: ServeTarget) -> list[Any]:
+    """The ContextApi of each context served, imported lazily."""
+    contexts = []
+    if target in (ServeTarget.REF, ServeTarget.ALL):
+        from rosetta.ref.api import context_api as ref_api  # noqa: PLC0415
+
+        contexts.append(ref_api())
+    if target in (ServeTarget.FINOPS, ServeTarget.ALL):
+        from rosetta.finops.api import context_api as finops_api  # noqa: PLC0415
+
+        contexts.append(finops_api())
+    if target in (ServeTarget.MONITORING, ServeTarget.ALL):
+        from rosetta.monitoring.api import context_api as monitoring_api  # noqa: PLC0415
+
+        contexts.append(monitoring_api())
+    return contexts
+
+
+def build_app(target: str, *, dev: bool = False) -> Litestar:
+    """The app of one process role (also the ``--factory`` target of multi-worker serving)."""
+    from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
+    from rosetta.batch.launcher import InProcessLauncher  # noqa: PLC0415
+    from rosetta.core.http import create_app  # noqa: PLC0415
+
+    settings = _settings()
+    serve_target = ServeTarget(target)
+    extra_handlers: list[Any] = []
+    return create_app(
+        _context_apps(serve_target),
+        process="dev" if dev else serve_target.value,
+        settings=settings,
+        launcher=InProcessLauncher(registered_jobs(), settings),
+        extra_route_handlers=extra_handlers,
+    )
+
+
+def _app_factory_all() -> Litestar:
+    return build_app(os.environ.get("ROSETTA_SERVE_TARGET", "all"))
+
+
+def _serve(app_or_factory: Any, *, host: str, port: int, workers: int, settings: Settings) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    if workers > 1:
+        uvicorn.run(
+            "rosetta.cli:_app_factory_all",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            proxy_headers=True,
+        )
+        return
+    uvicorn.run(app_or_factory, host=host, port=port, log_config=None, proxy_headers=True)
+
+
+@app.command()
+def serve(
+    target: Annotated[ServeTarget, typer.Argument(help="The context to serve, or all three.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve one context's API (a Kubernetes Deployment), or all three in one process."""
+    settings = _settings()
+    _configure_logging(settings)
+    os.environ["ROSETTA_SERVE_TARGET"] = target.value
+    _serve(build_app(target.value), host=host, port=port, workers=workers, settings=settings)
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="TCP port of the whole platform.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Data directory (default ROSETTA_DATA_DIR or ./.rosetta).")
+    ] = None,
+) -> None:
+    """Start the whole platform in one process: embedded PostgreSQL, all three APIs, demo data."""
+    _set_data_dir(data_dir)
+    settings = _settings()
+    _configure_logging(settings)
+    from rosetta.core.embedded import stop_embedded_servers  # noqa: PLC0415
+    from rosetta.core.migrations import MIGRATION_ORDER  # noqa: PLC0415
+
+    try:
+        for line in _run(_prepare_databases(settings, MIGRATION_ORDER, migrate=True)):
+            typer.echo(f"rosetta dev: {line}", err=True)
+        base = f"http://{host}:{port}"
+        typer.echo(f"rosetta dev: serving {base}  (docs: {base}/api/finops/v1/docs, health: {base}/readyz)", err=True)
+        import uvicorn  # noqa: PLC0415
+
+        uvicorn.run(build_app("all", dev=True), host=host, port=port, log_config=None)
+    finally:
+        stop_embedded_servers()
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+def run_batch_job(name: str, parameters: dict[str, Any]) -> None:
+    """Run one registered job from the command line, with progress and the documented exit codes."""
+    from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
+    from rosetta.batch.progress import progress_for  # noqa: PLC0415
+    from rosetta.batch.runner import execute  # noqa: PLC0415
+    from rosetta.core.db import Databases, database_urls  # noqa: PLC0415
+
+    settings = _settings()
+    _configure_logging(settings)
+    spec = registered_jobs()[name]
+
+    async def go() -> Any:
+        urls = await asyncio.to_thread(database_urls, settings, spec.all_databases)
+        databases = Databases.open(settings, spec.all_databases, process=f"batch.{name}", urls=urls)
+        try:
+            return await execute(spec, parameters, databases=databases, settings=settings, progress=progress_for())
+        finally:
+            await databases.dispose()
+
+    context = _run(go())
+    typer.echo(
+        f"{name} run {context.run_id} succeeded: read {context.read}, written {context.written}, "
+        f"rejected {context.rejected}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code of an error (see ``rosetta.batch.runner``)."""
+    from rosetta.batch.runner import EXIT_FAILED, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_USAGE  # noqa: PLC0415
+
+    if isinstance(error, ConflictError):
+        return EXIT_LOCKED
+    if isinstance(error, ServiceUnavailableError | OSError):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, ConfigurationError):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the command; turn every failure into one stderr line and an exit code."""
+    try:
+        result = app(args=argv, prog_name="rosetta", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        print("rosetta: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as error:
+        print(f"rosetta: error: {_one_line(error.format_message())}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except RosettaError as error:
+        print(f"rosetta: error: {_one_line(error.detail)}", file=sys.stderr)
+        sys.exit(exit_code_for(error))
+    except KeyboardInterrupt:
+        print("rosetta: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except OSError as error:
+        print(f"rosetta: error: {_one_line(str(error))}", file=sys.stderr)
+        sys.exit(exit_code_for(error))
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,1 @@
+"""HTTP clients of the external systems (Dynatrace, ServiceNow, Argo CD): one module per system."""

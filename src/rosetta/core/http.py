@@ -1,0 +1,234 @@
+"""The app factory every API is built from: one Litestar app serving one or several bounded contexts.
+
+Each context contributes a :class:`ContextApi` (its route handlers under ``/api/<name>/v1`` and the
+database it owns). ``rosetta serve finops`` builds an app from one of them, ``rosetta serve all`` and
+``rosetta dev`` from all three, with identical paths. Every app gets the same root endpoints
+(``/healthz``, ``/readyz``, ``/metrics``), per-context OpenAPI documents, problem+json errors,
+request ids, access logs and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ControllerRouterHandler
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rosetta import __version__
+from rosetta.core.db import Databases, database_urls
+from rosetta.core.observability import HttpMetrics, metrics_text, request_context_middleware
+from rosetta.core.problems import EXCEPTION_HANDLERS, problem_response
+from rosetta.core.runs import RunLauncher
+from rosetta.core.schemas import HealthStatus
+from rosetta.core.security.permissions import Permission, requires
+from rosetta.core.settings import DatabaseRole, Settings, get_settings
+
+# A hook run inside the lifespan once databases are open (e.g. the security core's JWKS cache).
+LifespanHook = Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True)
+class ContextApi:
+    """What a bounded context brings to an app."""
+
+    name: str
+    title: str
+    description: str
+    database: DatabaseRole
+    route_handlers: Sequence[ControllerRouterHandler]
+    extra_databases: tuple[DatabaseRole, ...] = ()
+    lifespan_hooks: tuple[LifespanHook, ...] = field(default_factory=tuple)
+
+    @property
+    def prefix(self) -> str:
+        """The path prefix of every route of this context."""
+        return f"/api/{self.name}/v1"
+
+
+def session_provider(role: DatabaseRole) -> Callable[[State], AsyncGenerator[AsyncSession, None]]:
+    """A dependency yielding one session per request: commit on success, roll back on any error.
+
+    Services never commit; this is the unit of work of a request (it commits before the response is sent,
+    so a failed commit is still reported to the client).
+    """
+
+    async def provide_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+        databases: Databases = state.databases
+        async with databases.unit_of_work(role) as session:
+            yield session
+
+    return provide_session
+
+
+def provide_launcher(state: State) -> RunLauncher:
+    """The batch-run launcher the process was composed with."""
+    launcher: RunLauncher | None = state.launcher
+    if launcher is None:
+        from rosetta.core.errors import ServiceUnavailableError  # noqa: PLC0415
+
+        raise ServiceUnavailableError("this process cannot start batch runs (no launcher configured)")
+    return launcher
+
+
+def provide_settings(state: State) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = state.settings
+    return settings
+
+
+def _context_router(context: ContextApi) -> Router:
+    return Router(
+        path=context.prefix,
+        route_handlers=list(context.route_handlers),
+        dependencies={"session": Provide(session_provider(context.database))},
+        tags=[context.name],
+    )
+
+
+def _filtered_openapi(app: Litestar, context: ContextApi) -> dict[str, Any]:
+    document = app.openapi_schema.to_schema()
+    document["info"] = {
+        "title": context.title,
+        "version": __version__,
+        "description": context.description,
+    }
+    document["paths"] = {path: item for path, item in document.get("paths", {}).items() if path.startswith(context.prefix)}
+    document["servers"] = [{"url": "/"}]
+    return document
+
+
+_DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title></head>
+<body><script id="api-reference" data-url="{spec}"></script>
+<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+<noscript>The OpenAPI document is at <a href="{spec}">{spec}</a>.</noscript></body></html>"""
+
+
+def _context_docs_router(context: ContextApi) -> Router:
+    @get("/openapi.json", guards=[requires(Permission.PUBLIC)], include_in_schema=False, sync_to_thread=False)
+    def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        cache: dict[str, dict[str, Any]] = request.app.state.openapi_documents
+        if context.name not in cache:
+            cache[context.name] = _filtered_openapi(request.app, context)
+        return cache[context.name]
+
+    @get("/docs", guards=[requires(Permission.PUBLIC)], include_in_schema=False, sync_to_thread=False)
+    def docs_page() -> Response[str]:
+        page = _DOCS_PAGE.format(title=context.title, spec=f"{context.prefix}/openapi.json")
+        return Response(content=page, media_type=MediaType.HTML)
+
+    return Router(path=context.prefix, route_handlers=[openapi_document, docs_page])
+
+
+@get("/healthz", guards=[requires(Permission.PUBLIC)], include_in_schema=False, sync_to_thread=False)
+def healthz() -> HealthStatus:
+    """The process is alive (no dependency is checked)."""
+    return HealthStatus(status="ok")
+
+
+@get("/readyz", guards=[requires(Permission.PUBLIC)], include_in_schema=False)
+async def readyz(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Every database this process uses answers ``SELECT 1``; 503 problem otherwise."""
+    databases: Databases = state.databases
+    checks = await databases.ping()
+    if all(result == "ok" for result in checks.values()):
+        return Response(HealthStatus(status="ok", checks=dict(checks)))
+    failing = ", ".join(role for role, result in checks.items() if result != "ok")
+    return problem_response(
+        request, 503, detail=f"database(s) not answering: {failing}", extra={"checks": dict(checks)}
+    )
+
+
+@get("/metrics", guards=[requires(Permission.PUBLIC)], include_in_schema=False)
+async def metrics(state: State) -> Response[bytes]:
+    """Prometheus text exposition: request counts and latency histograms per route."""
+    return Response(
+        content=metrics_text(state.metrics), media_type="text/plain; version=0.0.4"
+    )
+
+
+def create_app(
+    contexts: Sequence[ContextApi],
+    *,
+    process: str,
+    settings: Settings | None = None,
+    launcher: RunLauncher | None = None,
+    extra_route_handlers: Sequence[ControllerRouterHandler] = (),
+    middleware: Sequence[Any] = (),
+    lifespan_hooks: Sequence[LifespanHook] = (),
+) -> Litestar:
+    """Build the ASGI app serving ``contexts``; engines are opened in the lifespan, not here."""
+    settings = settings or get_settings()
+    roles: list[DatabaseRole] = []
+    for context in contexts:
+        for role in (context.database, *context.extra_databases):
+            if role not in roles:
+                roles.append(role)
+    http_metrics = HttpMetrics()
+    hooks = [*lifespan_hooks, *(hook for context in contexts for hook in context.lifespan_hooks)]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Resolving URLs may start the embedded server, which blocks: keep it off the event loop.
+        urls = await asyncio.to_thread(database_urls, settings, roles)
+        databases = Databases.open(settings, roles, process=process, urls=urls)
+        app.state.databases = databases
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for hook in hooks:
+                    await stack.enter_async_context(hook(app))
+                yield
+        finally:
+            await databases.dispose()
+
+    handlers: list[ControllerRouterHandler] = [healthz, readyz, metrics, *extra_route_handlers]
+    for context in contexts:
+        handlers.append(_context_router(context))
+        handlers.append(_context_docs_router(context))
+
+    app = Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=list(middleware),
+        dependencies={
+            "settings": Provide(provide_settings, sync_to_thread=False),
+            "launcher": Provide(provide_launcher, sync_to_thread=False),
+        },
+        state=State(
+            {
+                "settings": settings,
+                "launcher": launcher,
+                "metrics": http_metrics,
+                "openapi_documents": {},
+                "process": process,
+            }
+        ),
+        openapi_config=OpenAPIConfig(
+            title="Rosetta",
+            version=__version__,
+            path="/openapi",
+            render_plugins=[JsonRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    # Outermost layer, so unmatched paths (404) and framework errors get a request id and are measured too.
+    app.asgi_handler = request_context_middleware(app.asgi_handler, http_metrics)
+    return app

@@ -1,0 +1,120 @@
+"""RFC 9457 problem details: every error of every API is ``application/problem+json`` with the request id."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from sqlalchemy.exc import IntegrityError
+
+from rosetta.core.errors import RosettaError
+from rosetta.core.logging import request_id_var
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str | None:
+    """The id the request-id middleware gave this request."""
+    return request.scope.get("state", {}).get("request_id") or request_id_var.get()
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    status: int,
+    *,
+    detail: str,
+    title: str | None = None,
+    problem_type: str = "about:blank",
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    """Build a problem+json response; ``extra`` members are added beside the standard ones."""
+    body: dict[str, Any] = {
+        "type": problem_type,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    request_id = request_id_of(request)
+    if request_id:
+        body["requestId"] = request_id
+    if extra:
+        body.update(extra)
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            errors.append(
+                {
+                    "field": item.get("key") or item.get("field") or "body",
+                    "message": item.get("message", ""),
+                    "source": item.get("source", "body"),
+                }
+            )
+    return errors
+
+
+def handle_rosetta_error(request: Request[Any, Any, Any], exc: RosettaError) -> Response[dict[str, Any]]:
+    """Domain errors: their own status, title and detail."""
+    if exc.status_code >= 500:
+        logger.error("request failed: %s", exc.detail)
+    return problem_response(
+        request, exc.status_code, detail=exc.detail, title=exc.title, problem_type=exc.problem_type, extra=exc.extra
+    )
+
+
+def handle_validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """400 naming each failing field (query parameter, header or body member)."""
+    errors = _validation_errors(exc)
+    detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors) or exc.detail
+    return problem_response(request, 400, detail=detail, title="Invalid request", extra={"errors": errors})
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Framework errors (401, 403, 404, 405...) as problems; 401 always carries ``WWW-Authenticate``."""
+    headers = dict(exc.headers or {})
+    if isinstance(exc, NotAuthorizedException) and "WWW-Authenticate" not in headers:
+        headers["WWW-Authenticate"] = 'Bearer realm="rosetta"'
+    status = exc.status_code
+    if status >= 500:
+        logger.error("request failed: %s", exc.detail)
+        return problem_response(request, status, detail="an internal error occurred; quote the request id")
+    extra = exc.extra if isinstance(exc.extra, dict) else None
+    return problem_response(request, status, detail=exc.detail, extra=extra, headers=headers or None)
+
+
+def handle_integrity_error(request: Request[Any, Any, Any], exc: IntegrityError) -> Response[dict[str, Any]]:
+    """A unique or foreign-key violation that a service did not anticipate: 409, without SQL in the body."""
+    logger.warning("integrity error: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+    return problem_response(request, 409, detail="the change conflicts with existing data", title="Conflict")
+
+
+def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything unexpected: 500, logged with its stack trace, never sent to the client."""
+    logger.error("unhandled error", exc_info=exc)
+    return problem_response(
+        request,
+        500,
+        detail="an internal error occurred; quote the request id to the platform team",
+        title="Internal error",
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    RosettaError: handle_rosetta_error,
+    ValidationException: handle_validation_error,
+    HTTPException: handle_http_exception,
+    IntegrityError: handle_integrity_error,
+    Exception: handle_internal_error,
+}
+
+

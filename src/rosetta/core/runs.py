@@ -1,0 +1,186 @@
+"""Batch-run records, shared by every context database, and the launcher seam an API uses to start a run.
+
+Each context that runs batches declares the table in its own metadata with :func:`batch_run_table`, so the
+run record lives in the database the job writes to (one transaction can never span two databases). The
+functions here generate SQL from an identical private definition, so they work against any of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from rosetta.core.db import new_metadata
+
+RunStatus = Literal["queued", "running", "succeeded", "failed"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "succeeded", "failed")
+
+
+def batch_run_table(metadata: MetaData) -> Table:
+    """Declare the ``batch_run`` table in a context's metadata (and so in its alembic tree)."""
+    return Table(
+        "batch_run",
+        metadata,
+        Column("run_id", Uuid, primary_key=True),
+        Column("job", String(64), nullable=False),
+        Column("parameters", JSON().with_variant(JSONB(), "postgresql"), nullable=False, server_default="{}"),
+        Column("status", String(16), nullable=False),
+        Column("requested_by", String(255), nullable=True),
+        Column("queued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("started_at", DateTime(timezone=True), nullable=True),
+        Column("finished_at", DateTime(timezone=True), nullable=True),
+        Column("read_count", BigInteger, nullable=False, server_default="0"),
+        Column("written_count", BigInteger, nullable=False, server_default="0"),
+        Column("rejected_count", BigInteger, nullable=False, server_default="0"),
+        # Job-specific counters (mapped, unallocated...) and per-step durations in seconds.
+        Column("counters", JSON().with_variant(JSONB(), "postgresql"), nullable=False, server_default="{}"),
+        Column("steps", JSON().with_variant(JSONB(), "postgresql"), nullable=False, server_default="[]"),
+        Column("error", Text, nullable=True),
+        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status"),
+        Index(None, "job", "queued_at"),
+    )
+
+
+_runs = batch_run_table(new_metadata())
+
+
+def advisory_lock_key(job: str) -> int:
+    """A stable signed 64-bit key for ``pg_try_advisory_lock`` derived from the job name."""
+    digest = hashlib.sha256(f"rosetta.batch.{job}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def try_lock_job(connection: AsyncConnection, job: str) -> bool:
+    """Take the session-level advisory lock of ``job`` on this connection; False if another run holds it.
+
+    The lock lives as long as the connection: a crashed run releases it when its connection drops.
+    """
+    result = await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": advisory_lock_key(job)})
+    return bool(result.scalar_one())
+
+
+async def unlock_job(connection: AsyncConnection, job: str) -> None:
+    """Release the advisory lock taken by :func:`try_lock_job`."""
+    await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": advisory_lock_key(job)})
+
+
+async def create_run(
+    session: AsyncSession,
+    *,
+    job: str,
+    parameters: Mapping[str, Any],
+    status: RunStatus = "queued",
+    requested_by: str | None = None,
+    run_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Insert a run record and return its ``run_id``."""
+    run_id = run_id or uuid.uuid4()
+    now = datetime.now(UTC)
+    await session.execute(
+        insert(_runs).values(
+            run_id=run_id,
+            job=job,
+            parameters=dict(parameters),
+            status=status,
+            requested_by=requested_by,
+            queued_at=now,
+            started_at=now if status == "running" else None,
+        )
+    )
+    return run_id
+
+
+async def mark_running(session: AsyncSession, run_id: uuid.UUID) -> None:
+    """Move a queued run to ``running``."""
+    await session.execute(
+        update(_runs).where(_runs.c.run_id == run_id).values(status="running", started_at=datetime.now(UTC))
+    )
+
+
+async def finish_run(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    *,
+    status: Literal["succeeded", "failed"],
+    read: int = 0,
+    written: int = 0,
+    rejected: int = 0,
+    counters: Mapping[str, Any] | None = None,
+    steps: list[dict[str, Any]] | None = None,
+    error: str | None = None,
+) -> None:
+    """Record the outcome, counters and step durations of a run."""
+    await session.execute(
+        update(_runs)
+        .where(_runs.c.run_id == run_id)
+        .values(
+            status=status,
+            finished_at=datetime.now(UTC),
+            read_count=read,
+            written_count=written,
+            rejected_count=rejected,
+            counters=dict(counters or {}),
+            steps=list(steps or []),
+            error=error,
+        )
+    )
+
+
+async def get_run(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Any] | None:
+    """One run record as a mapping, or ``None``."""
+    row = (await session.execute(select(_runs).where(_runs.c.run_id == run_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def list_runs(
+    session: AsyncSession,
+    *,
+    job: str | None = None,
+    limit: int = 50,
+    before: tuple[datetime, uuid.UUID] | None = None,
+) -> list[dict[str, Any]]:
+    """Runs newest first, keyset-paginated on ``(queued_at, run_id)``."""
+    query = select(_runs).order_by(_runs.c.queued_at.desc(), _runs.c.run_id.desc()).limit(limit)
+    if job is not None:
+        query = query.where(_runs.c.job == job)
+    if before is not None:
+        from sqlalchemy import tuple_  # noqa: PLC0415 - only keyset queries need it
+
+        query = query.where(tuple_(_runs.c.queued_at, _runs.c.run_id) < tuple_(*before))
+    return [dict(row) for row in (await session.execute(query)).mappings()]
+
+
+class RunLauncher(Protocol):
+    """Starts a batch run on behalf of an API call and returns its ``run_id`` at once.
+
+    The in-process launcher (``rosetta.batch.launcher``) serves development; in Kubernetes a launcher
+    creates a Job from the job's CronJob. An app receives its launcher at composition time.
+    """
+
+    async def launch(self, job: str, parameters: Mapping[str, Any], *, requested_by: str) -> uuid.UUID:
+        """Queue ``job`` with ``parameters`` and start it; return the queued run's id."""
+        ...

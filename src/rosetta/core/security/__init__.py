@@ -1,0 +1,1 @@
+"""Security core: token validation, principals, roles and permissions, and route guards."""

@@ -1,0 +1,241 @@
+"""One typed, cached settings object read from ``ROSETTA_*`` environment variables and an optional ``.env``.
+
+A bad value stops start-up with one line per problem naming the variable. Secrets are ``SecretStr``:
+they never appear in ``repr``, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from rosetta.core.errors import ConfigurationError
+
+DatabaseRole = Literal["ref", "finops", "monitoring", "raw"]
+DATABASE_ROLES: tuple[DatabaseRole, ...] = ("ref", "finops", "monitoring", "raw")
+
+# Database names used when a server URL (embedded or ROSETTA_DATABASE_URL) is given instead of one URL per database.
+DEFAULT_DATABASE_NAMES: dict[DatabaseRole, str] = {
+    "ref": "platform_ref_db",
+    "finops": "finops_db",
+    "monitoring": "monitoring_db",
+    "raw": "raw_db",
+}
+
+DEFAULT_GROUP_ROLES: dict[str, str] = {
+    "Rosetta_Admin": "admin",
+    "Rosetta_FinOps_Admin": "finops_admin",
+    "Rosetta_Referentiel_Admin": "referentiel_admin",
+    "Rosetta_User": "user",
+}
+
+ENV_PREFIX = "ROSETTA_"
+
+
+class IssuerSettings(BaseModel):
+    """One trusted token issuer (Entra ID v1/v2, ADFS, Backstage, or the local development issuer)."""
+
+    name: str
+    kind: Literal["entra", "adfs", "backstage", "generic"] = "generic"
+    issuer: str
+    audiences: list[str]
+    jwks_url: str | None = None
+    discovery_url: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    groups_claim: str = "groups"
+    roles_claim: str = "roles"
+    # Where the caller's groups come from: the token itself, Microsoft Graph (Entra overage),
+    # or Backstage (user tokens carry no groups).
+    group_source: Literal["token", "graph", "backstage_userinfo", "backstage_catalog"] = "token"
+    # What to do on Entra group overage when group_source is "token": deny, or resolve through Graph.
+    overage: Literal["deny", "graph"] = "deny"
+    graph_url: str = "https://graph.microsoft.com"
+    graph_token_url: str | None = None
+    graph_client_id: str | None = None
+    graph_client_secret: SecretStr | None = None
+    backstage_base_url: str | None = None
+    required_typ: str | None = None
+    allowed_tenants: list[str] = Field(default_factory=list)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        bad = [alg for alg in value if alg.lower() == "none" or alg.upper().startswith("HS")]
+        if bad:
+            raise ValueError(f"only asymmetric algorithms are accepted, not {', '.join(bad)}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_key_source(self) -> IssuerSettings:
+        if not self.jwks_url and not self.discovery_url:
+            raise ValueError("set jwks_url or discovery_url")
+        return self
+
+
+class ExternalSystem(BaseModel):
+    """Base URL and credentials of one external system (Dynatrace, ServiceNow, Argo CD)."""
+
+    url: str | None = None
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_seconds: float = 30.0
+    max_concurrency: int = 4
+    max_retries: int = 5
+
+
+def _database_url(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        url = make_url(str(value))
+    except ArgumentError:
+        raise ValueError("not a database URL (expected postgresql://user:password@host:port/database)") from None
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(f"unsupported database backend {url.get_backend_name()!r}: only PostgreSQL is supported")
+    return url.set(drivername="postgresql+asyncpg")
+
+
+class Settings(BaseSettings):
+    """Every setting of every Rosetta process. See ``docs/configuration.md`` for each one with an example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    data_dir: Path = Path(".rosetta")
+
+    # Databases: one URL per database wins; otherwise ROSETTA_DATABASE_URL names a server and the
+    # default database names are used; with neither, an embedded PostgreSQL is started in data_dir.
+    database_url: Annotated[URL | None, NoDecode] = None
+    ref_database_url: Annotated[URL | None, NoDecode] = None
+    finops_database_url: Annotated[URL | None, NoDecode] = None
+    monitoring_database_url: Annotated[URL | None, NoDecode] = None
+    raw_database_url: Annotated[URL | None, NoDecode] = None
+    db_pool_size: int = Field(default=5, ge=1, le=200)
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_pool_sizes: dict[str, int] = Field(default_factory=dict)
+    db_statement_timeout_ms: int = Field(default=60_000, ge=0)
+
+    raw_store: Literal["postgres", "mongodb"] = "postgres"
+    mongodb_url: SecretStr | None = None
+    mongodb_database: str = "rosetta_raw"
+
+    oidc_issuers: list[IssuerSettings] = Field(default_factory=list)
+    oidc_clock_skew_seconds: int = Field(default=60, ge=0, le=300)
+    oidc_jwks_refetch_interval_seconds: int = Field(default=300, ge=1)
+    oidc_jwks_cache_seconds: int = Field(default=3600, ge=1)
+    group_roles: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GROUP_ROLES))
+    group_cache_seconds: int = Field(default=300, ge=0)
+
+    dynatrace: ExternalSystem = Field(default_factory=ExternalSystem)
+    servicenow: ExternalSystem = Field(default_factory=ExternalSystem)
+    argocd: ExternalSystem = Field(default_factory=ExternalSystem)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] | None = None
+
+    @field_validator(
+        "database_url",
+        "ref_database_url",
+        "finops_database_url",
+        "monitoring_database_url",
+        "raw_database_url",
+        mode="before",
+    )
+    @classmethod
+    def _parse_database_url(cls, value: Any) -> Any:
+        return _database_url(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("group_roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        known = {"admin", "finops_admin", "referentiel_admin", "user"}
+        unknown = sorted({role for role in value.values() if role not in known})
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(sorted(known))}")
+        return value
+
+    @model_validator(mode="after")
+    def _mongodb_needs_url(self) -> Settings:
+        if self.raw_store == "mongodb" and self.mongodb_url is None:
+            raise ValueError("ROSETTA_RAW_STORE=mongodb needs ROSETTA_MONGODB_URL")
+        return self
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        """JSON logs in production, readable text elsewhere, unless ``log_format`` says otherwise."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.env == "prod" else "text"
+
+    def explicit_database_url(self, role: DatabaseRole) -> URL | None:
+        """The URL configured for one database, derived from ``database_url`` if only that is set."""
+        url: URL | None = getattr(self, f"{role}_database_url")
+        if url is not None:
+            return url
+        if self.database_url is not None:
+            return self.database_url.set(database=DEFAULT_DATABASE_NAMES[role])
+        return None
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        """True when no database URL at all is configured: the embedded PostgreSQL is used."""
+        return all(self.explicit_database_url(role) is None for role in DATABASE_ROLES)
+
+
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    head, *rest = loc if loc else ("settings",)
+    name = ENV_PREFIX + str(head).upper()
+    for part in rest:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return name
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One line per problem, naming the environment variable; the offending value is never echoed."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        loc = tuple(problem["loc"])
+        lines.append(f"{_variable_name(loc)}: {message}" if loc else message)
+    return lines
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings now; raise ``ConfigurationError`` with one line per problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigurationError("invalid configuration: " + "; ".join(format_validation_error(error))) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()`` after changing the env."""
+    return load_settings()
+
+
+def data_dir() -> Path:
+    """The data directory, created if missing (embedded database, development keys, demo world)."""
+    path = get_settings().data_dir.expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+

@@ -1,0 +1,1 @@
+"""The coherent fictional enterprise used for demos, development and benchmarks."""

@@ -1,0 +1,1 @@
+"""The `monitoring` bounded context. Its public surface is `service` (use cases) and `schemas` (DTOs)."""
