@@ -1,0 +1,136 @@
+"""The raw store interface: one async contract, two implementations (PostgreSQL JSONB, MongoDB).
+
+Everything that lands in the raw zone goes through this interface: file imports, connector pulls and the
+demo world. Only batches read it back. Writing the same payload twice (same source, kind and content hash)
+stores it once, so any import or pull can be re-run safely.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+ImportStatus = Literal["running", "completed", "failed"]
+
+
+class RawDocument(msgspec.Struct, kw_only=True):
+    """One landed document, as received (``payload`` is the source record, untouched apart from parsing)."""
+
+    source: str
+    kind: str
+    import_id: uuid.UUID
+    received_at: datetime
+    payload: dict[str, Any]
+    content_hash: str
+
+
+class RejectedRecord(msgspec.Struct, kw_only=True):
+    """A record that could not be landed, kept with why (``line`` is 1-based in the source file, if any)."""
+
+    source: str
+    kind: str
+    import_id: uuid.UUID
+    reason: str
+    line: int | None = None
+    raw: str | None = None
+
+
+class ImportSummary(msgspec.Struct, kw_only=True):
+    """One import or pull and its counts: read = landed + duplicates + rejected."""
+
+    import_id: uuid.UUID
+    source: str
+    kind: str
+    origin: str | None
+    status: ImportStatus
+    started_at: datetime
+    finished_at: datetime | None
+    read: int
+    landed: int
+    duplicates: int
+    rejected: int
+
+
+class PutResult(msgspec.Struct, kw_only=True):
+    """What a ``put_many`` call did."""
+
+    landed: int
+    duplicates: int
+
+
+class RawStore(Protocol):
+    """The landing zone. Implementations: ``rosetta.raw.postgres.PostgresRawStore``, ``rosetta.raw.mongo.MongoRawStore``."""
+
+    async def begin_import(self, *, source: str, kind: str, origin: str | None = None) -> uuid.UUID:
+        """Open an import (a file, a pull, a demo load) and return its id."""
+        ...
+
+    async def put_many(
+        self,
+        import_id: uuid.UUID,
+        *,
+        source: str,
+        kind: str,
+        payloads: Iterable[Mapping[str, Any]],
+        received_at: datetime | None = None,
+    ) -> PutResult:
+        """Land a batch of payloads; one already stored (same source, kind, content hash) is a duplicate."""
+        ...
+
+    async def reject(self, records: Iterable[RejectedRecord]) -> int:
+        """Keep rejected records with their reason; return how many were kept."""
+        ...
+
+    async def finish_import(
+        self,
+        import_id: uuid.UUID,
+        *,
+        status: ImportStatus,
+        read: int,
+        landed: int,
+        duplicates: int,
+        rejected: int,
+    ) -> None:
+        """Close an import with its counts."""
+        ...
+
+    def stream(
+        self,
+        *,
+        source: str | None = None,
+        kind: str | None = None,
+        import_id: uuid.UUID | None = None,
+        received_from: datetime | None = None,
+        received_to: datetime | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[RawDocument]:
+        """Stream documents in landing order, with bounded memory (``batch_size`` at a time)."""
+        ...
+
+    def stream_rejected(
+        self, *, source: str | None = None, import_id: uuid.UUID | None = None
+    ) -> AsyncIterator[RejectedRecord]:
+        """Stream rejected records."""
+        ...
+
+    async def list_imports(
+        self, *, source: str | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[ImportSummary]:
+        """Imports newest first."""
+        ...
+
+    async def get_watermark(self, source: str, stream: str) -> dict[str, Any] | None:
+        """The high-water mark of an incremental pull (e.g. ``{"sys_updated_on": ..., "sys_id": ...}``)."""
+        ...
+
+    async def set_watermark(self, source: str, stream: str, value: Mapping[str, Any]) -> None:
+        """Advance a high-water mark; call only once a pull has completed."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
