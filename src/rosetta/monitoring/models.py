@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import DeclarativeBase
 
+from rosetta.core.audit import audit_log_table
 from rosetta.core.db import new_metadata
 from rosetta.core.runs import batch_run_table
 
@@ -15,3 +16,4 @@ class Base(DeclarativeBase):
 
 
 batch_run = batch_run_table(Base.metadata)
+audit_log = audit_log_table(Base.metadata)
