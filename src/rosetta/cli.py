@@ -38,8 +38,13 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create and migrate the databases (one alembic tree per database).", no_args_is_help=True)
 batch_app = typer.Typer(help="Run batch jobs (each run has a run_id and a run record).", no_args_is_help=True)
+raw_app = typer.Typer(
+    help="The landing zone: import files, pull external systems, list imports and rejected records.",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(batch_app, name="batch")
+app.add_typer(raw_app, name="raw")
 
 
 class ServeTarget(StrEnum):
@@ -302,6 +307,11 @@ def run_batch_job(name: str, parameters: dict[str, Any]) -> None:
         f"{name} run {context.run_id} succeeded: read {context.read}, written {context.written}, "
         f"rejected {context.rejected}"
     )
+
+
+# ---------------------------------------------------------------------------------------------- raw zone
+# `rosetta raw import|imports|rejected` (file importers, rosetta.raw) are defined just below;
+# `rosetta raw pull ...` (connectors) goes after them, in its own block, on the same `raw_app` group.
 
 
 # ---------------------------------------------------------------------------------------------- entry point
