@@ -1,0 +1,105 @@
+"""The batch run framework: run records, counters, step durations, the per-job lock, the launcher."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+
+import pytest
+
+from rosetta.batch.launcher import InProcessLauncher
+from rosetta.batch.progress import JsonLinesProgress
+from rosetta.batch.runner import JobLockedError, JobSpec, RunContext, RunFailedError, execute
+from rosetta.core import runs
+from rosetta.core.db import Databases
+from rosetta.core.settings import Settings
+
+
+def _job(name: str, body: object) -> JobSpec:
+    return JobSpec(name=name, database="finops", body=body)  # type: ignore[arg-type]
+
+
+async def test_a_second_concurrent_run_is_refused(databases: Databases, settings: Settings) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(context: RunContext) -> None:
+        async with context.step("wait"):
+            started.set()
+            await release.wait()
+        context.read, context.written = 3, 2
+
+    job = _job(f"lock-probe-{uuid.uuid4().hex[:8]}", slow)
+    first = asyncio.create_task(execute(job, {"period": "2026-01"}, databases=databases, settings=settings))
+    await started.wait()
+    with pytest.raises(JobLockedError, match="in progress"):
+        await execute(job, {}, databases=databases, settings=settings)
+    release.set()
+    context = await first
+    # Once the first run is over, the lock is free again.
+    again = await execute(_job(job.name, lambda _ctx: asyncio.sleep(0)), {}, databases=databases, settings=settings)
+
+    async with databases.unit_of_work("finops") as session:
+        record = await runs.get_run(session, context.run_id)
+        later = await runs.get_run(session, again.run_id)
+    assert record is not None
+    assert later is not None
+    assert record["status"] == "succeeded"
+    assert (record["read_count"], record["written_count"]) == (3, 2)
+    assert record["parameters"] == {"period": "2026-01"}
+    assert [step["name"] for step in record["steps"]] == ["wait"]
+    assert record["started_at"] <= record["finished_at"]
+    assert record["finished_at"].tzinfo is not None
+    assert later["status"] == "succeeded"
+
+
+async def test_a_failing_job_is_recorded_with_its_error(databases: Databases, settings: Settings) -> None:
+    async def broken(context: RunContext) -> None:
+        async with context.step("load"):
+            context.read = 10
+            raise ValueError("amount 'abc' is not a number")
+
+    with pytest.raises(RunFailedError) as caught:
+        await execute(_job(f"fail-probe-{uuid.uuid4().hex[:8]}", broken), {}, databases=databases, settings=settings)
+    async with databases.unit_of_work("finops") as session:
+        record = await runs.get_run(session, caught.value.run_id)
+    assert record is not None
+    assert record["status"] == "failed"
+    assert "amount 'abc' is not a number" in record["error"]
+    assert record["read_count"] == 10
+    assert record["steps"][0]["outcome"] == "failed"
+
+
+async def test_launcher_queues_then_runs_in_the_background(databases: Databases, settings: Settings) -> None:
+    ran: list[uuid.UUID] = []
+
+    async def body(context: RunContext) -> None:
+        ran.append(context.run_id)
+        context.written = 1
+
+    name = f"launch-probe-{uuid.uuid4().hex[:8]}"
+    launcher = InProcessLauncher({name: _job(name, body)}, settings)
+    run_id = await launcher.launch(name, {"period": "2026-02"}, requested_by="alice")
+    await launcher.wait()
+    async with databases.unit_of_work("finops") as session:
+        record = await runs.get_run(session, run_id)
+        listed = await runs.list_runs(session, job=name)
+    assert ran == [run_id]
+    assert record is not None
+    assert record["status"] == "succeeded"
+    assert record["requested_by"] == "alice"
+    assert [row["run_id"] for row in listed] == [run_id]
+
+
+def test_json_progress_lines_are_parseable() -> None:
+    stream = io.StringIO()
+    progress = JsonLinesProgress(stream, run_id="r1")
+    progress.start_step("load", total=3)
+    progress.advance(3)
+    progress.end_step()
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [event["event"] for event in events] == ["step_started", "step_finished"]
+    assert events[-1]["done"] == 3
+    assert all(event["run_id"] == "r1" for event in events)
