@@ -43,12 +43,14 @@ def server_url() -> Iterator[URL]:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
+        import pgserver  # noqa: PLC0415 - heavy, only when no server URL is given
 
         tmp = Path(tempfile.mkdtemp(prefix="rosetta-test-"))
         server = pgserver.get_server(tmp / "pg", cleanup_mode="delete")
     try:
-        yield URL.create("postgresql+asyncpg", username="postgres", database="postgres", query={"host": str(tmp / "pg")})
+        yield URL.create(
+            "postgresql+asyncpg", username="postgres", database="postgres", query={"host": str(tmp / "pg")}
+        )
     finally:
         server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,6 +131,8 @@ def fresh_database_urls(server_url: URL) -> Iterator[Callable[[], dict[DatabaseR
 
 def settings_for(urls: dict[DatabaseRole, URL], **overrides: Any) -> Settings:
     """Settings pointing at a given database set (e.g. from ``fresh_database_urls``)."""
-    values: dict[str, Any] = {f"{role}_database_url": url.render_as_string(hide_password=False) for role, url in urls.items()}
+    values: dict[str, Any] = {
+        f"{role}_database_url": url.render_as_string(hide_password=False) for role, url in urls.items()
+    }
     values.update(overrides)
     return Settings(**values)

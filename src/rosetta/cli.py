@@ -104,7 +104,9 @@ async def _prepare_databases(settings: Settings, roles: tuple[DatabaseRole, ...]
             before = await migrations.current_revisions(urls[role])
             await asyncio.to_thread(migrations.upgrade, role, urls[role])
             after = await migrations.current_revisions(urls[role])
-            state = "already at head" if before == after else f"upgraded {sorted(before) or ['<empty>']} -> {sorted(after)}"
+            state = (
+                "already at head" if before == after else f"upgraded {sorted(before) or ['<empty>']} -> {sorted(after)}"
+            )
             lines.append(f"{role}: {state}")
     return lines
 
@@ -112,7 +114,7 @@ async def _prepare_databases(settings: Settings, roles: tuple[DatabaseRole, ...]
 def _roles(db: DatabaseName | None) -> tuple[DatabaseRole, ...]:
     from rosetta.core.migrations import MIGRATION_ORDER  # noqa: PLC0415
 
-    return (db.value,) if db is not None else MIGRATION_ORDER  # type: ignore[return-value]
+    return (db.value,) if db is not None else MIGRATION_ORDER
 
 
 @db_app.command("create")
@@ -150,7 +152,7 @@ def db_current(
         for role in roles:
             try:
                 current = await migrations.current_revisions(urls[role])
-            except Exception as error:  # noqa: BLE001 - report every database, even a missing one
+            except Exception as error:
                 lines.append(f"{role}: unavailable ({type(error).__name__})")
                 continue
             head = migrations.heads(role)
@@ -174,7 +176,7 @@ def db_revision(
     from rosetta.core.db import database_urls  # noqa: PLC0415
     from rosetta.core.migrations import alembic_config  # noqa: PLC0415
 
-    role: DatabaseRole = db.value  # type: ignore[assignment]
+    role: DatabaseRole = db.value
     url = database_urls(_settings(), (role,))[role]
     command.revision(alembic_config(role, url), message=message, autogenerate=True, rev_id=rev_id)
 

@@ -92,7 +92,10 @@ async def test_keyset_pages_cover_every_row_once(
 async def test_next_link_keeps_filters_and_replaces_cursor(settings: Settings, seeded: list[dict[str, Any]]) -> None:
     @get("/items", guards=[requires(Permission.PUBLIC)])
     async def list_items(
-        request: Request[Any, Any, Any], session: AsyncSession, limit: FromQuery[int] = 10, cursor: FromQuery[str | None] = None
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        limit: FromQuery[int] = 10,
+        cursor: FromQuery[str | None] = None,
     ) -> Page[str]:
         rows, next_cursor = await keyset_page(
             session, select(items), key=[items.c.rank], key_types=[int], limit=limit, cursor=cursor

@@ -33,7 +33,9 @@ async def test_all_serves_the_three_prefixes_with_identical_paths(settings: Sett
 
 async def test_readiness_fails_when_the_database_is_down(tmp_path: Path) -> None:
     # A Unix-socket directory where no server listens: the engine is created, connections fail.
-    down = Settings(finops_database_url=f"postgresql://postgres@/finops_db?host={tmp_path}", db_statement_timeout_ms=1000)
+    down = Settings(
+        finops_database_url=f"postgresql://postgres@/finops_db?host={tmp_path}", db_statement_timeout_ms=1000
+    )
     app = create_app([finops_api()], process="test", settings=down)
     async with AsyncTestClient(app=app) as client:
         assert (await client.get("/healthz")).status_code == 200

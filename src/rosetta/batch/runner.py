@@ -78,9 +78,7 @@ class RunContext:
             outcome = "succeeded"
         finally:
             self.progress.end_step()
-            self.steps.append(
-                {"name": name, "seconds": round(time.perf_counter() - started, 3), "outcome": outcome}
-            )
+            self.steps.append({"name": name, "seconds": round(time.perf_counter() - started, 3), "outcome": outcome})
 
 
 JobBody = Callable[[RunContext], Awaitable[None]]

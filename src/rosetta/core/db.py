@@ -145,7 +145,7 @@ class Databases:
                 async with engine.connect() as connection:
                     await connection.execute(text("SELECT 1"))
                 results[role] = "ok"
-            except Exception as error:  # noqa: BLE001 - readiness reports any failure, it must not raise
+            except Exception as error:
                 results[role] = f"unavailable ({type(error).__name__})"
         return results
 

@@ -102,7 +102,9 @@ def _filtered_openapi(app: Litestar, context: ContextApi) -> dict[str, Any]:
         "version": __version__,
         "description": context.description,
     }
-    document["paths"] = {path: item for path, item in document.get("paths", {}).items() if path.startswith(context.prefix)}
+    document["paths"] = {
+        path: item for path, item in document.get("paths", {}).items() if path.startswith(context.prefix)
+    }
     document["servers"] = [{"url": "/"}]
     return document
 
@@ -140,21 +142,17 @@ def healthz() -> HealthStatus:
 async def readyz(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Every database this process uses answers ``SELECT 1``; 503 problem otherwise."""
     databases: Databases = state.databases
-    checks = await databases.ping()
+    checks = {str(role): result for role, result in (await databases.ping()).items()}
     if all(result == "ok" for result in checks.values()):
-        return Response(HealthStatus(status="ok", checks=dict(checks)))
+        return Response(HealthStatus(status="ok", checks=checks))
     failing = ", ".join(role for role, result in checks.items() if result != "ok")
-    return problem_response(
-        request, 503, detail=f"database(s) not answering: {failing}", extra={"checks": dict(checks)}
-    )
+    return problem_response(request, 503, detail=f"database(s) not answering: {failing}", extra={"checks": checks})
 
 
 @get("/metrics", guards=[requires(Permission.PUBLIC)], include_in_schema=False)
 async def metrics(state: State) -> Response[bytes]:
     """Prometheus text exposition: request counts and latency histograms per route."""
-    return Response(
-        content=metrics_text(state.metrics), media_type="text/plain; version=0.0.4"
-    )
+    return Response(content=metrics_text(state.metrics), media_type="text/plain; version=0.0.4")
 
 
 def create_app(

@@ -19,7 +19,8 @@ class RequestIdFilter(logging.Filter):
     """Copies the current request id onto each record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        # setattr: LogRecord has no declared request_id attribute, formatters read it with getattr.
+        setattr(record, "request_id", request_id_var.get())  # noqa: B010
         return True
 
 
@@ -34,7 +35,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if getattr(record, "request_id", None):
-            payload["request_id"] = record.request_id
+            payload["request_id"] = getattr(record, "request_id")  # noqa: B009
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 payload[key] = value

@@ -59,9 +59,7 @@ async def current_revisions(url: URL) -> set[str]:
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
-            return await connection.run_sync(
-                lambda sync: set(MigrationContext.configure(sync).get_current_heads())
-            )
+            return await connection.run_sync(lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
     finally:
         await engine.dispose()
 

@@ -6,6 +6,8 @@ import logging
 import re
 import time
 import uuid
+
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -46,7 +48,7 @@ def request_context_middleware(app: ASGIApp, metrics: HttpMetrics) -> ASGIApp:
     """Give every request an id (``X-Request-ID`` if valid, else a new one), echo it, log and measure it."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -68,7 +70,7 @@ def request_context_middleware(app: ASGIApp, metrics: HttpMetrics) -> ASGIApp:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "<unmatched>"
-            method = scope.get("method", "GET")
+            method = str(scope.get("method", "GET"))
             status = status_holder["status"]
             metrics.observe(method, route, status, elapsed)
             level = logging.DEBUG if scope.get("path") in _QUIET_PATHS else logging.INFO
@@ -90,4 +92,3 @@ def metrics_text(metrics: HttpMetrics) -> bytes:
     from prometheus_client import generate_latest  # noqa: PLC0415 - keeps import time low for CLI commands
 
     return generate_latest(metrics.registry)
-

@@ -45,9 +45,7 @@ def decode_cursor(cursor: str, types: Sequence[type]) -> tuple[Any, ...]:
 def check_limit(limit: int) -> int:
     """Validate a page size (1..MAX_LIMIT)."""
     if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequestError(
-            f"limit: must be between 1 and {MAX_LIMIT}", extra={"errors": [{"field": "limit"}]}
-        )
+        raise BadRequestError(f"limit: must be between 1 and {MAX_LIMIT}", extra={"errors": [{"field": "limit"}]})
     return limit
 
 

@@ -116,5 +116,3 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     IntegrityError: handle_integrity_error,
     Exception: handle_internal_error,
 }
-
-

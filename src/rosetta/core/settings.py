@@ -239,4 +239,3 @@ def data_dir() -> Path:
     path = get_settings().data_dir.expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
-
