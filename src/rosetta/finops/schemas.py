@@ -1,0 +1,419 @@
+"""Request and response bodies of finops-api (msgspec, camelCase on the wire).
+
+Amounts are ``Decimal`` and so travel as decimal **strings** (msgspec encodes ``Decimal`` as a string),
+never as JSON floats. The one exception is the Cost Insights family (``CostInsights*``): the Backstage
+plugin's TypeScript types declare ``amount: number``, so those bodies carry numbers, rounded to the cent,
+and are meant for charts only, never for reconciliation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+from rosetta.core.schemas import CamelStruct
+
+Level = Literal["domain", "family", "product", "application"]
+LEVELS: tuple[Level, ...] = ("domain", "family", "product", "application")
+CostType = Literal["direct", "indirect"]
+
+
+# ----------------------------------------------------------------------------------------------- costs
+
+
+class PeriodChange(CamelStruct):
+    """The total of a comparison period and how the current period moved from it."""
+
+    period: str
+    total: Decimal
+    change_amount: Decimal
+    # (current - previous) / previous; None when the previous total is zero (not computable).
+    change_ratio: Decimal | None
+
+
+class Mover(CamelStruct):
+    """An application whose cost moved most since the previous month."""
+
+    code: str
+    name: str | None
+    previous: Decimal
+    current: Decimal
+    change_amount: Decimal
+    change_ratio: Decimal | None
+
+
+class CostSummary(CamelStruct):
+    """One month at a glance: ``direct + indirect + unallocated = total``."""
+
+    period: str
+    currency: str
+    total: Decimal
+    direct: Decimal
+    indirect: Decimal
+    unallocated: Decimal
+    environment: str | None
+    previous_month: PeriodChange
+    same_month_last_year: PeriodChange
+    top_movers: list[Mover]
+
+
+class DrilldownRow(CamelStruct):
+    """One node of a hierarchy level under a parent, over a period range."""
+
+    level: Level
+    code: str
+    name: str | None
+    total: Decimal
+    direct: Decimal
+    indirect: Decimal
+    # total / parent total, 4 decimals; None when the parent total is zero.
+    share_of_parent: Decimal | None
+
+
+class Drilldown(CamelStruct):
+    """One page of a drill-down, with the parent's own totals (sum of every row, all pages)."""
+
+    level: Level
+    parent: str | None
+    period_from: str
+    period_to: str
+    environment: str | None
+    currency: str
+    total: Decimal
+    direct: Decimal
+    indirect: Decimal
+    items: list[DrilldownRow]
+    limit: int
+    next: str | None = None
+
+
+class MonthlyCost(CamelStruct):
+    """An application's cost for one month."""
+
+    period: str
+    total: Decimal
+    direct: Decimal
+    indirect: Decimal
+
+
+class EnvironmentCost(CamelStruct):
+    """An application's cost for one environment over the window."""
+
+    environment: str
+    total: Decimal
+    direct: Decimal
+    indirect: Decimal
+
+
+class ServiceCategoryCost(CamelStruct):
+    """An application's direct cost for one FOCUS service category over the window."""
+
+    service_category: str
+    total: Decimal
+
+
+class AllocationLine(CamelStruct):
+    """One allocated share: which pool, which rule version, which key and ratio produced the amount."""
+
+    period: str
+    pool: str
+    pool_name: str | None
+    rule_id: str
+    rule_version: int
+    # FOCUS 1.3 AllocatedMethodId: "rule_id@version".
+    method: str
+    key_type: str
+    weight: Decimal
+    ratio: Decimal
+    amount: Decimal
+    rounding_adjustment: Decimal
+
+
+class ApplicationCosts(CamelStruct):
+    """The "why does my app pay this?" page: 13 months, per environment and category, direct vs each pool."""
+
+    code: str
+    name: str | None
+    product: str | None
+    family: str | None
+    domain: str | None
+    currency: str
+    period_from: str
+    period_to: str
+    total: Decimal
+    direct: Decimal
+    indirect: Decimal
+    months: list[MonthlyCost]
+    by_environment: list[EnvironmentCost]
+    by_service_category: list[ServiceCategoryCost]
+    allocations: list[AllocationLine]
+
+
+# ----------------------------------------------------------------------------------------------- budgets
+
+
+class BudgetLineIn(CamelStruct, forbid_unknown_fields=True):
+    """One budget amount for a scope (application, product, family or domain) and a month (``YYYY-MM``)."""
+
+    scope_level: Level
+    scope_code: str
+    period: str
+    amount: Decimal
+    currency: str = "EUR"
+
+
+class BudgetLine(CamelStruct):
+    """A stored budget line."""
+
+    scope_level: str
+    scope_code: str
+    period: str
+    amount: Decimal
+    currency: str
+
+
+class BudgetCreate(CamelStruct, forbid_unknown_fields=True):
+    """A new budget version (e.g. "Budget 2026 initial"), with its lines."""
+
+    name: str
+    description: str | None = None
+    lines: list[BudgetLineIn] = msgspec.field(default_factory=list)
+
+
+class BudgetReplace(CamelStruct, forbid_unknown_fields=True):
+    """PUT: the whole version; ``lines`` replace every stored line."""
+
+    name: str
+    description: str | None = None
+    lines: list[BudgetLineIn] = msgspec.field(default_factory=list)
+
+
+class BudgetPatch(CamelStruct, forbid_unknown_fields=True):
+    """PATCH: only the members sent change; ``lines`` are upserted by (scope, month)."""
+
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    lines: list[BudgetLineIn] | msgspec.UnsetType = msgspec.UNSET
+
+
+class Budget(CamelStruct):
+    """A budget version: its header and totals per currency (lines at ``budgets/{id}/lines``)."""
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    revision: int
+    line_count: int
+    totals: dict[str, Decimal]
+    first_period: str | None
+    last_period: str | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# ----------------------------------------------------------------------------------------------- pricing views
+
+
+class Rate(CamelStruct, forbid_unknown_fields=True):
+    """One unit price of a rate card, per FOCUS service category and pricing unit."""
+
+    service_category: str
+    unit: str
+    unit_price: Decimal
+
+
+class PricingViewCreate(CamelStruct, forbid_unknown_fields=True):
+    """A pricing view ("vision budgétaire"); a name already used gets its next version."""
+
+    name: str
+    currency: str = "EUR"
+    description: str | None = None
+    rates: list[Rate] = msgspec.field(default_factory=list)
+
+
+class PricingViewReplace(CamelStruct, forbid_unknown_fields=True):
+    """PUT: description and the whole rate card (name, version and currency identify the view)."""
+
+    description: str | None = None
+    rates: list[Rate] = msgspec.field(default_factory=list)
+
+
+class PricingViewPatch(CamelStruct, forbid_unknown_fields=True):
+    """PATCH: only the members sent change; ``rates`` are upserted by (category, unit)."""
+
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    rates: list[Rate] | msgspec.UnsetType = msgspec.UNSET
+
+
+class PricingView(CamelStruct):
+    """A pricing view with its rate card."""
+
+    id: uuid.UUID
+    name: str
+    version: int
+    currency: str
+    description: str | None
+    rates: list[Rate]
+    created_by: str
+    created_at: datetime
+
+
+# ----------------------------------------------------------------------------------------------- comparison
+
+
+class ComparisonRow(CamelStruct):
+    """One scope compared: ``variance = left - right``; the projection extrapolates ``left``'s run rate."""
+
+    level: Level
+    code: str
+    name: str | None
+    left: Decimal
+    right: Decimal
+    variance: Decimal
+    # variance / right * 100, 2 decimals; None when right is zero.
+    variance_pct: Decimal | None
+    left_year_to_date: Decimal
+    projected_year_end: Decimal
+    right_full_year: Decimal
+
+
+class BudgetComparison(CamelStruct):
+    """A page of a comparison between two measures (actual, a budget version, a pricing view)."""
+
+    left: str
+    right: str
+    level: Level
+    parent: str | None
+    period_from: str
+    period_to: str
+    environment: str | None
+    currency: str
+    total_left: Decimal
+    total_right: Decimal
+    total_variance: Decimal
+    total_variance_pct: Decimal | None
+    items: list[ComparisonRow]
+    limit: int
+    next: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------- rules
+
+
+class RuleTarget(CamelStruct, forbid_unknown_fields=True):
+    """A target application of a rule version; ``percentage`` for ``fixed`` rules (total exactly 100)."""
+
+    application_code: str
+    percentage: Decimal | None = None
+
+
+class AllocationRuleCreate(CamelStruct, forbid_unknown_fields=True):
+    """A new rule, or (with an existing ``ruleId``) its next version. A version never changes afterwards."""
+
+    rule_id: str
+    method: Literal["even", "direct_cost", "usage", "fixed"]
+    valid_from: str
+    # None: the fallback rule for pools without a rule of their own.
+    pool_code: str | None = None
+    driver: str | None = None
+    description: str | None = None
+    # Empty: every application valid in the period.
+    targets: list[RuleTarget] = msgspec.field(default_factory=list)
+
+
+class AllocationRule(CamelStruct):
+    """One immutable version of an allocation rule."""
+
+    rule_id: str
+    version: int
+    method: str
+    valid_from: str
+    pool_code: str | None
+    driver: str | None
+    description: str | None
+    targets: list[RuleTarget]
+    created_by: str
+    created_at: datetime
+
+
+# ----------------------------------------------------------------------------------------------- batch runs
+
+
+class BatchRunRequest(CamelStruct, forbid_unknown_fields=True, omit_defaults=True):
+    """What to rebuild: one month, or a range of months; nothing means the batch's default."""
+
+    period: str | None = None
+    period_from: str | None = msgspec.field(default=None, name="from")
+    period_to: str | None = msgspec.field(default=None, name="to")
+
+
+class BatchRunAccepted(CamelStruct):
+    """202 body of a triggered run; follow ``location``."""
+
+    run_id: uuid.UUID
+    status: str
+    location: str
+
+
+class BatchRun(CamelStruct):
+    """A run record: counters, step durations and the error, if any."""
+
+    run_id: uuid.UUID
+    job: str
+    status: str
+    parameters: dict[str, Any]
+    requested_by: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    read_count: int
+    written_count: int
+    rejected_count: int
+    counters: dict[str, Any]
+    steps: list[dict[str, Any]]
+    error: str | None
+
+
+# ----------------------------------------------------------------------------------------------- Cost Insights
+
+
+class DateAggregation(CamelStruct):
+    """Cost Insights ``DateAggregation``: a number, as the plugin's type requires (documented exception)."""
+
+    date: date
+    amount: float
+
+
+class ChangeStatistic(CamelStruct, omit_defaults=True):
+    """Cost Insights ``ChangeStatistic``: ``ratio`` omitted when the older period is zero."""
+
+    amount: float
+    ratio: float | None = None
+
+
+class Trendline(CamelStruct):
+    """Least-squares line over the daily points, x in epoch seconds."""
+
+    slope: float
+    intercept: float
+
+
+class CostInsightsCost(CamelStruct, omit_defaults=True):
+    """Cost Insights ``Cost``."""
+
+    id: str
+    aggregation: list[DateAggregation]
+    change: ChangeStatistic | None = None
+    trendline: Trendline | None = None
+    grouped_costs: dict[str, list[CostInsightsCost]] | None = None
+
+
+class LastCompleteBillingDate(CamelStruct):
+    """The last day whose costs are complete (``YYYY-MM-DD``)."""
+
+    date: date

@@ -1,0 +1,845 @@
+"""Use cases of the `finops` context: the only public surface controllers and batch jobs call.
+
+Budgets, pricing views and allocation rules are managed here; every change is audited through the
+request's :class:`~rosetta.core.audit.Auditor`, in the same transaction. Functions take a session and never
+commit (the unit of work does).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
+from rosetta.core.pagination import decode_cursor, encode_cursor
+from rosetta.finops import models
+from rosetta.finops.schemas import (
+    LEVELS,
+    AllocationRule,
+    AllocationRuleCreate,
+    BatchRunRequest,
+    Budget,
+    BudgetCreate,
+    BudgetLine,
+    BudgetLineIn,
+    BudgetPatch,
+    BudgetReplace,
+    PricingView,
+    PricingViewCreate,
+    PricingViewPatch,
+    PricingViewReplace,
+    Rate,
+    RuleTarget,
+)
+
+if TYPE_CHECKING:
+    from rosetta.core.audit import Auditor
+
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_HUNDRED = Decimal(100)
+
+
+def _invalid(field: str, message: str) -> BadRequestError:
+    return BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
+
+
+def parse_month(value: str, field: str) -> date:
+    """``YYYY-MM`` to the first day of the month; a 400 naming ``field`` otherwise."""
+    match = _PERIOD.match(value.strip())
+    if match is None:
+        raise _invalid(field, f"expected a month as YYYY-MM, got {value!r}")
+    return date(int(match.group(1)), int(match.group(2)), 1)
+
+
+def month_text(value: date) -> str:
+    """A month as ``YYYY-MM``."""
+    return f"{value:%Y-%m}"
+
+
+def _snapshot(value: Any) -> Any:
+    """The JSON-able form of a DTO for the audit log (decimals stay strings)."""
+    return msgspec.to_builtins(value)
+
+
+def _check_amount(value: Decimal, field: str) -> Decimal:
+    if not value.is_finite():
+        raise _invalid(field, "must be a finite decimal")
+    return value
+
+
+def _check_currency(value: str, field: str) -> str:
+    if not _CURRENCY.match(value):
+        raise _invalid(field, f"expected an ISO 4217 code such as EUR, got {value!r}")
+    return value
+
+
+def _check_name(value: str, field: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 200:
+        raise _invalid(field, "must be 1 to 200 characters")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- uploads
+
+
+def _normalise_header(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", str(name)).lower()
+
+
+def rows_from_csv(body: bytes) -> list[dict[str, str]]:
+    """The rows of a CSV upload (UTF-8, optional BOM; comma or semicolon), keyed by normalised header."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _invalid("body", "the CSV file is not UTF-8") from None
+    sample = text[:4096]
+    delimiter = ";" if sample.count(";") > sample.count(",") else ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows = [row for row in reader if any(cell.strip() for cell in row)]
+    if not rows:
+        raise _invalid("body", "the file has no header row")
+    header = [_normalise_header(cell) for cell in rows[0]]
+    return [dict(zip(header, (cell.strip() for cell in row), strict=False)) for row in rows[1:]]
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return f"{value:%Y-%m}"
+    if isinstance(value, float):
+        # Excel stores numbers as doubles; repr is the shortest text that reads back the same value.
+        return repr(value)
+    return str(value).strip()
+
+
+def rows_from_excel(body: bytes) -> list[dict[str, str]]:
+    """The rows of the first sheet of an .xlsx upload, keyed by normalised header, cells as text."""
+    from openpyxl import load_workbook  # noqa: PLC0415 - only imports need it
+    from openpyxl.utils.exceptions import InvalidFileException  # noqa: PLC0415
+
+    try:
+        workbook = load_workbook(io.BytesIO(body), read_only=True, data_only=True)
+    except (InvalidFileException, KeyError, OSError, ValueError) as error:
+        raise _invalid("body", f"not a readable .xlsx workbook ({type(error).__name__})") from None
+    try:
+        sheet = workbook.worksheets[0]
+        rows = [[_cell_text(cell) for cell in row] for row in sheet.iter_rows(values_only=True)]
+    finally:
+        workbook.close()
+    rows = [row for row in rows if any(row)]
+    if not rows:
+        raise _invalid("body", "the workbook has no header row")
+    header = [_normalise_header(cell) for cell in rows[0]]
+    return [dict(zip(header, row, strict=False)) for row in rows[1:]]
+
+
+def _required(row: dict[str, str], column: str, line: int) -> str:
+    value = row.get(column, "").strip()
+    if not value:
+        raise _invalid(f"row {line}.{column}", "is missing")
+    return value
+
+
+def _decimal_cell(row: dict[str, str], column: str, line: int) -> Decimal:
+    text = _required(row, column, line).replace(" ", "").replace("\u00a0", "")
+    if "," in text and "." not in text:
+        text = text.replace(",", ".")
+    try:
+        return _check_amount(Decimal(text), f"row {line}.{column}")
+    except InvalidOperation:
+        raise _invalid(f"row {line}.{column}", f"not a decimal amount: {text!r}") from None
+
+
+# ----------------------------------------------------------------------------------------------- budgets
+
+
+_BV = models.BudgetVersion
+_BL = models.BudgetLine
+
+
+def _validated_lines(lines: Sequence[BudgetLineIn]) -> list[dict[str, Any]]:
+    seen: set[tuple[str, str, date]] = set()
+    values: list[dict[str, Any]] = []
+    for index, line in enumerate(lines):
+        field = f"lines[{index}]"
+        month = parse_month(line.period, f"{field}.period")
+        code = line.scope_code.strip()
+        if not code:
+            raise _invalid(f"{field}.scopeCode", "must not be empty")
+        key = (line.scope_level, code, month)
+        if key in seen:
+            raise _invalid(field, f"duplicate line for {line.scope_level} {code} {month_text(month)}")
+        seen.add(key)
+        values.append(
+            {
+                "scope_level": line.scope_level,
+                "scope_code": code,
+                "month": month,
+                "amount": _check_amount(line.amount, f"{field}.amount"),
+                "currency": _check_currency(line.currency, f"{field}.currency"),
+            }
+        )
+    return values
+
+
+async def _budget_dtos(session: AsyncSession, versions: Sequence[models.BudgetVersion]) -> list[Budget]:
+    ids = [version.id for version in versions]
+    stats: dict[uuid.UUID, dict[str, Any]] = {
+        version_id: {"count": 0, "totals": {}, "first": None, "last": None} for version_id in ids
+    }
+    if ids:
+        query = (
+            select(
+                _BL.budget_version_id,
+                _BL.currency,
+                func.count(),
+                func.sum(_BL.amount),
+                func.min(_BL.month),
+                func.max(_BL.month),
+            )
+            .where(_BL.budget_version_id.in_(ids))
+            .group_by(_BL.budget_version_id, _BL.currency)
+        )
+        for version_id, currency, count, total, first, last in (await session.execute(query)).all():
+            entry = stats[version_id]
+            entry["count"] += count
+            entry["totals"][currency] = total
+            entry["first"] = min(first, entry["first"] or first)
+            entry["last"] = max(last, entry["last"] or last)
+    return [
+        Budget(
+            id=version.id,
+            name=version.name,
+            description=version.description,
+            revision=version.row_version,
+            line_count=stats[version.id]["count"],
+            totals=dict(sorted(stats[version.id]["totals"].items())),
+            first_period=month_text(stats[version.id]["first"]) if stats[version.id]["first"] else None,
+            last_period=month_text(stats[version.id]["last"]) if stats[version.id]["last"] else None,
+            created_by=version.created_by,
+            created_at=version.created_at,
+            updated_at=version.updated_at,
+        )
+        for version in versions
+    ]
+
+
+async def budget_list(
+    session: AsyncSession, *, limit: int, cursor: str | None, name: str | None = None
+) -> tuple[list[Budget], str | None]:
+    """Budget versions, newest first (keyset on creation time and id)."""
+    query = select(_BV)
+    if name is not None:
+        query = query.where(_BV.name.ilike(f"%{name}%"))
+    if cursor is not None:
+        created_at, version_id = decode_cursor(cursor, (datetime, uuid.UUID))
+        query = query.where(tuple_(_BV.created_at, _BV.id) < tuple_(created_at, version_id))
+    query = query.order_by(_BV.created_at.desc(), _BV.id.desc()).limit(limit + 1)
+    versions = list((await session.scalars(query)).all())
+    next_cursor = None
+    if len(versions) > limit:
+        versions = versions[:limit]
+        next_cursor = encode_cursor([versions[-1].created_at, versions[-1].id])
+    return await _budget_dtos(session, versions), next_cursor
+
+
+async def _budget_version(session: AsyncSession, budget_id: uuid.UUID, *, for_update: bool) -> models.BudgetVersion:
+    query = select(_BV).where(_BV.id == budget_id)
+    if for_update:
+        # Serialises concurrent writers, so the If-Match check and the write see the same revision.
+        query = query.with_for_update()
+    version = (await session.scalars(query)).first()
+    if version is None:
+        raise NotFoundError(f"no budget version {budget_id}")
+    return version
+
+
+async def budget_get(session: AsyncSession, budget_id: uuid.UUID, *, for_update: bool = False) -> Budget:
+    """One budget version; 404 when unknown. ``for_update`` locks it until the transaction ends."""
+    version = await _budget_version(session, budget_id, for_update=for_update)
+    return (await _budget_dtos(session, [version]))[0]
+
+
+async def budget_lines(
+    session: AsyncSession, budget_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[BudgetLine], str | None]:
+    """The lines of a version ordered by month, level and code (keyset)."""
+    key = (_BL.month, _BL.scope_level, _BL.scope_code)
+    query = select(_BL).where(_BL.budget_version_id == budget_id)
+    if cursor is not None:
+        query = query.where(tuple_(*key) > tuple_(*decode_cursor(cursor, (date, str, str))))
+    rows = list((await session.scalars(query.order_by(*key).limit(limit + 1))).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].month, rows[-1].scope_level, rows[-1].scope_code])
+    return [
+        BudgetLine(
+            scope_level=row.scope_level,
+            scope_code=row.scope_code,
+            period=month_text(row.month),
+            amount=row.amount,
+            currency=row.currency,
+        )
+        for row in rows
+    ], next_cursor
+
+
+async def _check_budget_name_free(session: AsyncSession, name: str, *, except_id: uuid.UUID | None = None) -> None:
+    query = select(_BV.id).where(_BV.name == name)
+    if except_id is not None:
+        query = query.where(_BV.id != except_id)
+    if (await session.scalars(query)).first() is not None:
+        raise ConflictError(f"a budget version named {name!r} already exists", extra={"errors": [{"field": "name"}]})
+
+
+async def _insert_lines(session: AsyncSession, budget_id: uuid.UUID, values: list[dict[str, Any]]) -> None:
+    if values:
+        await session.execute(insert(_BL), [{"budget_version_id": budget_id, **value} for value in values])
+
+
+async def _upsert_lines(session: AsyncSession, budget_id: uuid.UUID, values: list[dict[str, Any]]) -> None:
+    if not values:
+        return
+    statement = pg_insert(_BL).values([{"budget_version_id": budget_id, **value} for value in values])
+    statement = statement.on_conflict_do_update(
+        index_elements=[_BL.budget_version_id, _BL.scope_level, _BL.scope_code, _BL.month],
+        set_={"amount": statement.excluded.amount, "currency": statement.excluded.currency},
+    )
+    await session.execute(statement)
+
+
+async def _touch_budget(session: AsyncSession, budget_id: uuid.UUID, **changes: Any) -> None:
+    await session.execute(
+        update(_BV)
+        .where(_BV.id == budget_id)
+        .values(row_version=_BV.row_version + 1, updated_at=func.clock_timestamp(), **changes)
+    )
+
+
+async def budget_create(session: AsyncSession, *, auditor: Auditor, data: BudgetCreate, actor: str) -> Budget:
+    """Create a budget version and its lines; 409 when the name is taken."""
+    name = _check_name(data.name, "name")
+    values = _validated_lines(data.lines)
+    await _check_budget_name_free(session, name)
+    budget_id = uuid.uuid4()
+    session.add(_BV(id=budget_id, name=name, description=data.description, row_version=1, created_by=actor))
+    await session.flush()
+    await _insert_lines(session, budget_id, values)
+    created = await budget_get(session, budget_id)
+    await auditor.record(
+        action="budget.create",
+        entity_type="budget_version",
+        entity_id=str(budget_id),
+        after={**_snapshot(created), "lines": _snapshot(data.lines)},
+    )
+    return created
+
+
+async def _budget_update(
+    session: AsyncSession,
+    *,
+    auditor: Auditor,
+    current: Budget,
+    action: str,
+    header: dict[str, Any],
+    values: list[dict[str, Any]] | None,
+    replace_lines: bool,
+    detail: Any,
+) -> Budget:
+    if "name" in header:
+        await _check_budget_name_free(session, header["name"], except_id=current.id)
+    if values is not None:
+        if replace_lines:
+            await session.execute(delete(_BL).where(_BL.budget_version_id == current.id))
+            await _insert_lines(session, current.id, values)
+        else:
+            await _upsert_lines(session, current.id, values)
+    await _touch_budget(session, current.id, **header)
+    session.expire_all()
+    updated = await budget_get(session, current.id)
+    await auditor.record(
+        action=action,
+        entity_type="budget_version",
+        entity_id=str(current.id),
+        before=_snapshot(current),
+        after={**_snapshot(updated), "change": detail},
+    )
+    return updated
+
+
+async def budget_replace(session: AsyncSession, *, auditor: Auditor, current: Budget, data: BudgetReplace) -> Budget:
+    """PUT: new name/description and a full set of lines."""
+    header = {"name": _check_name(data.name, "name"), "description": data.description}
+    values = _validated_lines(data.lines)
+    return await _budget_update(
+        session,
+        auditor=auditor,
+        current=current,
+        action="budget.replace",
+        header=header,
+        values=values,
+        replace_lines=True,
+        detail={"lines": len(values)},
+    )
+
+
+async def budget_patch(session: AsyncSession, *, auditor: Auditor, current: Budget, data: BudgetPatch) -> Budget:
+    """PATCH: change the members sent; lines are upserted by (scope, month)."""
+    header: dict[str, Any] = {}
+    if not isinstance(data.name, msgspec.UnsetType):
+        header["name"] = _check_name(data.name, "name")
+    if not isinstance(data.description, msgspec.UnsetType):
+        header["description"] = data.description
+    values = None if isinstance(data.lines, msgspec.UnsetType) else _validated_lines(data.lines)
+    return await _budget_update(
+        session,
+        auditor=auditor,
+        current=current,
+        action="budget.patch",
+        header=header,
+        values=values,
+        replace_lines=False,
+        detail={**header, "linesUpserted": _snapshot(data.lines or [])},
+    )
+
+
+def _lines_from_rows(rows: Iterable[dict[str, str]]) -> list[BudgetLineIn]:
+    lines: list[BudgetLineIn] = []
+    for line_no, row in enumerate(rows, start=2):
+        level = _required(row, "scopelevel", line_no).lower()
+        if level not in LEVELS:
+            raise _invalid(f"row {line_no}.scope_level", f"must be one of {', '.join(LEVELS)}, got {level!r}")
+        period = row.get("period") or row.get("month") or ""
+        parse_month(period, f"row {line_no}.period")
+        lines.append(
+            BudgetLineIn(
+                scope_level=level,  # type: ignore[arg-type]
+                scope_code=_required(row, "scopecode", line_no),
+                period=period.strip(),
+                amount=_decimal_cell(row, "amount", line_no),
+                currency=_check_currency((row.get("currency") or "EUR").strip().upper(), f"row {line_no}.currency"),
+            )
+        )
+    return lines
+
+
+async def budget_import(
+    session: AsyncSession, *, auditor: Auditor, current: Budget, rows: list[dict[str, str]]
+) -> Budget:
+    """Replace a version's lines with an uploaded file's (scope_level, scope_code, period, amount[, currency])."""
+    values = _validated_lines(_lines_from_rows(rows))
+    return await _budget_update(
+        session,
+        auditor=auditor,
+        current=current,
+        action="budget.import",
+        header={},
+        values=values,
+        replace_lines=True,
+        detail={"importedLines": len(values)},
+    )
+
+
+# ----------------------------------------------------------------------------------------------- pricing views
+
+
+_PV = models.PricingView
+_PR = models.PricingViewRate
+
+
+def _validated_rates(rates: Sequence[Rate], field: str = "rates") -> list[dict[str, Any]]:
+    seen: set[tuple[str, str]] = set()
+    values: list[dict[str, Any]] = []
+    for index, rate in enumerate(rates):
+        where = f"{field}[{index}]"
+        if rate.service_category not in models.SERVICE_CATEGORIES:
+            raise _invalid(f"{where}.serviceCategory", f"not a FOCUS service category: {rate.service_category!r}")
+        unit = rate.unit.strip()
+        if not unit:
+            raise _invalid(f"{where}.unit", "must not be empty")
+        if (rate.service_category, unit) in seen:
+            raise _invalid(where, f"duplicate rate for {rate.service_category} / {unit}")
+        seen.add((rate.service_category, unit))
+        price = _check_amount(rate.unit_price, f"{where}.unitPrice")
+        if price < 0:
+            raise _invalid(f"{where}.unitPrice", "must not be negative")
+        values.append({"service_category": rate.service_category, "unit": unit, "unit_price": price})
+    return values
+
+
+async def _pricing_dtos(session: AsyncSession, views: Sequence[models.PricingView]) -> list[PricingView]:
+    rates: dict[uuid.UUID, list[Rate]] = {view.id: [] for view in views}
+    if views:
+        query = (
+            select(_PR)
+            .where(_PR.pricing_view_id.in_(list(rates)))
+            .order_by(_PR.pricing_view_id, _PR.service_category, _PR.unit)
+        )
+        for rate in (await session.scalars(query)).all():
+            rates[rate.pricing_view_id].append(
+                Rate(service_category=rate.service_category, unit=rate.unit, unit_price=rate.unit_price)
+            )
+    return [
+        PricingView(
+            id=view.id,
+            name=view.name,
+            version=view.version,
+            currency=view.currency,
+            description=view.description,
+            rates=rates[view.id],
+            created_by=view.created_by,
+            created_at=view.created_at,
+        )
+        for view in views
+    ]
+
+
+async def pricing_view_list(
+    session: AsyncSession, *, limit: int, cursor: str | None
+) -> tuple[list[PricingView], str | None]:
+    """Pricing views by name and version (keyset)."""
+    query = select(_PV)
+    if cursor is not None:
+        query = query.where(tuple_(_PV.name, _PV.version) > tuple_(*decode_cursor(cursor, (str, int))))
+    views = list((await session.scalars(query.order_by(_PV.name, _PV.version).limit(limit + 1))).all())
+    next_cursor = None
+    if len(views) > limit:
+        views = views[:limit]
+        next_cursor = encode_cursor([views[-1].name, views[-1].version])
+    return await _pricing_dtos(session, views), next_cursor
+
+
+async def pricing_view_get(session: AsyncSession, view_id: uuid.UUID, *, for_update: bool = False) -> PricingView:
+    """One pricing view with its rates; 404 when unknown."""
+    query = select(_PV).where(_PV.id == view_id)
+    if for_update:
+        query = query.with_for_update()
+    view = (await session.scalars(query)).first()
+    if view is None:
+        raise NotFoundError(f"no pricing view {view_id}")
+    return (await _pricing_dtos(session, [view]))[0]
+
+
+async def pricing_view_create(
+    session: AsyncSession, *, auditor: Auditor, data: PricingViewCreate, actor: str
+) -> PricingView:
+    """Create a pricing view; a name already used gets the next version number."""
+    name = _check_name(data.name, "name")
+    currency = _check_currency(data.currency, "currency")
+    values = _validated_rates(data.rates)
+    latest = (await session.execute(select(func.max(_PV.version)).where(_PV.name == name))).scalar_one()
+    view_id = uuid.uuid4()
+    session.add(
+        _PV(
+            id=view_id,
+            name=name,
+            version=(latest or 0) + 1,
+            description=data.description,
+            currency=currency,
+            created_by=actor,
+        )
+    )
+    await session.flush()
+    if values:
+        await session.execute(insert(_PR), [{"pricing_view_id": view_id, **value} for value in values])
+    created = await pricing_view_get(session, view_id)
+    await auditor.record(
+        action="pricing_view.create", entity_type="pricing_view", entity_id=str(view_id), after=_snapshot(created)
+    )
+    return created
+
+
+async def _pricing_update(
+    session: AsyncSession,
+    *,
+    auditor: Auditor,
+    current: PricingView,
+    action: str,
+    description: str | msgspec.UnsetType | None,
+    values: list[dict[str, Any]] | None,
+    replace_rates: bool,
+) -> PricingView:
+    if not isinstance(description, msgspec.UnsetType):
+        await session.execute(update(_PV).where(_PV.id == current.id).values(description=description))
+    if values is not None:
+        if replace_rates:
+            await session.execute(delete(_PR).where(_PR.pricing_view_id == current.id))
+        if values:
+            statement = pg_insert(_PR).values([{"pricing_view_id": current.id, **value} for value in values])
+            statement = statement.on_conflict_do_update(
+                index_elements=[_PR.pricing_view_id, _PR.service_category, _PR.unit],
+                set_={"unit_price": statement.excluded.unit_price},
+            )
+            await session.execute(statement)
+    session.expire_all()
+    updated = await pricing_view_get(session, current.id)
+    await auditor.record(
+        action=action,
+        entity_type="pricing_view",
+        entity_id=str(current.id),
+        before=_snapshot(current),
+        after=_snapshot(updated),
+    )
+    return updated
+
+
+async def pricing_view_replace(
+    session: AsyncSession, *, auditor: Auditor, current: PricingView, data: PricingViewReplace
+) -> PricingView:
+    """PUT: description and the whole rate card."""
+    return await _pricing_update(
+        session,
+        auditor=auditor,
+        current=current,
+        action="pricing_view.replace",
+        description=data.description,
+        values=_validated_rates(data.rates),
+        replace_rates=True,
+    )
+
+
+async def pricing_view_patch(
+    session: AsyncSession, *, auditor: Auditor, current: PricingView, data: PricingViewPatch
+) -> PricingView:
+    """PATCH: description and/or rates upserted by (category, unit)."""
+    values = None if isinstance(data.rates, msgspec.UnsetType) else _validated_rates(data.rates)
+    return await _pricing_update(
+        session,
+        auditor=auditor,
+        current=current,
+        action="pricing_view.patch",
+        description=data.description,
+        values=values,
+        replace_rates=False,
+    )
+
+
+async def pricing_view_import(
+    session: AsyncSession, *, auditor: Auditor, current: PricingView, rows: list[dict[str, str]]
+) -> PricingView:
+    """Replace a view's rates with an uploaded file's (columns service_category, unit, unit_price)."""
+    rates = [
+        Rate(
+            service_category=_required(row, "servicecategory", line_no),
+            unit=_required(row, "unit", line_no),
+            unit_price=_decimal_cell(row, "unitprice", line_no),
+        )
+        for line_no, row in enumerate(rows, start=2)
+    ]
+    return await _pricing_update(
+        session,
+        auditor=auditor,
+        current=current,
+        action="pricing_view.import",
+        description=msgspec.UNSET,
+        values=_validated_rates(rates, field="rows"),
+        replace_rates=True,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- allocation rules
+
+
+_AR = models.AllocationRule
+_AT = models.AllocationRuleTarget
+
+
+async def _rule_dtos(session: AsyncSession, rules: Sequence[models.AllocationRule]) -> list[AllocationRule]:
+    targets: dict[tuple[str, int], list[RuleTarget]] = {(rule.rule_id, rule.version): [] for rule in rules}
+    if rules:
+        query = (
+            select(_AT)
+            .where(tuple_(_AT.rule_id, _AT.version).in_(list(targets)))
+            .order_by(_AT.rule_id, _AT.version, _AT.application_code)
+        )
+        for target in (await session.scalars(query)).all():
+            targets[(target.rule_id, target.version)].append(
+                RuleTarget(application_code=target.application_code, percentage=target.percentage)
+            )
+    return [
+        AllocationRule(
+            rule_id=rule.rule_id,
+            version=rule.version,
+            method=rule.method,
+            valid_from=month_text(rule.valid_from),
+            pool_code=rule.pool_code,
+            driver=rule.driver,
+            description=rule.description,
+            targets=targets[(rule.rule_id, rule.version)],
+            created_by=rule.created_by,
+            created_at=rule.created_at,
+        )
+        for rule in rules
+    ]
+
+
+async def rule_list(
+    session: AsyncSession, *, pool: str | None, all_versions: bool, limit: int, cursor: str | None
+) -> tuple[list[AllocationRule], str | None]:
+    """Rules by id (latest version only, or every version), keyset-paginated."""
+    query = select(_AR)
+    if pool is not None:
+        query = query.where(_AR.pool_code == pool)
+    if not all_versions:
+        latest = select(_AR.rule_id, func.max(_AR.version)).group_by(_AR.rule_id)
+        query = query.where(tuple_(_AR.rule_id, _AR.version).in_(latest))
+    if cursor is not None:
+        query = query.where(tuple_(_AR.rule_id, _AR.version) > tuple_(*decode_cursor(cursor, (str, int))))
+    rules = list((await session.scalars(query.order_by(_AR.rule_id, _AR.version).limit(limit + 1))).all())
+    next_cursor = None
+    if len(rules) > limit:
+        rules = rules[:limit]
+        next_cursor = encode_cursor([rules[-1].rule_id, rules[-1].version])
+    return await _rule_dtos(session, rules), next_cursor
+
+
+async def rule_get(session: AsyncSession, rule_id: str, *, version: int | None = None) -> AllocationRule:
+    """One version of a rule (the latest when ``version`` is None); 404 when unknown."""
+    query = select(_AR).where(_AR.rule_id == rule_id)
+    query = query.where(_AR.version == version) if version is not None else query.order_by(_AR.version.desc())
+    rule = (await session.scalars(query.limit(1))).first()
+    if rule is None:
+        suffix = f" version {version}" if version is not None else ""
+        raise NotFoundError(f"no allocation rule {rule_id!r}{suffix}")
+    return (await _rule_dtos(session, [rule]))[0]
+
+
+def _validated_targets(data: AllocationRuleCreate) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    values: list[dict[str, Any]] = []
+    for index, target in enumerate(data.targets):
+        field = f"targets[{index}]"
+        code = target.application_code.strip()
+        if not code or code in seen:
+            raise _invalid(f"{field}.applicationCode", "empty or duplicate application code")
+        seen.add(code)
+        if data.method == "fixed":
+            if target.percentage is None:
+                raise _invalid(f"{field}.percentage", "a fixed rule needs a percentage for every target")
+            if not Decimal(0) <= target.percentage <= _HUNDRED or target.percentage != round(target.percentage, 4):
+                raise _invalid(f"{field}.percentage", "must be between 0 and 100 with at most 4 decimals")
+        elif target.percentage is not None:
+            raise _invalid(f"{field}.percentage", f"only fixed rules take percentages, not {data.method}")
+        values.append({"application_code": code, "percentage": target.percentage})
+    if data.method == "fixed":
+        total = sum((value["percentage"] for value in values), Decimal(0))
+        if total != _HUNDRED:
+            raise _invalid("targets", f"fixed percentages must total exactly 100, not {total}")
+    return values
+
+
+async def rule_create_version(
+    session: AsyncSession, *, auditor: Auditor, data: AllocationRuleCreate, actor: str
+) -> AllocationRule:
+    """Add version 1 of a new rule, or the next version of an existing one (versions never change)."""
+    rule_id = data.rule_id.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", rule_id):
+        raise _invalid("ruleId", "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    valid_from = parse_month(data.valid_from, "validFrom")
+    if data.method == "usage" and not (data.driver or "").strip():
+        raise _invalid("driver", "a usage rule names its usage driver (e.g. requests, vcpu_hours)")
+    if data.method != "usage" and data.driver:
+        raise _invalid("driver", f"only usage rules take a driver, not {data.method}")
+    targets = _validated_targets(data)
+    # The row lock on the rule's latest version makes concurrent new versions queue instead of colliding.
+    latest = (
+        await session.execute(
+            select(_AR.version).where(_AR.rule_id == rule_id).order_by(_AR.version.desc()).limit(1).with_for_update()
+        )
+    ).scalar_one_or_none()
+    version = (latest or 0) + 1
+    session.add(
+        _AR(
+            rule_id=rule_id,
+            version=version,
+            pool_code=data.pool_code,
+            method=data.method,
+            driver=data.driver.strip() if data.driver else None,
+            valid_from=valid_from,
+            description=data.description,
+            created_by=actor,
+        )
+    )
+    await session.flush()
+    if targets:
+        await session.execute(insert(_AT), [{"rule_id": rule_id, "version": version, **value} for value in targets])
+    created = await rule_get(session, rule_id, version=version)
+    await auditor.record(
+        action="allocation_rule.create_version",
+        entity_type="allocation_rule",
+        entity_id=f"{rule_id}@{version}",
+        after=_snapshot(created),
+    )
+    return created
+
+
+# ----------------------------------------------------------------------------------------------- measures
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One side of a comparison: actual costs, a budget version or a pricing view's valuation."""
+
+    kind: Literal["actual", "budget", "pricing_view"]
+    id: uuid.UUID | None
+    label: str
+    currency: str | None = None
+
+
+async def measure(session: AsyncSession, reference: str, *, field: str) -> Measure:
+    """Resolve ``actual``, ``budget:<id>`` or ``pricing-view:<id>``; 400 on bad syntax, 404 when unknown."""
+    reference = reference.strip()
+    if reference == "actual":
+        return Measure(kind="actual", id=None, label="actual")
+    kind, _, raw_id = reference.partition(":")
+    if kind not in ("budget", "pricing-view") or not raw_id:
+        raise _invalid(field, f"expected actual, budget:<id> or pricing-view:<id>, got {reference!r}")
+    try:
+        measure_id = uuid.UUID(raw_id)
+    except ValueError:
+        raise _invalid(field, f"{raw_id!r} is not a valid id") from None
+    if kind == "budget":
+        version = await _budget_version(session, measure_id, for_update=False)
+        return Measure(kind="budget", id=measure_id, label=f"budget:{version.name}")
+    view = await pricing_view_get(session, measure_id)
+    return Measure(
+        kind="pricing_view", id=measure_id, label=f"pricing-view:{view.name} v{view.version}", currency=view.currency
+    )
+
+
+# ----------------------------------------------------------------------------------------------- batch
+
+
+def batch_parameters(request: BatchRunRequest) -> dict[str, str]:
+    """Validated parameters of a finops-batch run: ``period``, or ``from``/``to`` (months)."""
+    parameters: dict[str, str] = {}
+    if request.period is not None:
+        if request.period_from is not None or request.period_to is not None:
+            raise _invalid("period", "give either period or from/to, not both")
+        parameters["period"] = month_text(parse_month(request.period, "period"))
+    if request.period_from is not None or request.period_to is not None:
+        if request.period_from is None or request.period_to is None:
+            raise _invalid("from" if request.period_from is None else "to", "from and to go together")
+        start = parse_month(request.period_from, "from")
+        end = parse_month(request.period_to, "to")
+        if start > end:
+            raise _invalid("from", f"{month_text(start)} is after to {month_text(end)}")
+        parameters["from"] = month_text(start)
+        parameters["to"] = month_text(end)
+    return parameters
