@@ -7,12 +7,18 @@ stores it once, so any import or pull can be re-run safely.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import datetime
-from typing import Any, Literal, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
+
+from rosetta.core.errors import BadRequestError
+
+if TYPE_CHECKING:
+    from rosetta.core.settings import Settings
 
 ImportStatus = Literal["running", "completed", "failed"]
 
@@ -63,7 +69,11 @@ class PutResult(msgspec.Struct, kw_only=True):
 
 
 class RawStore(Protocol):
-    """The landing zone. Implementations: ``rosetta.raw.postgres.PostgresRawStore``, ``rosetta.raw.mongo.MongoRawStore``."""
+    """The landing zone.
+
+    Implementations: ``rosetta.raw.postgres.PostgresRawStore``, ``rosetta.raw.mongo.MongoRawStore``; get the
+    configured one with :func:`open_raw_store`.
+    """
 
     async def begin_import(self, *, source: str, kind: str, origin: str | None = None) -> uuid.UUID:
         """Open an import (a file, a pull, a demo load) and return its id."""
@@ -134,3 +144,64 @@ class RawStore(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+def open_raw_store(settings: Settings, *, process: str = "raw") -> RawStore:
+    """The raw store chosen by ``settings.raw_store`` (``postgres``, the default, or ``mongodb``).
+
+    No connection is made until the first call on the store; call ``await store.close()`` when done, or use
+    :func:`opened_raw_store`. ``process`` names the connections (``rosetta.<process>``) where the backend
+    supports it.
+    """
+    if settings.raw_store == "mongodb":
+        from rosetta.raw.mongo import MongoRawStore  # noqa: PLC0415 - pymongo only when MongoDB is chosen
+
+        return MongoRawStore.from_settings(settings, process=process)
+    from rosetta.raw.postgres import PostgresRawStore  # noqa: PLC0415 - avoids an import cycle
+
+    return PostgresRawStore.from_settings(settings, process=process)
+
+
+@contextlib.asynccontextmanager
+async def opened_raw_store(settings: Settings, *, process: str = "raw") -> AsyncIterator[RawStore]:
+    """``async with opened_raw_store(settings) as store:`` - the configured store, closed on exit."""
+    store = open_raw_store(settings, process=process)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Argument checks shared by every implementation, so they all refuse the same calls the same way.
+
+
+def utc_or_now(value: datetime | None, name: str) -> datetime:
+    """``value`` in UTC (now if None); a naive datetime is refused, since its zone would be a guess."""
+    if value is None:
+        return datetime.now(UTC)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise BadRequestError(f"{name} must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def check_window(received_from: datetime | None, received_to: datetime | None, batch_size: int) -> None:
+    """Refuse naive window bounds and a batch size below 1 (streams read ``from <= received_at < to``)."""
+    for name, value in (("received_from", received_from), ("received_to", received_to)):
+        if value is not None:
+            utc_or_now(value, name)
+    if batch_size < 1:
+        raise BadRequestError("batch_size must be at least 1")
+
+
+def check_finish(*, status: ImportStatus, read: int, landed: int, duplicates: int, rejected: int) -> None:
+    """An import ends ``completed`` or ``failed``, with non-negative counts; a completed one adds up."""
+    if status == "running":
+        raise BadRequestError("an import is finished as 'completed' or 'failed', not 'running'")
+    if min(read, landed, duplicates, rejected) < 0:
+        raise BadRequestError("import counts cannot be negative")
+    if status == "completed" and read != landed + duplicates + rejected:
+        raise BadRequestError(
+            f"a completed import must satisfy read = landed + duplicates + rejected "
+            f"({read} != {landed} + {duplicates} + {rejected})"
+        )

@@ -1,0 +1,393 @@
+"""The raw store on PostgreSQL JSONB, in the ``raw`` database (the embedded default).
+
+Why asyncpg directly rather than the SQLAlchemy ``Databases`` engine: the raw zone is an append-mostly bulk
+store, not a bounded context with units of work. Its two hot paths are landing (hundreds of thousands of
+rows per import) and streaming them back; both are one hand-written statement each, where SQLAlchemy would
+only add per-row Python overhead and hide asyncpg's binary array encoding. The table definitions stay in
+``rosetta.raw.models`` for alembic; the column names used here are those.
+
+Landing: each ``put_many`` call runs in ONE transaction (all or nothing) and sends its payloads in chunks of
+``chunk_size`` as one ``INSERT ... SELECT FROM unnest($arrays) ... ON CONFLICT DO NOTHING`` per chunk. The
+arrays travel in asyncpg's binary format, so a chunk costs one round trip and one statement, as fast as
+``COPY`` into a staging table followed by the same ``INSERT ... SELECT`` (which needs three statements and
+a temporary table per connection) for the chunk sizes used here. The statement's row count is exactly the
+number of documents landed, so ``duplicates = sent - landed`` is exact, also under concurrent imports (the
+unique index serialises two transactions landing the same content). Memory is bounded by the chunk size:
+a caller may pass a generator of any length.
+
+Reading: streams are keyset-paged on ``id`` (landing order), one short query per page of ``batch_size``
+rows on a connection borrowed only for that query, so a slow consumer never holds a connection or a
+snapshot open, and memory is bounded by one page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from rosetta.core.db import asyncpg_dsn, database_urls
+from rosetta.core.errors import (
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from rosetta.core.settings import Settings
+from rosetta.raw.canonical import canonical_payload, decode_payload
+from rosetta.raw.store import (
+    ImportStatus,
+    ImportSummary,
+    PutResult,
+    RawDocument,
+    RejectedRecord,
+    check_finish,
+    check_window,
+    utc_or_now,
+)
+
+_NOT_MIGRATED = "the raw database is not migrated: run `rosetta db upgrade --db raw`"
+
+_INSERT_DOCUMENTS = """
+INSERT INTO raw_document (source, kind, import_id, received_at, payload, content_hash)
+SELECT $1, $2, $3, $4, chunk.payload::jsonb, chunk.content_hash
+FROM unnest($5::text[], $6::text[]) WITH ORDINALITY AS chunk(payload, content_hash, position)
+ORDER BY chunk.position
+ON CONFLICT (source, kind, content_hash) DO NOTHING
+"""
+
+_DOCUMENT_COLUMNS = "id, source, kind, import_id, received_at, payload::text AS payload, content_hash"
+_IMPORT_COLUMNS = (
+    "import_id, source, kind, origin, status, started_at, finished_at, "
+    "read_count, landed_count, duplicate_count, rejected_count"
+)
+
+
+def _row_count(status: str) -> int:
+    """The row count of a command status such as ``INSERT 0 42``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresRawStore:
+    """The :class:`~rosetta.raw.store.RawStore` on PostgreSQL JSONB (asyncpg pool, opened on first use)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        application_name: str = "rosetta.raw",
+        statement_timeout_ms: int = 60_000,
+        max_connections: int = 4,
+        chunk_size: int = 5_000,
+    ) -> None:
+        """Prepare a store on ``dsn`` (an asyncpg DSN); no connection is made until the first call."""
+        if chunk_size < 1:
+            raise ConfigurationError("chunk_size must be at least 1")
+        self._dsn = dsn
+        self._application_name = application_name
+        self._statement_timeout_ms = statement_timeout_ms
+        self._max_connections = max_connections
+        self._chunk_size = chunk_size
+        self._pool: asyncpg.Pool | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, process: str = "raw") -> PostgresRawStore:
+        """The store on the configured ``raw`` database (starting the embedded server if none is configured)."""
+        url = database_urls(settings, ("raw",))["raw"]
+        return cls(
+            asyncpg_dsn(url),
+            application_name=f"rosetta.{process}",
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            max_connections=max(2, settings.db_pool_sizes.get("raw", settings.db_pool_size)),
+        )
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._max_connections,
+                    timeout=10,
+                    server_settings={
+                        "application_name": self._application_name,
+                        "statement_timeout": str(self._statement_timeout_ms),
+                        "timezone": "UTC",
+                    },
+                )
+            except asyncpg.InvalidCatalogNameError:
+                raise ConfigurationError("the raw database does not exist: run `rosetta db upgrade --db raw`") from None
+            except (OSError, asyncpg.PostgresConnectionError, TimeoutError) as error:
+                raise ServiceUnavailableError(f"the raw database is unavailable: {error}") from error
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; driver errors that mean "not set up" or "down" become clear Rosetta errors."""
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as connection:
+                yield connection
+        except asyncpg.UndefinedTableError:
+            raise ConfigurationError(_NOT_MIGRATED) from None
+        except (OSError, asyncpg.PostgresConnectionError) as error:
+            raise ServiceUnavailableError(f"the raw database is unavailable: {error}") from error
+
+    async def close(self) -> None:
+        """Close the pool (idempotent)."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> PostgresRawStore:
+        """``async with`` support: the store closes on exit."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the store."""
+        await self.close()
+
+    # ------------------------------------------------------------------------------------------ imports
+
+    async def begin_import(self, *, source: str, kind: str, origin: str | None = None) -> uuid.UUID:
+        """Record a new running import and return its id."""
+        import_id = uuid.uuid4()
+        async with self._connection() as connection:
+            await connection.execute(
+                "INSERT INTO raw_import (import_id, source, kind, origin, status, started_at) "
+                "VALUES ($1, $2, $3, $4, 'running', $5)",
+                import_id,
+                source,
+                kind,
+                origin,
+                datetime.now(UTC),
+            )
+        return import_id
+
+    async def finish_import(
+        self,
+        import_id: uuid.UUID,
+        *,
+        status: ImportStatus,
+        read: int,
+        landed: int,
+        duplicates: int,
+        rejected: int,
+    ) -> None:
+        """Close a running import with its counts (only a running import can be finished)."""
+        check_finish(status=status, read=read, landed=landed, duplicates=duplicates, rejected=rejected)
+        async with self._connection() as connection, connection.transaction():
+            current = await connection.fetchval(
+                "SELECT status FROM raw_import WHERE import_id = $1 FOR UPDATE", import_id
+            )
+            if current is None:
+                raise NotFoundError(f"import {import_id} does not exist")
+            if current != "running":
+                raise ConflictError(f"import {import_id} is already {current}")
+            await connection.execute(
+                "UPDATE raw_import SET status = $2, finished_at = $3, read_count = $4, landed_count = $5, "
+                "duplicate_count = $6, rejected_count = $7 WHERE import_id = $1",
+                import_id,
+                status,
+                datetime.now(UTC),
+                read,
+                landed,
+                duplicates,
+                rejected,
+            )
+
+    async def list_imports(
+        self, *, source: str | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[ImportSummary]:
+        """Imports newest first, optionally of one source and kind."""
+        where, arguments = _filters({"source": source, "kind": kind})
+        arguments.append(max(0, limit))
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                f"SELECT {_IMPORT_COLUMNS} FROM raw_import {where} "
+                f"ORDER BY started_at DESC, import_id LIMIT ${len(arguments)}",
+                *arguments,
+            )
+        return [
+            ImportSummary(
+                import_id=row["import_id"],
+                source=row["source"],
+                kind=row["kind"],
+                origin=row["origin"],
+                status=row["status"],
+                started_at=row["started_at"],
+                finished_at=row["finished_at"],
+                read=row["read_count"],
+                landed=row["landed_count"],
+                duplicates=row["duplicate_count"],
+                rejected=row["rejected_count"],
+            )
+            for row in rows
+        ]
+
+    # ------------------------------------------------------------------------------------------ landing
+
+    async def put_many(
+        self,
+        import_id: uuid.UUID,
+        *,
+        source: str,
+        kind: str,
+        payloads: Iterable[Mapping[str, Any]],
+        received_at: datetime | None = None,
+    ) -> PutResult:
+        """Land payloads in one transaction; one already stored (same source, kind, content hash) is a duplicate.
+
+        Every payload is encoded before its chunk is sent, so an unstorable payload
+        (:class:`~rosetta.raw.canonical.UnstorablePayloadError`) rolls the whole call back.
+        """
+        received = utc_or_now(received_at, "received_at")
+        landed = sent = 0
+        iterator = iter(payloads)
+        async with self._connection() as connection, connection.transaction():
+            await self._check_running(connection, import_id)
+            while chunk := list(itertools.islice(iterator, self._chunk_size)):
+                texts: list[str] = []
+                hashes: list[str] = []
+                for payload in chunk:
+                    encoded, digest = canonical_payload(payload)
+                    texts.append(encoded.decode())
+                    hashes.append(digest)
+                status = await connection.execute(_INSERT_DOCUMENTS, source, kind, import_id, received, texts, hashes)
+                landed += _row_count(status)
+                sent += len(chunk)
+        return PutResult(landed=landed, duplicates=sent - landed)
+
+    @staticmethod
+    async def _check_running(connection: asyncpg.Connection, import_id: uuid.UUID) -> None:
+        status = await connection.fetchval("SELECT status FROM raw_import WHERE import_id = $1", import_id)
+        if status is None:
+            raise NotFoundError(f"import {import_id} does not exist: call begin_import first")
+        if status != "running":
+            raise ConflictError(f"import {import_id} is {status}: nothing more can land in it")
+
+    async def reject(self, records: Iterable[RejectedRecord]) -> int:
+        """Keep rejected records with their reason (one transaction); return how many were kept."""
+        rows = [(r.import_id, r.source, r.kind, r.line, r.reason, r.raw) for r in records]
+        if not rows:
+            return 0
+        async with self._connection() as connection, connection.transaction():
+            await connection.executemany(
+                "INSERT INTO raw_rejected (import_id, source, kind, line, reason, raw) VALUES ($1, $2, $3, $4, $5, $6)",
+                rows,
+            )
+        return len(rows)
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    async def stream(
+        self,
+        *,
+        source: str | None = None,
+        kind: str | None = None,
+        import_id: uuid.UUID | None = None,
+        received_from: datetime | None = None,
+        received_to: datetime | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[RawDocument]:
+        """Documents in landing order, ``received_from <= received_at < received_to``, one page at a time."""
+        check_window(received_from, received_to, batch_size)
+        where, arguments = _filters(
+            {"source": source, "kind": kind, "import_id": import_id},
+            received_from=received_from,
+            received_to=received_to,
+        )
+        async for row in self._pages("raw_document", _DOCUMENT_COLUMNS, where, arguments, batch_size):
+            yield RawDocument(
+                source=row["source"],
+                kind=row["kind"],
+                import_id=row["import_id"],
+                received_at=row["received_at"],
+                payload=decode_payload(row["payload"]),
+                content_hash=row["content_hash"],
+            )
+
+    async def stream_rejected(
+        self, *, source: str | None = None, import_id: uuid.UUID | None = None
+    ) -> AsyncIterator[RejectedRecord]:
+        """Rejected records in the order they were kept."""
+        where, arguments = _filters({"source": source, "import_id": import_id})
+        columns = "id, import_id, source, kind, line, reason, raw"
+        async for row in self._pages("raw_rejected", columns, where, arguments, 1000):
+            yield RejectedRecord(
+                source=row["source"],
+                kind=row["kind"],
+                import_id=row["import_id"],
+                reason=row["reason"],
+                line=row["line"],
+                raw=row["raw"],
+            )
+
+    async def _pages(
+        self, table: str, columns: str, where: str, arguments: list[Any], page_size: int
+    ) -> AsyncIterator[asyncpg.Record]:
+        """Keyset pagination on ``id``: each page is one short query on a briefly borrowed connection."""
+        last_id = 0
+        position = len(arguments) + 1
+        keyset = f"{where} AND id > ${position}" if where else f"WHERE id > ${position}"
+        query = f"SELECT {columns} FROM {table} {keyset} ORDER BY id LIMIT ${position + 1}"
+        while True:
+            async with self._connection() as connection:
+                rows = await connection.fetch(query, *arguments, last_id, page_size)
+            for row in rows:
+                yield row
+            if len(rows) < page_size:
+                return
+            last_id = rows[-1]["id"]
+
+    # ------------------------------------------------------------------------------------------ watermarks
+
+    async def get_watermark(self, source: str, stream: str) -> dict[str, Any] | None:
+        """The stored high-water mark of one stream, or None before its first completed pull."""
+        async with self._connection() as connection:
+            value = await connection.fetchval(
+                "SELECT value::text FROM raw_watermark WHERE source = $1 AND stream = $2", source, stream
+            )
+        return None if value is None else decode_payload(value)
+
+    async def set_watermark(self, source: str, stream: str, value: Mapping[str, Any]) -> None:
+        """Store (or advance) one stream's high-water mark."""
+        encoded, _ = canonical_payload(value)
+        async with self._connection() as connection:
+            await connection.execute(
+                "INSERT INTO raw_watermark (source, stream, value, updated_at) VALUES ($1, $2, $3::jsonb, $4) "
+                "ON CONFLICT (source, stream) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                source,
+                stream,
+                encoded.decode(),
+                datetime.now(UTC),
+            )
+
+
+def _filters(
+    equals: Mapping[str, Any],
+    *,
+    received_from: datetime | None = None,
+    received_to: datetime | None = None,
+) -> tuple[str, list[Any]]:
+    """A ``WHERE`` clause holding only the filters given (so the planner sees a plain, index-friendly query)."""
+    clauses: list[str] = []
+    arguments: list[Any] = []
+    for column, value in equals.items():
+        if value is not None:
+            arguments.append(value)
+            clauses.append(f"{column} = ${len(arguments)}")
+    if received_from is not None:
+        arguments.append(received_from)
+        clauses.append(f"received_at >= ${len(arguments)}")
+    if received_to is not None:
+        arguments.append(received_to)
+        clauses.append(f"received_at < ${len(arguments)}")
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), arguments
