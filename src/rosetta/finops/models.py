@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from rosetta.core.audit import audit_log_table
 from rosetta.core.db import new_metadata
 from rosetta.core.runs import batch_run_table
+from rosetta.finops.allocation import UNALLOCATED  # noqa: F401 - re-exported: one spelling in the mart
 
 
 class Base(DeclarativeBase):
@@ -69,8 +70,6 @@ audit_log = audit_log_table(Base.metadata)
 #     unallocated, rejected) and the run_id that built the month.
 # ================================================================================================
 
-UNALLOCATED = "UNALLOCATED"
-"""Application (and product, family, domain) code that carries every cost nobody could be charged for."""
 UNKNOWN_ENVIRONMENT = "unknown"
 """Environment of a cost line without a recognisable environment tag."""
 SHARED_ENVIRONMENT = "shared"

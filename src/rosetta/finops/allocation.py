@@ -1,0 +1,128 @@
+"""The allocation engine: split a shared-cost pool over targets, conserved to the quantum (pure, Decimal).
+
+Method (finops-reference.md §3.2): ratio_i = weight_i / Σ weight; floor every share to the quantum; hand the
+leftover quanta one at a time to the largest remainders, ties broken by target code (ascending) so reruns are
+identical. Shares are computed with exact fractions, never floats, so Σ shares = pool exactly.
+
+Guards: Σ weight = 0 (or no target) sends the whole pool to ``UNALLOCATED``; a negative weight is an error;
+a credit pool keeps its sign (the absolute value is split, then the sign re-applied); fixed percentages must
+total exactly 100; the pool must be a whole number of quanta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
+from rosetta.core.errors import UnprocessableError
+
+UNALLOCATED = "UNALLOCATED"
+CENT = Decimal("0.01")
+RATIO_DIGITS = 28
+
+
+class AllocationError(UnprocessableError):
+    """The inputs of an allocation break a conservation guard (negative weight, bad percentages, bad pool)."""
+
+    title = "Invalid allocation"
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What one target receives: its weight, its ratio, its amount and the quantum added by rounding."""
+
+    target: str
+    weight: Decimal
+    ratio: Decimal
+    amount: Decimal
+    # The leftover quantum handed to this target by largest remainder (0, or one quantum with the pool's sign).
+    rounding_adjustment: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The split of one pool; ``Σ share.amount == pool`` always holds."""
+
+    pool: Decimal
+    shares: tuple[Share, ...]
+
+    @property
+    def unallocated(self) -> bool:
+        """True when the whole pool went to ``UNALLOCATED`` because no target carried any weight."""
+        return len(self.shares) == 1 and self.shares[0].target == UNALLOCATED and self.shares[0].weight == 0
+
+
+def allocate(pool: Decimal, weights: Mapping[str, Decimal], *, quantum: Decimal = CENT) -> Allocation:
+    """Split ``pool`` over the targets of ``weights`` by largest remainder; shares in ascending target order."""
+    _check_quantum(pool, quantum)
+    for target, weight in weights.items():
+        if weight < 0:
+            raise AllocationError(f"negative weight {weight} for target {target!r}")
+    total = sum(weights.values(), Decimal(0))
+    if total == 0:
+        return Allocation(pool, (Share(UNALLOCATED, Decimal(0), Decimal(1), pool, Decimal(0)),))
+    sign = -1 if pool < 0 else 1
+    units = int(abs(pool) / quantum)
+    exact_total = Fraction(total)
+    floors: dict[str, int] = {}
+    remainders: dict[str, Fraction] = {}
+    for target, weight in weights.items():
+        exact = units * Fraction(weight) / exact_total
+        floors[target] = exact.numerator // exact.denominator
+        remainders[target] = exact - floors[target]
+    leftover = units - sum(floors.values())
+    # Largest remainder first; equal remainders go to the smallest target code (deterministic reruns).
+    bonus = set(sorted(weights, key=lambda target: (-remainders[target], target))[:leftover])
+    shares = []
+    with localcontext() as context:
+        context.prec = RATIO_DIGITS
+        for target in sorted(weights):
+            extra = 1 if target in bonus else 0
+            shares.append(
+                Share(
+                    target=target,
+                    weight=weights[target],
+                    ratio=weights[target] / total,
+                    amount=sign * (floors[target] + extra) * quantum,
+                    rounding_adjustment=sign * extra * quantum,
+                )
+            )
+    return Allocation(pool, tuple(shares))
+
+
+def even_weights(targets: Iterable[str]) -> dict[str, Decimal]:
+    """Weight 1 for every target (an even split)."""
+    return dict.fromkeys(targets, Decimal(1))
+
+
+def fixed_weights(percentages: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Fixed percentages as weights, refusing a set that does not total exactly 100."""
+    total = sum(percentages.values(), Decimal(0))
+    if total != 100:
+        raise AllocationError(f"fixed percentages must total exactly 100, not {total}")
+    return dict(percentages)
+
+
+def inputs_hash(*, pool_code: str, pool: Decimal, method: str, weights: Mapping[str, Decimal]) -> str:
+    """A sha256 of what determined an allocation, so an auditor can tell two runs used the same inputs."""
+    canonical = json.dumps(
+        {
+            "pool_code": pool_code,
+            "pool": str(pool.normalize()),
+            "method": method,
+            "weights": sorted((target, str(weight.normalize())) for target, weight in weights.items()),
+        },
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_quantum(pool: Decimal, quantum: Decimal) -> None:
+    if quantum <= 0:
+        raise AllocationError(f"the quantum must be positive, not {quantum}")
+    if pool % quantum != 0:
+        raise AllocationError(f"pool {pool} is not a whole number of {quantum}")
