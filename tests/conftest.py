@@ -136,3 +136,14 @@ def settings_for(urls: dict[DatabaseRole, URL], **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+# Identity-provider fixtures (a real issuer on loopback, tokens, an app trusting it): tests/security/identity.py.
+from security.identity import (  # noqa: E402, F401
+    api_client,
+    auth_headers,
+    identity_server,
+    make_token,
+    secured_app,
+    secured_settings,
+)

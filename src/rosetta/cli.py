@@ -45,6 +45,13 @@ raw_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(batch_app, name="batch")
 app.add_typer(raw_app, name="raw")
+demo_app = typer.Typer(
+    help="The coherent demo enterprise: land it in the raw zone and write the simulators' dataset.",
+    no_args_is_help=True,
+)
+app.add_typer(demo_app, name="demo")
+audit_app = typer.Typer(help="Check the tamper-evident audit logs.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 
 class ServeTarget(StrEnum):
@@ -202,8 +209,12 @@ def _context_apps(target: ServeTarget) -> list[Any]:
     return contexts
 
 
-def build_app(target: str, *, dev: bool = False) -> Litestar:
-    """The app of one process role (also the ``--factory`` target of multi-worker serving)."""
+def build_app(target: str, *, dev: bool = False, dev_url: str = "http://127.0.0.1:8000") -> Litestar:
+    """The app of one process role (also the ``--factory`` target of multi-worker serving).
+
+    With ``dev``, the app also serves the development identity provider under ``/_dev/idp`` and trusts
+    it; ``dev_url`` is where this very process is reachable (its JWKS is fetched from there over HTTP).
+    """
     from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
     from rosetta.batch.launcher import InProcessLauncher  # noqa: PLC0415
     from rosetta.core.http import create_app  # noqa: PLC0415
@@ -211,6 +222,12 @@ def build_app(target: str, *, dev: bool = False) -> Litestar:
     settings = _settings()
     serve_target = ServeTarget(target)
     extra_handlers: list[Any] = []
+    if dev:
+        from rosetta.core.security.dev_idp import dev_idp_router, dev_issuer_settings  # noqa: PLC0415
+        from rosetta.core.settings import data_dir  # noqa: PLC0415
+
+        extra_handlers.append(dev_idp_router(data_dir(), dev_url))
+        settings = settings.model_copy(update={"oidc_issuers": [*settings.oidc_issuers, dev_issuer_settings(dev_url)]})
     return create_app(
         _context_apps(serve_target),
         process="dev" if dev else serve_target.value,
@@ -273,13 +290,154 @@ def dev(
     try:
         for line in _run(_prepare_databases(settings, MIGRATION_ORDER, migrate=True)):
             typer.echo(f"rosetta dev: {line}", err=True)
+        _load_demo_world(settings)
         base = f"http://{host}:{port}"
         typer.echo(f"rosetta dev: serving {base}  (docs: {base}/api/finops/v1/docs, health: {base}/readyz)", err=True)
         import uvicorn  # noqa: PLC0415
 
-        uvicorn.run(build_app("all", dev=True), host=host, port=port, log_config=None)
+        # The dev issuer's JWKS is fetched from this process itself, on loopback when listening everywhere.
+        local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+        typer.echo("rosetta dev: get a token with: rosetta token --group Rosetta_Admin --user alice", err=True)
+        uvicorn.run(build_app("all", dev=True, dev_url=local), host=host, port=port, log_config=None)
     finally:
         stop_embedded_servers()
+
+
+def _load_demo_world(settings: Settings) -> None:
+    """First start of ``rosetta dev``: the small demo world in the raw zone and in ``<data_dir>/simulators``."""
+    from rosetta.core.settings import data_dir as resolved_data_dir  # noqa: PLC0415
+    from rosetta.demo.landing import load_on_first_start  # noqa: PLC0415
+    from rosetta.raw.store import open_raw_store  # noqa: PLC0415
+
+    store = open_raw_store(settings, process="demo")
+
+    async def load() -> None:
+        try:
+            await load_on_first_start(
+                store, resolved_data_dir() / "simulators", lambda line: typer.echo(f"rosetta dev: {line}", err=True)
+            )
+        finally:
+            await store.close()
+
+    _run(load())
+
+
+class DemoSize(StrEnum):
+    """Sizes of the demo world (about 40, 500 and 5,000 applications)."""
+
+    SMALL = "small"
+    MEDIUM = "medium"
+    LARGE = "large"
+
+
+class DemoGranularity(StrEnum):
+    """Period of one cost line of the demo world."""
+
+    DAY = "day"
+    MONTH = "month"
+
+
+@demo_app.command("generate")
+def demo_generate(
+    size: Annotated[DemoSize, typer.Option("--size", help="small ~40, medium ~500, large ~5,000 applications.")] = (
+        DemoSize.SMALL
+    ),
+    seed: Annotated[int, typer.Option("--seed", help="Same seed (and --end), same world, byte for byte.")] = 1,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Simulator dataset directory (default <data dir>/simulators).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="Last month of the 13, YYYY-MM (default 2026-10, not today).")
+    ] = None,
+    no_land: Annotated[bool, typer.Option("--no-land", help="Only write the dataset; land nothing.")] = False,
+    granularity: Annotated[
+        DemoGranularity, typer.Option("--granularity", help="One cost line per day (default) or per month.")
+    ] = DemoGranularity.DAY,
+) -> None:
+    """Generate the demo world: FinOps documents into the raw zone, ServiceNow/Dynatrace/Argo CD files for the simulators."""
+    import time  # noqa: PLC0415
+
+    from rosetta.core.settings import data_dir as resolved_data_dir  # noqa: PLC0415
+    from rosetta.demo.landing import generate_demo  # noqa: PLC0415
+    from rosetta.demo.world import Granularity, WorldSize, build_world  # noqa: PLC0415
+
+    started = time.perf_counter()
+    world = build_world(WorldSize(size.value), seed, end)
+    typer.echo(f"{world.origin}: {len(world.applications)} applications, {len(world.products)} products")
+    settings = _settings()
+    store = None
+    if not no_land:
+        from rosetta.raw.store import open_raw_store  # noqa: PLC0415
+
+        store = open_raw_store(settings, process="demo")
+
+    async def go() -> None:
+        try:
+            await generate_demo(
+                store, world, out or resolved_data_dir() / "simulators", granularity=Granularity(granularity.value),
+                echo=typer.echo,
+            )
+        finally:
+            if store is not None:
+                await store.close()
+
+    _run(go())
+    typer.echo(f"done in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+def token(
+    group: Annotated[list[str], typer.Option("--group", "-g", help="AD group of the token (repeat for several).")],
+    user: Annotated[str, typer.Option("--user", "-u", help="Subject of the token.")] = "alice",
+    ttl: Annotated[str, typer.Option("--ttl", help="Lifetime: 90s, 30m, 1h, 2d (at most 7d).")] = "1h",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Data directory (default ROSETTA_DATA_DIR or ./.rosetta).")
+    ] = None,
+) -> None:
+    """Print a token signed by the development identity provider (trusted by `rosetta dev` only)."""
+    _set_data_dir(data_dir)
+    from rosetta.core.security.dev_idp import load_or_create_key, mint_token, parse_ttl  # noqa: PLC0415
+    from rosetta.core.settings import data_dir as resolved_data_dir  # noqa: PLC0415
+
+    seconds = parse_ttl(ttl)
+    typer.echo(mint_token(load_or_create_key(resolved_data_dir()), user=user, groups=group, ttl_seconds=seconds))
+
+
+class AuditedDatabase(StrEnum):
+    """The databases that hold an audit log."""
+
+    REF = "ref"
+    FINOPS = "finops"
+    MONITORING = "monitoring"
+
+
+@audit_app.command("verify")
+def audit_verify(
+    db: Annotated[AuditedDatabase, typer.Option("--db", help="The database whose audit chain is checked.")],
+) -> None:
+    """Recompute the audit log's hash chain; name the first broken row and exit non-zero if any."""
+    from rosetta.core.audit import AuditChainBrokenError, verify_chain  # noqa: PLC0415
+    from rosetta.core.db import Databases, database_urls  # noqa: PLC0415
+
+    settings = _settings()
+    role: DatabaseRole = db.value
+
+    async def check() -> Any:
+        urls = await asyncio.to_thread(database_urls, settings, (role,))
+        databases = Databases.open(settings, (role,), process="audit-verify", urls=urls)
+        try:
+            async with databases.engines[role].connect() as connection:
+                return await verify_chain(connection)
+        finally:
+            await databases.dispose()
+
+    report = _run(check())
+    if not report.intact:
+        raise AuditChainBrokenError(
+            f"{role}: audit chain broken at row seq={report.broken_seq}: {report.problem} "
+            f"({report.rows} row(s) before it are intact)"
+        )
+    typer.echo(f"{role}: audit chain intact: {report.rows} row(s), head hash {report.head_hash}")
 
 
 # ---------------------------------------------------------------------------------------------- batches

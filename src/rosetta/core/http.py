@@ -25,11 +25,17 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rosetta import __version__
+from rosetta.core.audit import provide_auditor
 from rosetta.core.db import Databases, database_urls
 from rosetta.core.observability import HttpMetrics, metrics_text, request_context_middleware
 from rosetta.core.problems import EXCEPTION_HANDLERS, problem_response
 from rosetta.core.runs import RunLauncher
 from rosetta.core.schemas import HealthStatus
+from rosetta.core.security.authentication import (
+    authentication_middleware,
+    provide_principal,
+    token_validator_lifespan,
+)
 from rosetta.core.security.permissions import Permission, requires
 from rosetta.core.settings import DatabaseRole, Settings, get_settings
 
@@ -90,7 +96,11 @@ def _context_router(context: ContextApi) -> Router:
     return Router(
         path=context.prefix,
         route_handlers=list(context.route_handlers),
-        dependencies={"session": Provide(session_provider(context.database))},
+        dependencies={
+            "session": Provide(session_provider(context.database)),
+            # Audit rows go through the request's own session: same transaction as the change.
+            "auditor": Provide(provide_auditor, sync_to_thread=False),
+        },
         tags=[context.name],
     )
 
@@ -173,7 +183,11 @@ def create_app(
             if role not in roles:
                 roles.append(role)
     http_metrics = HttpMetrics()
-    hooks = [*lifespan_hooks, *(hook for context in contexts for hook in context.lifespan_hooks)]
+    hooks = [
+        token_validator_lifespan(settings),
+        *lifespan_hooks,
+        *(hook for context in contexts for hook in context.lifespan_hooks),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -198,8 +212,10 @@ def create_app(
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=list(middleware),
+        # Authentication first: every later layer sees scope["user"] (a Principal) or the rejection reason.
+        middleware=[authentication_middleware, *middleware],
         dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
             "launcher": Provide(provide_launcher, sync_to_thread=False),
         },

@@ -6,6 +6,7 @@ from litestar import Litestar
 
 from rosetta.core.http import ContextApi
 from rosetta.core.http import create_app as create_core_app
+from rosetta.core.security.api import security_controller
 
 TITLE = "Rosetta monitoring API"
 DESCRIPTION = "Application health, incidents and changes, SLOs, DORA metrics and deployments (monitoring_db)."
@@ -13,7 +14,13 @@ DESCRIPTION = "Application health, incidents and changes, SLOs, DORA metrics and
 
 def context_api() -> ContextApi:
     """The routes and database this context brings to an app."""
-    return ContextApi(name="monitoring", title=TITLE, description=DESCRIPTION, database="monitoring", route_handlers=[])
+    return ContextApi(
+        name="monitoring",
+        title=TITLE,
+        description=DESCRIPTION,
+        database="monitoring",
+        route_handlers=[security_controller()],
+    )
 
 
 def create_app() -> Litestar:

@@ -6,6 +6,7 @@ from litestar import Litestar
 
 from rosetta.core.http import ContextApi
 from rosetta.core.http import create_app as create_core_app
+from rosetta.core.security.api import security_controller
 
 TITLE = "Rosetta referential API"
 DESCRIPTION = "Applications, components, groups, relations and the approval workflow (platform_ref_db)."
@@ -13,7 +14,9 @@ DESCRIPTION = "Applications, components, groups, relations and the approval work
 
 def context_api() -> ContextApi:
     """The routes and database this context brings to an app."""
-    return ContextApi(name="ref", title=TITLE, description=DESCRIPTION, database="ref", route_handlers=[])
+    return ContextApi(
+        name="ref", title=TITLE, description=DESCRIPTION, database="ref", route_handlers=[security_controller()]
+    )
 
 
 def create_app() -> Litestar:

@@ -7,7 +7,9 @@ route and fails on one that declares none, so no route is open by accident.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -16,6 +18,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from rosetta.core.schemas import CamelStruct
+
+logger = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -70,7 +74,60 @@ def permissions_of(roles: Iterable[Role]) -> frozenset[Permission]:
     return frozenset(granted)
 
 
-class Principal(CamelStruct, frozen=True):
+def roles_for(names: Iterable[str], group_roles: Mapping[str, str]) -> tuple[Role, ...]:
+    """The roles granted by group names, group ids (Entra GUIDs) or app-role values.
+
+    ``group_roles`` maps each of those to a role name. AD group names and GUIDs are case-insensitive, so
+    the lookup is too. The result is sorted and free of duplicates.
+    """
+    mapping = {key.casefold(): Role(value) for key, value in group_roles.items()}
+    granted = {mapping[name.casefold()] for name in names if name.casefold() in mapping}
+    return tuple(sorted(granted))
+
+
+@dataclass(frozen=True)
+class AuthenticationFailure:
+    """Why a request's bearer token was not accepted; the guard turns it into the HTTP answer.
+
+    ``status`` is 401 (bad or missing token), 403 (a valid token whose groups cannot be determined and the
+    configuration says deny) or 503 (the issuer's keys or group source cannot be reached).
+    """
+
+    reason: str
+    status: int = 401
+
+
+AUTH_FAILURE_SCOPE_KEY = "rosetta.auth_failure"
+
+
+def bearer_challenge(description: str) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a 401 (RFC 6750), quoting ``description`` safely."""
+    safe = description.replace("\\", "\\\\").replace('"', "'")
+    return {"WWW-Authenticate": f'Bearer realm="rosetta", error="invalid_token", error_description="{safe}"'}
+
+
+def authentication_error(failure: AuthenticationFailure | None) -> Exception:
+    """The exception a guard or dependency raises for a request without an accepted principal."""
+    from rosetta.core.errors import ServiceUnavailableError  # noqa: PLC0415 - errors is a leaf, kept lazy
+
+    if failure is None:
+        failure = AuthenticationFailure(reason="a bearer token is required")
+    if failure.status == 403:
+        return PermissionDeniedException(failure.reason)
+    if failure.status == 503:
+        return ServiceUnavailableError(failure.reason)
+    return NotAuthorizedException(failure.reason, headers=bearer_challenge(failure.reason))
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The request's principal, or the 401/403/503 explaining why there is none."""
+    principal = connection.scope.get("user")
+    if isinstance(principal, Principal):
+        return principal
+    raise authentication_error(connection.scope.get(AUTH_FAILURE_SCOPE_KEY))  # type: ignore[arg-type]
+
+
+class Principal(CamelStruct, frozen=True):  # type: ignore[misc]  # msgspec structs are not dataclasses
     """The authenticated caller, as injected into handlers (``principal: Principal``)."""
 
     subject: str
@@ -102,10 +159,16 @@ class _PermissionGuard:
     async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if self.permission is Permission.PUBLIC:
             return
-        principal = connection.scope.get("user")
-        if not isinstance(principal, Principal):
-            raise NotAuthorizedException("a bearer token is required")
+        principal = principal_of(connection)
         if not principal.can(self.permission):
+            logger.warning(
+                "permission denied: %s (roles %s) needs %s on %s %s",
+                principal.subject,
+                ",".join(principal.roles) or "none",
+                self.permission.value,
+                connection.scope.get("method", ""),
+                connection.scope.get("path", ""),
+            )
             raise PermissionDeniedException(f"this action needs the {self.permission.value} permission")
 
 
