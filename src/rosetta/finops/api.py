@@ -6,6 +6,7 @@ from litestar import Litestar
 
 from rosetta.core.http import ContextApi
 from rosetta.core.http import create_app as create_core_app
+from rosetta.core.security.api import security_controller
 
 TITLE = "Rosetta FinOps API"
 DESCRIPTION = "Costs per application, drill-down, budgets, pricing views, allocation rules and FinOps batch runs (finops_db)."
@@ -13,7 +14,9 @@ DESCRIPTION = "Costs per application, drill-down, budgets, pricing views, alloca
 
 def context_api() -> ContextApi:
     """The routes and database this context brings to an app."""
-    return ContextApi(name="finops", title=TITLE, description=DESCRIPTION, database="finops", route_handlers=[])
+    return ContextApi(
+        name="finops", title=TITLE, description=DESCRIPTION, database="finops", route_handlers=[security_controller()]
+    )
 
 
 def create_app() -> Litestar:
