@@ -1,21 +1,718 @@
-"""HTTP surface of the `finops` context under `/api/finops/v1`: thin controllers over `service`."""
+"""HTTP surface of the `finops` context under `/api/finops/v1`: thin controllers over `service` and `queries`.
+
+Reads come from the dashboard materialized views (``queries``); changes go through ``service``, which
+audits them in the request's transaction. Every list is cursor-paginated and can be exported as CSV with
+``Accept: text/csv`` (the export walks every page). Amounts are decimal strings, except in the Cost
+Insights routes, whose numbers follow the Backstage plugin's types.
+"""
 
 from __future__ import annotations
 
-from litestar import Litestar
+import csv
+import io
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime
+from typing import Annotated, Any, TypeVar
 
+import msgspec
+from litestar import Controller, Litestar, Request, Response, get, patch, post, put
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rosetta.core import runs
+from rosetta.core.audit import Auditor
+from rosetta.core.errors import BadRequestError, NotFoundError
+from rosetta.core.etag import check_if_match, compute_etag
 from rosetta.core.http import ContextApi
 from rosetta.core.http import create_app as create_core_app
+from rosetta.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, check_limit, decode_cursor, encode_cursor, next_link
+from rosetta.core.runs import RunLauncher
+from rosetta.core.schemas import Page
 from rosetta.core.security.api import security_controller
+from rosetta.core.security.permissions import Permission, Principal, requires
+from rosetta.finops import queries, service
+from rosetta.finops.schemas import (
+    LEVELS,
+    AllocationRule,
+    AllocationRuleCreate,
+    ApplicationCosts,
+    BatchRun,
+    BatchRunAccepted,
+    BatchRunRequest,
+    Budget,
+    BudgetComparison,
+    BudgetCreate,
+    BudgetLine,
+    BudgetPatch,
+    BudgetReplace,
+    CostInsightsCost,
+    CostSummary,
+    Drilldown,
+    LastCompleteBillingDate,
+    Level,
+    PricingView,
+    PricingViewCreate,
+    PricingViewPatch,
+    PricingViewReplace,
+)
 
 TITLE = "Rosetta FinOps API"
-DESCRIPTION = "Costs per application, drill-down, budgets, pricing views, allocation rules and FinOps batch runs (finops_db)."
+DESCRIPTION = (
+    "Costs per application, drill-down, budgets, pricing views, allocation rules and FinOps batch runs (finops_db)."
+)
+PREFIX = "/api/finops/v1"
+FINOPS_JOB = "finops"
+
+T = TypeVar("T")
+
+READ = [requires(Permission.FINOPS_READ)]
+ADMIN = [requires(Permission.FINOPS_ADMIN)]
+
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_CSV = "text/csv"
+_EXCEL = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+LimitParam = Annotated[int, Parameter(query="limit", ge=1, le=MAX_LIMIT, description="Page size.")]
+CursorParam = Annotated[str | None, Parameter(query="cursor", description="Opaque cursor of the next page.")]
+EnvironmentParam = Annotated[str | None, Parameter(query="environment", description="Only this environment.")]
+CurrencyParam = Annotated[
+    str | None, Parameter(query="currency", description="ISO 4217 code; default: the mart's main currency.")
+]
+BasisParam = Annotated[
+    str, Parameter(query="basis", description="effective (amortised, default) or billed (invoiced) cost.")
+]
+
+
+# ----------------------------------------------------------------------------------------------- parameters
+
+
+def parse_period(value: str, field: str) -> date:
+    """``YYYY-MM`` to the first day of that month; a 400 naming ``field`` otherwise."""
+    match = _PERIOD.match(value)
+    if match is None:
+        raise BadRequestError(
+            f"{field}: expected a month as YYYY-MM, got {value!r}", extra={"errors": [{"field": field}]}
+        )
+    return date(int(match.group(1)), int(match.group(2)), 1)
+
+
+def parse_level(value: str) -> Level:
+    """A hierarchy level name; a 400 naming ``level`` otherwise."""
+    if value not in LEVELS:
+        raise BadRequestError(
+            f"level: must be one of {', '.join(LEVELS)}, got {value!r}", extra={"errors": [{"field": "level"}]}
+        )
+    return value
+
+
+async def period_range(session: AsyncSession, period_from: str | None, period_to: str | None) -> tuple[date, date]:
+    """The ``from``/``to`` months, defaulting to the latest month with costs; 400 when from > to."""
+    end = parse_period(period_to, "to") if period_to else await queries.latest_period(session)
+    start = parse_period(period_from, "from") if period_from else end
+    if start > end:
+        raise BadRequestError(f"from: {start:%Y-%m} is after to {end:%Y-%m}", extra={"errors": [{"field": "from"}]})
+    return start, end
+
+
+# ----------------------------------------------------------------------------------------------- lists and CSV
+
+
+def wants_csv(request: Request[Any, Any, Any]) -> bool:
+    """True when the client prefers CSV to JSON (``Accept: text/csv``)."""
+    return request.accept.best_match([_CSV, "application/json"], default="application/json") == _CSV
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, into)
+    elif isinstance(value, list):
+        into[prefix] = msgspec.json.encode(value).decode()
+    else:
+        into[prefix] = "" if value is None else value
+
+
+def csv_response(items: Sequence[Any], filename: str) -> Response[str]:
+    """Items (structs) as a CSV attachment: one column per (flattened) member, decimals kept as text."""
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        flat: dict[str, Any] = {}
+        _flatten("", msgspec.to_builtins(item), flat)
+        rows.append(flat)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(column for column in row if column not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        content=buffer.getvalue(),
+        media_type=f"{_CSV}; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+    )
+
+
+PageFetcher = Callable[[str | None, int], Awaitable[tuple[list[T], str | None]]]
+
+
+async def list_response(
+    request: Request[Any, Any, Any],
+    fetch: PageFetcher[T],
+    *,
+    limit: int,
+    cursor: str | None,
+    filename: str,
+) -> Response[Any]:
+    """One page as JSON, or every page from ``cursor`` on as CSV when the client asks for it."""
+    check_limit(limit)
+    if wants_csv(request):
+        items: list[T] = []
+        page_cursor = cursor
+        while True:
+            page, page_cursor = await fetch(page_cursor, MAX_LIMIT)
+            items.extend(page)
+            if page_cursor is None:
+                return csv_response(items, filename)
+    page, next_cursor = await fetch(cursor, limit)
+    return Response(Page(items=page, limit=limit, next=next_link(request, next_cursor)))
+
+
+Aggregate = TypeVar("Aggregate", Drilldown, BudgetComparison)
+
+
+async def aggregate_response(
+    request: Request[Any, Any, Any],
+    fetch: Callable[[str | None, int], Awaitable[tuple[Aggregate, str | None]]],
+    *,
+    limit: int,
+    cursor: str | None,
+    filename: str,
+) -> Response[Any]:
+    """Like :func:`list_response` for an aggregate whose page of ``items`` sits beside parent totals."""
+    if wants_csv(request):
+
+        async def items(page_cursor: str | None, page_limit: int) -> tuple[list[Any], str | None]:
+            result, next_cursor = await fetch(page_cursor, page_limit)
+            return list(result.items), next_cursor
+
+        return await list_response(request, items, limit=limit, cursor=cursor, filename=filename)
+    check_limit(limit)
+    result, next_cursor = await fetch(cursor, limit)
+    result.next = next_link(request, next_cursor)
+    return Response(result)
+
+
+def with_etag(representation: Any, *, status_code: int = HTTP_200_OK, location: str | None = None) -> Response[Any]:
+    """A single-resource response carrying its ETag (and Location on creation)."""
+    headers = {"ETag": compute_etag(representation)}
+    if location:
+        headers["Location"] = location
+    return Response(representation, status_code=status_code, headers=headers)
+
+
+# ----------------------------------------------------------------------------------------------- costs
+
+
+class CostsController(Controller):
+    """Month summary and hierarchy drill-down, read from the dashboard views."""
+
+    path = "/costs"
+    tags = ["costs"]
+
+    @get("/summary", guards=READ)
+    async def summary(
+        self,
+        *,
+        session: AsyncSession,
+        period: str,
+        environment: EnvironmentParam = None,
+        currency: CurrencyParam = None,
+        basis: BasisParam = "effective",
+    ) -> CostSummary:
+        """Total, direct, indirect and unallocated cost of a month, its changes and the top movers."""
+        return await queries.cost_summary(
+            session,
+            period=parse_period(period, "period"),
+            environment=environment,
+            currency=currency,
+            basis=queries.check_basis(basis),
+        )
+
+    @get("/drilldown", guards=READ)
+    async def drilldown(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        level: str,
+        parent: str | None = None,
+        period_from: Annotated[str | None, Parameter(query="from")] = None,
+        period_to: Annotated[str | None, Parameter(query="to")] = None,
+        environment: EnvironmentParam = None,
+        currency: CurrencyParam = None,
+        basis: BasisParam = "effective",
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Any]:
+        """Cost of each node of ``level`` under ``parent`` over ``from``..``to``, with its share of the parent."""
+        checked_level = parse_level(level)
+        checked_basis = queries.check_basis(basis)
+        start, end = await period_range(session, period_from, period_to)
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[Drilldown, str | None]:
+            return await queries.drilldown(
+                session,
+                level=checked_level,
+                parent=parent,
+                start=start,
+                end=end,
+                environment=environment,
+                currency=currency,
+                basis=checked_basis,
+                limit=page_limit,
+                cursor=page_cursor,
+            )
+
+        return await aggregate_response(request, fetch, limit=limit, cursor=cursor, filename="drilldown")
+
+
+class ApplicationsController(Controller):
+    """One application's cost page."""
+
+    path = "/applications"
+    tags = ["costs"]
+
+    @get("/{code:str}/costs", guards=READ)
+    async def costs(
+        self,
+        *,
+        session: AsyncSession,
+        code: str,
+        period_to: Annotated[str | None, Parameter(query="to", description="Last month (YYYY-MM).")] = None,
+        currency: CurrencyParam = None,
+        basis: BasisParam = "effective",
+    ) -> ApplicationCosts:
+        """13 months of an application's costs, by environment and category, and each allocated share."""
+        checked_basis = queries.check_basis(basis)
+        end = parse_period(period_to, "to") if period_to else await queries.latest_period(session)
+        return await queries.application_costs(session, code=code, end=end, currency=currency, basis=checked_basis)
+
+
+# ----------------------------------------------------------------------------------------------- budgets
+
+
+async def read_upload(request: Request[Any, Any, Any]) -> list[dict[str, str]]:
+    """The rows of an uploaded CSV or Excel (first sheet) body, keyed by header; 415 for other types."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if content_type in (_CSV, "application/csv"):
+        return service.rows_from_csv(body)
+    if content_type == _EXCEL:
+        return service.rows_from_excel(body)
+    raise BadRequestError(
+        f"content-type: upload text/csv or {_EXCEL}, not {content_type or 'nothing'}",
+        extra={"errors": [{"field": "content-type"}]},
+    )
+
+
+class BudgetsController(Controller):
+    """Budget versions and their lines; comparison against actuals or pricing views."""
+
+    path = "/budgets"
+    tags = ["budgets"]
+
+    @get("/", guards=READ)
+    async def list_budgets(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        name: Annotated[str | None, Parameter(query="name", description="Names containing this text.")] = None,
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Any]:
+        """Budget versions, newest first."""
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[Budget], str | None]:
+            return await service.budget_list(session, name=name, limit=page_limit, cursor=page_cursor)
+
+        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="budgets")
+
+    @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
+    async def create_budget(
+        self, session: AsyncSession, auditor: Auditor, principal: Principal, data: BudgetCreate
+    ) -> Response[Budget]:
+        """Create a budget version with its lines (FinOps admins)."""
+        budget = await service.budget_create(session, auditor=auditor, data=data, actor=principal.subject)
+        return with_etag(budget, status_code=HTTP_201_CREATED, location=f"{PREFIX}/budgets/{budget.id}")
+
+    @get("/comparison", guards=READ)
+    async def comparison(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        right: Annotated[str, Parameter(description="budget:<id>, pricing-view:<id> or actual.")],
+        left: Annotated[str, Parameter(description="actual (default), budget:<id> or pricing-view:<id>.")] = "actual",
+        level: str = "domain",
+        parent: str | None = None,
+        period_from: Annotated[str | None, Parameter(query="from")] = None,
+        period_to: Annotated[str | None, Parameter(query="to")] = None,
+        currency: CurrencyParam = None,
+        basis: BasisParam = "effective",
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Any]:
+        """Compare two measures at a level and period: variance, variance % and a year-end projection.
+
+        Budgets have no environment, so a comparison covers every environment.
+        """
+        checked_level = parse_level(level)
+        checked_basis = queries.check_basis(basis)
+        start, end = await period_range(session, period_from, period_to)
+        left_measure = await service.measure(session, left, field="left")
+        right_measure = await service.measure(session, right, field="right")
+        if start.year != end.year:
+            raise BadRequestError(
+                "to: a comparison stays within one year (the projection is to that year's end)",
+                extra={"errors": [{"field": "to"}]},
+            )
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[BudgetComparison, str | None]:
+            return await queries.compare(
+                session,
+                left=left_measure,
+                right=right_measure,
+                level=checked_level,
+                parent=parent,
+                start=start,
+                end=end,
+                currency=currency,
+                basis=checked_basis,
+                limit=page_limit,
+                cursor=page_cursor,
+            )
+
+        return await aggregate_response(request, fetch, limit=limit, cursor=cursor, filename="budget-comparison")
+
+    @get("/{budget_id:uuid}", guards=READ)
+    async def get_budget(self, session: AsyncSession, budget_id: uuid.UUID) -> Response[Budget]:
+        """One budget version (with its ETag)."""
+        return with_etag(await service.budget_get(session, budget_id))
+
+    @get("/{budget_id:uuid}/lines", guards=READ)
+    async def list_lines(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        budget_id: uuid.UUID,
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Any]:
+        """The lines of a budget version, by scope and month."""
+        await service.budget_get(session, budget_id)
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BudgetLine], str | None]:
+            return await service.budget_lines(session, budget_id, limit=page_limit, cursor=page_cursor)
+
+        return await list_response(request, fetch, limit=limit, cursor=cursor, filename=f"budget-{budget_id}-lines")
+
+    @put("/{budget_id:uuid}", guards=ADMIN)
+    async def replace_budget(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        auditor: Auditor,
+        budget_id: uuid.UUID,
+        data: BudgetReplace,
+    ) -> Response[Budget]:
+        """Replace a budget version and its lines; needs ``If-Match`` with the current ETag (412 if stale)."""
+        current = await service.budget_get(session, budget_id, for_update=True)
+        check_if_match(request, compute_etag(current), required=True)
+        return with_etag(await service.budget_replace(session, auditor=auditor, current=current, data=data))
+
+    @patch("/{budget_id:uuid}", guards=ADMIN)
+    async def patch_budget(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        auditor: Auditor,
+        budget_id: uuid.UUID,
+        data: BudgetPatch,
+    ) -> Response[Budget]:
+        """Change some members of a budget version (lines are upserted); needs ``If-Match``."""
+        current = await service.budget_get(session, budget_id, for_update=True)
+        check_if_match(request, compute_etag(current), required=True)
+        return with_etag(await service.budget_patch(session, auditor=auditor, current=current, data=data))
+
+    @post("/{budget_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK)
+    async def import_lines(
+        self, request: Request[Any, Any, Any], session: AsyncSession, auditor: Auditor, budget_id: uuid.UUID
+    ) -> Response[Budget]:
+        """Replace a version's lines from a CSV or Excel file (columns scope_level, scope_code, month, amount)."""
+        current = await service.budget_get(session, budget_id, for_update=True)
+        check_if_match(request, compute_etag(current))
+        rows = await read_upload(request)
+        return with_etag(await service.budget_import(session, auditor=auditor, current=current, rows=rows))
+
+
+# ----------------------------------------------------------------------------------------------- pricing views
+
+
+class PricingViewsController(Controller):
+    """Pricing views: named rate cards valuing the same consumption quantities."""
+
+    path = "/pricing-views"
+    tags = ["pricing views"]
+
+    @get("/", guards=READ)
+    async def list_views(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Any]:
+        """Pricing views with their rates, by id."""
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[PricingView], str | None]:
+            return await service.pricing_view_list(session, limit=page_limit, cursor=page_cursor)
+
+        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="pricing-views")
+
+    @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
+    async def create_view(
+        self, session: AsyncSession, auditor: Auditor, principal: Principal, data: PricingViewCreate
+    ) -> Response[PricingView]:
+        """Create a pricing view with its rate card (FinOps admins)."""
+        view = await service.pricing_view_create(session, auditor=auditor, data=data, actor=principal.subject)
+        return with_etag(view, status_code=HTTP_201_CREATED, location=f"{PREFIX}/pricing-views/{view.id}")
+
+    @get("/{view_id:uuid}", guards=READ)
+    async def get_view(self, session: AsyncSession, view_id: uuid.UUID) -> Response[PricingView]:
+        """One pricing view (with its ETag)."""
+        return with_etag(await service.pricing_view_get(session, view_id))
+
+    @put("/{view_id:uuid}", guards=ADMIN)
+    async def replace_view(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        auditor: Auditor,
+        view_id: uuid.UUID,
+        data: PricingViewReplace,
+    ) -> Response[PricingView]:
+        """Replace a pricing view and its rates; needs ``If-Match`` (412 if stale)."""
+        current = await service.pricing_view_get(session, view_id, for_update=True)
+        check_if_match(request, compute_etag(current), required=True)
+        return with_etag(await service.pricing_view_replace(session, auditor=auditor, current=current, data=data))
+
+    @patch("/{view_id:uuid}", guards=ADMIN)
+    async def patch_view(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        auditor: Auditor,
+        view_id: uuid.UUID,
+        data: PricingViewPatch,
+    ) -> Response[PricingView]:
+        """Change some members of a pricing view (rates are upserted); needs ``If-Match``."""
+        current = await service.pricing_view_get(session, view_id, for_update=True)
+        check_if_match(request, compute_etag(current), required=True)
+        return with_etag(await service.pricing_view_patch(session, auditor=auditor, current=current, data=data))
+
+    @post("/{view_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK)
+    async def import_rates(
+        self, request: Request[Any, Any, Any], session: AsyncSession, auditor: Auditor, view_id: uuid.UUID
+    ) -> Response[PricingView]:
+        """Replace a view's rates from a CSV or Excel file (columns service_category, unit, unit_price)."""
+        current = await service.pricing_view_get(session, view_id, for_update=True)
+        check_if_match(request, compute_etag(current))
+        rows = await read_upload(request)
+        return with_etag(await service.pricing_view_import(session, auditor=auditor, current=current, rows=rows))
+
+
+# ----------------------------------------------------------------------------------------------- rules
+
+
+class AllocationRulesController(Controller):
+    """Versioned allocation rules: everyone reads, FinOps admins add versions; a version never changes."""
+
+    path = "/allocation-rules"
+    tags = ["allocation rules"]
+
+    @get("/", guards=READ)
+    async def list_rules(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        pool: str | None = None,
+        all_versions: Annotated[bool, Parameter(query="allVersions")] = False,
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Any]:
+        """Rules (their latest version, or every version with ``allVersions=true``)."""
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[AllocationRule], str | None]:
+            return await service.rule_list(
+                session, pool=pool, all_versions=all_versions, limit=page_limit, cursor=page_cursor
+            )
+
+        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="allocation-rules")
+
+    @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
+    async def create_rule(
+        self, session: AsyncSession, auditor: Auditor, principal: Principal, data: AllocationRuleCreate
+    ) -> Response[AllocationRule]:
+        """Add a rule, or the next version of an existing ``ruleId``."""
+        rule = await service.rule_create_version(session, auditor=auditor, data=data, actor=principal.subject)
+        return with_etag(
+            rule,
+            status_code=HTTP_201_CREATED,
+            location=f"{PREFIX}/allocation-rules/{rule.rule_id}/versions/{rule.version}",
+        )
+
+    @get("/{rule_id:str}", guards=READ)
+    async def get_rule(self, session: AsyncSession, rule_id: str) -> Response[AllocationRule]:
+        """The latest version of a rule."""
+        return with_etag(await service.rule_get(session, rule_id))
+
+    @get("/{rule_id:str}/versions/{version:int}", guards=READ)
+    async def get_rule_version(self, session: AsyncSession, rule_id: str, version: int) -> Response[AllocationRule]:
+        """One version of a rule."""
+        return with_etag(await service.rule_get(session, rule_id, version=version))
+
+
+# ----------------------------------------------------------------------------------------------- batch runs
+
+
+def _run_cursor(run: BatchRun) -> str:
+    return encode_cursor([run.queued_at, run.run_id])
+
+
+class BatchRunsController(Controller):
+    """Trigger and follow finops-batch runs (FinOps admins)."""
+
+    path = "/batch/runs"
+    tags = ["batch"]
+
+    @post("/", guards=ADMIN, status_code=HTTP_202_ACCEPTED)
+    async def trigger(
+        self,
+        *,
+        session: AsyncSession,
+        auditor: Auditor,
+        principal: Principal,
+        launcher: RunLauncher,
+        data: BatchRunRequest | None = None,
+    ) -> Response[BatchRunAccepted]:
+        """Queue a run and start it; answer 202 with its ``runId`` and ``Location`` at once."""
+        parameters = service.batch_parameters(data or BatchRunRequest())
+        run_id = await launcher.launch(FINOPS_JOB, parameters, requested_by=principal.subject)
+        await auditor.record(
+            action="batch.run.trigger", entity_type="batch_run", entity_id=str(run_id), after=parameters
+        )
+        location = f"{PREFIX}/batch/runs/{run_id}"
+        return Response(
+            BatchRunAccepted(run_id=run_id, status="queued", location=location),
+            status_code=HTTP_202_ACCEPTED,
+            headers={"Location": location},
+        )
+
+    @get("/", guards=ADMIN)
+    async def list_batch_runs(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: AsyncSession,
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Any]:
+        """Runs of the FinOps batch, newest first, with counts, step durations and errors."""
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BatchRun], str | None]:
+            before = None
+            if page_cursor is not None:
+                queued_at, run_id = decode_cursor(page_cursor, (datetime, uuid.UUID))
+                before = (queued_at, run_id)
+            records = await runs.list_runs(session, job=FINOPS_JOB, limit=page_limit + 1, before=before)
+            items = [msgspec.convert(record, BatchRun) for record in records[:page_limit]]
+            return items, (_run_cursor(items[-1]) if len(records) > page_limit else None)
+
+        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="batch-runs")
+
+    @get("/{run_id:uuid}", guards=ADMIN)
+    async def get_batch_run(self, session: AsyncSession, run_id: uuid.UUID) -> BatchRun:
+        """One run with its counts, step durations and error."""
+        record = await runs.get_run(session, run_id)
+        if record is None or record["job"] != FINOPS_JOB:
+            raise NotFoundError(f"no FinOps batch run {run_id}")
+        return msgspec.convert(record, BatchRun)
+
+
+# ----------------------------------------------------------------------------------------------- Cost Insights
+
+
+IntervalsParam = Annotated[
+    str, Parameter(query="intervals", description="ISO 8601 repeating interval, e.g. R2/P30D/2026-10-01.")
+]
+
+
+class CostInsightsController(Controller):
+    """Daily series in the Backstage Cost Insights shape (amounts are numbers there, by the plugin's types)."""
+
+    path = "/cost-insights"
+    tags = ["cost insights"]
+
+    @get("/last-complete-billing-date", guards=READ)
+    async def last_complete_billing_date(self, session: AsyncSession) -> LastCompleteBillingDate:
+        """The last day with complete costs."""
+        return LastCompleteBillingDate(date=await queries.last_complete_day(session))
+
+    @get("/groups/{group:str}/daily", guards=READ)
+    async def group_daily(self, session: AsyncSession, group: str, intervals: IntervalsParam) -> CostInsightsCost:
+        """Daily cost of every application an owner group owns, grouped by product."""
+        window = queries.parse_intervals(intervals)
+        return await queries.group_daily_cost(session, group=group, window=window)
+
+    @get("/entities/{code:str}/daily", guards=READ)
+    async def entity_daily(self, session: AsyncSession, code: str, intervals: IntervalsParam) -> CostInsightsCost:
+        """Daily cost of one application (a Backstage catalog entity), grouped by environment."""
+        window = queries.parse_intervals(intervals)
+        return await queries.application_daily_cost(session, code=code, window=window)
+
+
+# ----------------------------------------------------------------------------------------------- app
 
 
 def context_api() -> ContextApi:
     """The routes and database this context brings to an app."""
     return ContextApi(
-        name="finops", title=TITLE, description=DESCRIPTION, database="finops", route_handlers=[security_controller()]
+        name="finops",
+        title=TITLE,
+        description=DESCRIPTION,
+        database="finops",
+        route_handlers=[
+            security_controller(),
+            CostsController,
+            ApplicationsController,
+            BudgetsController,
+            PricingViewsController,
+            AllocationRulesController,
+            BatchRunsController,
+            CostInsightsController,
+        ],
     )
 
 

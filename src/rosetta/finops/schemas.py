@@ -51,6 +51,7 @@ class CostSummary(CamelStruct):
 
     period: str
     currency: str
+    basis: str
     total: Decimal
     direct: Decimal
     indirect: Decimal
@@ -83,6 +84,7 @@ class Drilldown(CamelStruct):
     period_to: str
     environment: str | None
     currency: str
+    basis: str
     total: Decimal
     direct: Decimal
     indirect: Decimal
@@ -110,10 +112,12 @@ class EnvironmentCost(CamelStruct):
 
 
 class ServiceCategoryCost(CamelStruct):
-    """An application's direct cost for one FOCUS service category over the window."""
+    """An application's cost for one FOCUS service category over the window (pools carry their own category)."""
 
     service_category: str
     total: Decimal
+    direct: Decimal
+    indirect: Decimal
 
 
 class AllocationLine(CamelStruct):
@@ -142,6 +146,7 @@ class ApplicationCosts(CamelStruct):
     family: str | None
     domain: str | None
     currency: str
+    basis: str
     period_from: str
     period_to: str
     total: Decimal
@@ -279,7 +284,8 @@ class ComparisonRow(CamelStruct):
     variance_pct: Decimal | None
     left_year_to_date: Decimal
     projected_year_end: Decimal
-    right_full_year: Decimal
+    # A budget's year end is its full-year total; actuals and pricing views extrapolate their run rate.
+    right_year_end: Decimal
 
 
 class BudgetComparison(CamelStruct):
@@ -291,8 +297,8 @@ class BudgetComparison(CamelStruct):
     parent: str | None
     period_from: str
     period_to: str
-    environment: str | None
     currency: str
+    basis: str
     total_left: Decimal
     total_right: Decimal
     total_variance: Decimal

@@ -429,7 +429,7 @@ def _lines_from_rows(rows: Iterable[dict[str, str]]) -> list[BudgetLineIn]:
         parse_month(period, f"row {line_no}.period")
         lines.append(
             BudgetLineIn(
-                scope_level=level,  # type: ignore[arg-type]
+                scope_level=level,
                 scope_code=_required(row, "scopecode", line_no),
                 period=period.strip(),
                 amount=_decimal_cell(row, "amount", line_no),

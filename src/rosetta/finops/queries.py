@@ -1,0 +1,787 @@
+"""Read side of finops-api: aggregates over the dashboard materialized views (never the fact tables).
+
+Each query is one SQL statement kept as text beside its function, so ``bench/finops_api.py`` runs the very
+same SQL through asyncpg to compare the API with the database alone. The views are rebuilt and refreshed
+by finops-batch (``REFRESH MATERIALIZED VIEW CONCURRENTLY``), so a reader always sees whole months.
+
+Amounts: ``basis`` chooses FOCUS ``EffectiveCost`` (amortised, the showback default) or ``BilledCost``
+(invoiced); the hierarchy is the one valid in each month (a past month stays attributed as it was).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rosetta.core.errors import BadRequestError, NotFoundError
+from rosetta.core.pagination import decode_cursor, encode_cursor
+from rosetta.finops.schemas import (
+    LEVELS,
+    AllocationLine,
+    ApplicationCosts,
+    BudgetComparison,
+    ChangeStatistic,
+    ComparisonRow,
+    CostInsightsCost,
+    CostSummary,
+    DateAggregation,
+    Drilldown,
+    DrilldownRow,
+    EnvironmentCost,
+    Level,
+    MonthlyCost,
+    Mover,
+    PeriodChange,
+    ServiceCategoryCost,
+    Trendline,
+)
+from rosetta.finops.service import Measure, month_text
+
+Basis = Literal["billed", "effective"]
+BASES: tuple[Basis, ...] = ("effective", "billed")
+UNALLOCATED = "UNALLOCATED"
+DEFAULT_CURRENCY = "EUR"
+SERIES_MONTHS = 13
+TOP_MOVERS = 10
+
+_ZERO = Decimal(0)
+_RATIO = Decimal("0.0001")
+_PCT = Decimal("0.01")
+
+
+def _amount_column(basis: Basis) -> str:
+    # Only two literal column names can come out of here, so formatting them into SQL is safe.
+    return "effective_cost" if basis == "effective" else "billed_cost"
+
+
+def add_months(month: date, months: int) -> date:
+    """The first day of the month ``months`` after (or before, if negative) ``month``."""
+    index = month.year * 12 + month.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def ratio(part: Decimal, whole: Decimal, quantum: Decimal = _RATIO) -> Decimal | None:
+    """``part / whole`` rounded half-even to ``quantum``; None when ``whole`` is zero."""
+    if whole == 0:
+        return None
+    return (part / whole).quantize(quantum, rounding=ROUND_HALF_EVEN)
+
+
+def _invalid(field: str, message: str) -> BadRequestError:
+    return BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
+
+
+# ----------------------------------------------------------------------------------------------- reference points
+
+
+async def latest_period(session: AsyncSession) -> date:
+    """The latest month built by finops-batch (the current month when nothing is built yet)."""
+    latest = (await session.execute(text("SELECT max(period) FROM mv_finops_period_control"))).scalar_one()
+    return latest or datetime.now(UTC).date().replace(day=1)
+
+
+async def resolve_currency(session: AsyncSession, currency: str | None) -> str:
+    """The requested currency, or the one carrying most of the mart's cost (amounts never mix currencies)."""
+    if currency is not None:
+        if not re.fullmatch(r"[A-Z]{3}", currency):
+            raise _invalid("currency", f"expected an ISO 4217 code such as EUR, got {currency!r}")
+        return currency
+    main = (
+        await session.execute(
+            text(
+                "SELECT currency FROM mv_finops_period_control GROUP BY currency"
+                " ORDER BY sum(abs(source_effective)) DESC, currency LIMIT 1"
+            )
+        )
+    ).scalar_one_or_none()
+    return main or DEFAULT_CURRENCY
+
+
+def check_basis(value: str) -> Basis:
+    """``effective`` or ``billed``; a 400 naming ``basis`` otherwise."""
+    if value not in BASES:
+        raise _invalid("basis", f"must be effective or billed, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+SUMMARY_SQL = """
+SELECT period,
+       sum({amount}) AS total,
+       coalesce(sum({amount}) FILTER (WHERE code <> 'UNALLOCATED' AND cost_type = 'direct'), 0) AS direct,
+       coalesce(sum({amount}) FILTER (WHERE code <> 'UNALLOCATED' AND cost_type = 'indirect'), 0) AS indirect,
+       coalesce(sum({amount}) FILTER (WHERE code = 'UNALLOCATED'), 0) AS unallocated
+FROM mv_finops_cost_rollup_monthly
+WHERE level = 'domain' AND currency = :currency AND period = ANY(:periods)
+  AND (CAST(:environment AS text) IS NULL OR environment_code = :environment)
+GROUP BY period
+"""
+
+MOVERS_SQL = """
+SELECT code, max(name) FILTER (WHERE period = :period) AS name,
+       coalesce(sum({amount}) FILTER (WHERE period = :previous), 0) AS previous,
+       coalesce(sum({amount}) FILTER (WHERE period = :period), 0) AS current
+FROM mv_finops_cost_rollup_monthly
+WHERE level = 'application' AND currency = :currency AND period IN (:period, :previous)
+  AND (CAST(:environment AS text) IS NULL OR environment_code = :environment)
+GROUP BY code
+ORDER BY abs(coalesce(sum({amount}) FILTER (WHERE period = :period), 0)
+           - coalesce(sum({amount}) FILTER (WHERE period = :previous), 0)) DESC, code
+LIMIT :limit
+"""
+
+
+def _change(period: date, current: Decimal, previous: Decimal) -> PeriodChange:
+    return PeriodChange(
+        period=month_text(period),
+        total=previous,
+        change_amount=current - previous,
+        change_ratio=ratio(current - previous, previous),
+    )
+
+
+async def cost_summary(
+    session: AsyncSession,
+    *,
+    period: date,
+    environment: str | None = None,
+    currency: str | None = None,
+    basis: Basis = "effective",
+) -> CostSummary:
+    """One month: total = direct + indirect + unallocated; vs the previous month and a year before; top movers."""
+    currency = await resolve_currency(session, currency)
+    amount = _amount_column(basis)
+    previous, last_year = add_months(period, -1), add_months(period, -12)
+    rows = (
+        await session.execute(
+            text(SUMMARY_SQL.format(amount=amount)),
+            {"currency": currency, "periods": [period, previous, last_year], "environment": environment},
+        )
+    ).all()
+    by_period = {row.period: row for row in rows}
+    this = by_period.get(period)
+    total = this.total if this else _ZERO
+    movers = (
+        await session.execute(
+            text(MOVERS_SQL.format(amount=amount)),
+            {
+                "currency": currency,
+                "period": period,
+                "previous": previous,
+                "environment": environment,
+                "limit": TOP_MOVERS,
+            },
+        )
+    ).all()
+    return CostSummary(
+        period=month_text(period),
+        currency=currency,
+        basis=basis,
+        environment=environment,
+        total=total,
+        direct=this.direct if this else _ZERO,
+        indirect=this.indirect if this else _ZERO,
+        unallocated=this.unallocated if this else _ZERO,
+        previous_month=_change(previous, total, by_period[previous].total if previous in by_period else _ZERO),
+        same_month_last_year=_change(last_year, total, by_period[last_year].total if last_year in by_period else _ZERO),
+        top_movers=[
+            Mover(
+                code=row.code,
+                name=row.name,
+                previous=row.previous,
+                current=row.current,
+                change_amount=row.current - row.previous,
+                change_ratio=ratio(row.current - row.previous, row.previous),
+            )
+            for row in movers
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- drill-down
+
+
+DRILLDOWN_SQL = """
+WITH nodes AS (
+    SELECT code, (array_agg(name ORDER BY period DESC))[1] AS name,
+           sum({amount}) AS total,
+           coalesce(sum({amount}) FILTER (WHERE cost_type = 'direct'), 0) AS direct,
+           coalesce(sum({amount}) FILTER (WHERE cost_type = 'indirect'), 0) AS indirect
+    FROM mv_finops_cost_rollup_monthly
+    WHERE level = :level AND currency = :currency AND period BETWEEN :start AND :end
+      AND (CAST(:parent AS text) IS NULL OR parent_code = :parent)
+      AND (CAST(:environment AS text) IS NULL OR environment_code = :environment)
+    GROUP BY code
+),
+totals AS (
+    SELECT coalesce(sum(total), 0) AS parent_total, coalesce(sum(direct), 0) AS parent_direct,
+           coalesce(sum(indirect), 0) AS parent_indirect
+    FROM nodes
+),
+page AS (
+    SELECT * FROM nodes
+    WHERE CAST(:after_total AS numeric) IS NULL OR (total, code) < (CAST(:after_total AS numeric), :after_code)
+    ORDER BY total DESC, code DESC
+    LIMIT :limit
+)
+SELECT totals.*, page.* FROM totals LEFT JOIN page ON true
+ORDER BY page.total DESC, page.code DESC
+"""
+
+
+async def drilldown(
+    session: AsyncSession,
+    *,
+    level: Level,
+    parent: str | None,
+    start: date,
+    end: date,
+    environment: str | None = None,
+    currency: str | None = None,
+    basis: Basis = "effective",
+    limit: int,
+    cursor: str | None,
+) -> tuple[Drilldown, str | None]:
+    """The nodes of ``level`` under ``parent`` (largest first) with their share of the parent's total."""
+    if level == "domain" and parent is not None:
+        raise _invalid("parent", "domains have no parent; omit it")
+    currency = await resolve_currency(session, currency)
+    after_total, after_code = decode_cursor(cursor, (Decimal, str)) if cursor else (None, None)
+    rows = (
+        await session.execute(
+            text(DRILLDOWN_SQL.format(amount=_amount_column(basis))),
+            {
+                "level": level,
+                "currency": currency,
+                "start": start,
+                "end": end,
+                "parent": parent,
+                "environment": environment,
+                "after_total": after_total,
+                "after_code": after_code,
+                # One more than asked, to know whether a next page exists.
+                "limit": limit + 1,
+            },
+        )
+    ).all()
+    head = rows[0]
+    nodes = [row for row in rows if row.code is not None]
+    next_cursor = None
+    if len(nodes) > limit:
+        nodes = nodes[:limit]
+        next_cursor = encode_cursor([nodes[-1].total, nodes[-1].code])
+    result = Drilldown(
+        level=level,
+        parent=parent,
+        period_from=month_text(start),
+        period_to=month_text(end),
+        environment=environment,
+        currency=currency,
+        basis=basis,
+        total=head.parent_total,
+        direct=head.parent_direct,
+        indirect=head.parent_indirect,
+        items=[
+            DrilldownRow(
+                level=level,
+                code=row.code,
+                name=row.name,
+                total=row.total,
+                direct=row.direct,
+                indirect=row.indirect,
+                share_of_parent=ratio(row.total, head.parent_total),
+            )
+            for row in nodes
+        ],
+        limit=limit,
+    )
+    return result, next_cursor
+
+
+# ----------------------------------------------------------------------------------------------- application page
+
+
+APPLICATION_SQL = """
+SELECT GROUPING(period) AS g_period, GROUPING(environment_code) AS g_environment,
+       GROUPING(service_category) AS g_category, period, environment_code, service_category,
+       (array_agg(application_name ORDER BY period DESC))[1] AS name,
+       (array_agg(product_code ORDER BY period DESC))[1] AS product,
+       (array_agg(family_code ORDER BY period DESC))[1] AS family,
+       (array_agg(domain_code ORDER BY period DESC))[1] AS domain,
+       sum({amount}) AS total,
+       coalesce(sum({amount}) FILTER (WHERE cost_type = 'direct'), 0) AS direct,
+       coalesce(sum({amount}) FILTER (WHERE cost_type = 'indirect'), 0) AS indirect
+FROM mv_finops_cost_monthly
+WHERE application_code = :code AND currency = :currency AND period BETWEEN :start AND :end
+GROUP BY GROUPING SETS ((period), (environment_code), (service_category), ())
+"""
+
+ALLOCATIONS_SQL = """
+SELECT period, pool_code, pool_name, rule_id, rule_version, key_type, weight, ratio, allocated_amount,
+       rounding_adjustment
+FROM mv_finops_cost_allocation_monthly
+WHERE application_code = :code AND currency = :currency AND period BETWEEN :start AND :end
+ORDER BY period, pool_code
+"""
+
+KNOWN_APPLICATION_SQL = "SELECT 1 FROM dim_application WHERE application_code = :code LIMIT 1"
+
+
+async def _known_application(session: AsyncSession, code: str) -> bool:
+    return (await session.execute(text(KNOWN_APPLICATION_SQL), {"code": code})).first() is not None
+
+
+async def application_costs(
+    session: AsyncSession,
+    *,
+    code: str,
+    end: date,
+    currency: str | None = None,
+    basis: Basis = "effective",
+) -> ApplicationCosts:
+    """13 months ending at ``end``: monthly series, per environment and category, and every allocated share."""
+    currency = await resolve_currency(session, currency)
+    start = add_months(end, -(SERIES_MONTHS - 1))
+    parameters = {"code": code, "currency": currency, "start": start, "end": end}
+    rows = (await session.execute(text(APPLICATION_SQL.format(amount=_amount_column(basis))), parameters)).all()
+    grand = next((row for row in rows if row.g_period and row.g_environment and row.g_category), None)
+    if grand is None and not await _known_application(session, code):
+        raise NotFoundError(f"no application {code!r}")
+    by_month = {row.period: row for row in rows if not row.g_period}
+    months = []
+    for index in range(SERIES_MONTHS):
+        month = add_months(start, index)
+        row = by_month.get(month)
+        months.append(
+            MonthlyCost(
+                period=month_text(month),
+                total=row.total if row else _ZERO,
+                direct=row.direct if row else _ZERO,
+                indirect=row.indirect if row else _ZERO,
+            )
+        )
+    allocations = (await session.execute(text(ALLOCATIONS_SQL), parameters)).all()
+    return ApplicationCosts(
+        code=code,
+        name=grand.name if grand else None,
+        product=grand.product if grand else None,
+        family=grand.family if grand else None,
+        domain=grand.domain if grand else None,
+        currency=currency,
+        basis=basis,
+        period_from=month_text(start),
+        period_to=month_text(end),
+        total=grand.total if grand else _ZERO,
+        direct=grand.direct if grand else _ZERO,
+        indirect=grand.indirect if grand else _ZERO,
+        months=months,
+        by_environment=sorted(
+            (
+                EnvironmentCost(
+                    environment=row.environment_code, total=row.total, direct=row.direct, indirect=row.indirect
+                )
+                for row in rows
+                if not row.g_environment
+            ),
+            key=lambda item: (-item.total, item.environment),
+        ),
+        by_service_category=sorted(
+            (
+                ServiceCategoryCost(
+                    service_category=row.service_category, total=row.total, direct=row.direct, indirect=row.indirect
+                )
+                for row in rows
+                if not row.g_category
+            ),
+            key=lambda item: (-item.total, item.service_category),
+        ),
+        allocations=[
+            AllocationLine(
+                period=month_text(row.period),
+                pool=row.pool_code,
+                pool_name=row.pool_name,
+                rule_id=row.rule_id,
+                rule_version=row.rule_version,
+                method=f"{row.rule_id}@{row.rule_version}",
+                key_type=row.key_type,
+                weight=row.weight,
+                ratio=row.ratio,
+                amount=row.allocated_amount,
+                rounding_adjustment=row.rounding_adjustment,
+            )
+            for row in allocations
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- comparison
+
+
+_PARENT: dict[Level, Level | None] = {
+    "domain": None,
+    "family": "domain",
+    "product": "family",
+    "application": "product",
+}
+
+
+def _measure_sql(measure: Measure, level: Level, amount: str, side: str) -> str:
+    """A CTE body giving (code, name, parent, window, ytd, full_year) of one measure at ``level``."""
+    if measure.kind == "actual":
+        return f"""
+            SELECT code, max(name) AS name, max(parent_code) AS parent,
+                   coalesce(sum({amount}) FILTER (WHERE period BETWEEN :start AND :end), 0) AS win,
+                   coalesce(sum({amount}) FILTER (WHERE period <= :end), 0) AS ytd,
+                   coalesce(sum({amount}), 0) AS full_year
+            FROM mv_finops_cost_rollup_monthly
+            WHERE level = :level AND currency = :currency AND period BETWEEN :year_start AND :year_end
+              AND (CAST(:parent AS text) IS NULL OR parent_code = :parent)
+            GROUP BY code"""
+    if measure.kind == "budget":
+        # Lines at the compared level count as they are; finer lines roll up through the hierarchy of their
+        # month (clamped to the months the mart knows, so next year's budget maps onto today's hierarchy).
+        finer = LEVELS[LEVELS.index(level) :]
+        parent_level = _PARENT[level]
+        parent_column = f"{parent_level}_code" if parent_level else "NULL::text"
+        # dim_application_month calls the application's name plain ``name``.
+        name_column = "name" if level == "application" else f"{level}_name"
+        maps = " UNION ".join(
+            f"SELECT DISTINCT period, '{scope}' AS scope_level, {scope}_code AS scope_code,"
+            f" {level}_code AS code, {name_column} AS name, {parent_column} AS parent"
+            f" FROM hierarchy"
+            for scope in finer
+        )
+        return f"""
+            SELECT m.code, max(m.name) AS name, max(m.parent) AS parent,
+                   coalesce(sum(l.amount) FILTER (WHERE l.month BETWEEN :start AND :end), 0) AS win,
+                   coalesce(sum(l.amount) FILTER (WHERE l.month <= :end), 0) AS ytd,
+                   coalesce(sum(l.amount), 0) AS full_year
+            FROM budget_line l
+            JOIN ({maps}) m
+              ON m.scope_level = l.scope_level AND m.scope_code = l.scope_code
+             AND m.period = LEAST(GREATEST(l.month, (SELECT lo FROM bounds)), (SELECT hi FROM bounds))
+            WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.currency = :currency
+              AND l.month BETWEEN :year_start AND :year_end
+              AND (CAST(:parent AS text) IS NULL OR m.parent = :parent)
+            GROUP BY m.code"""
+    parent_level = _PARENT[level]
+    parent_column = f"q.{parent_level}_code" if parent_level else "NULL::text"
+    return f"""
+            SELECT q.{level}_code AS code, max(q.{level}_name) AS name, max({parent_column}) AS parent,
+                   coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period BETWEEN :start AND :end), 0)
+                       AS win,
+                   coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period <= :end), 0) AS ytd,
+                   coalesce(sum(q.quantity * r.unit_price), 0) AS full_year
+            FROM mv_finops_quantity_monthly q
+            JOIN pricing_view_rate r
+              ON r.pricing_view_id = CAST(:{side}_id AS uuid)
+             AND r.service_category = q.service_category AND r.unit = q.unit
+            WHERE q.period BETWEEN :year_start AND :year_end
+              AND (CAST(:parent AS text) IS NULL OR {parent_column} = :parent)
+            GROUP BY q.{level}_code"""
+
+
+def _year_end(measure: Measure, ytd: Decimal, full_year: Decimal, months_elapsed: int) -> Decimal:
+    """A budget's year end is its full-year total; other measures extrapolate their run rate."""
+    if measure.kind == "budget":
+        return full_year
+    return ytd + ytd / months_elapsed * (12 - months_elapsed)
+
+
+async def compare(
+    session: AsyncSession,
+    *,
+    left: Measure,
+    right: Measure,
+    level: Level,
+    parent: str | None,
+    start: date,
+    end: date,
+    currency: str | None = None,
+    basis: Basis = "effective",
+    limit: int,
+    cursor: str | None,
+) -> tuple[BudgetComparison, str | None]:
+    """Compare two measures node by node at ``level`` over ``start``..``end`` (one year), by code."""
+    if level == "domain" and parent is not None:
+        raise _invalid("parent", "domains have no parent; omit it")
+    currency = await resolve_currency(session, left.currency or right.currency or currency)
+    amount = _amount_column(basis)
+    year_start, year_end = date(end.year, 1, 1), date(end.year, 12, 1)
+    sql = f"""
+    WITH hierarchy AS (
+        SELECT * FROM dim_application_month WHERE period BETWEEN :hierarchy_start AND :year_end
+    ),
+    bounds AS (SELECT min(period) AS lo, max(period) AS hi FROM hierarchy),
+    l AS ({_measure_sql(left, level, amount, "left")}),
+    r AS ({_measure_sql(right, level, amount, "right")}),
+    joined AS (
+        SELECT coalesce(l.code, r.code) AS code, coalesce(l.name, r.name) AS name,
+               coalesce(l.win, 0) AS left_win, coalesce(r.win, 0) AS right_win,
+               coalesce(l.ytd, 0) AS left_ytd, coalesce(l.full_year, 0) AS left_full,
+               coalesce(r.ytd, 0) AS right_ytd, coalesce(r.full_year, 0) AS right_full
+        FROM l FULL OUTER JOIN r ON r.code = l.code
+    ),
+    totals AS (
+        SELECT coalesce(sum(left_win), 0) AS total_left, coalesce(sum(right_win), 0) AS total_right FROM joined
+    ),
+    page AS (
+        SELECT * FROM joined WHERE CAST(:after AS text) IS NULL OR code > :after ORDER BY code LIMIT :limit
+    )
+    SELECT totals.*, page.* FROM totals LEFT JOIN page ON true ORDER BY page.code
+    """
+    (after,) = decode_cursor(cursor, (str,)) if cursor else (None,)
+    rows = (
+        await session.execute(
+            text(sql),
+            {
+                "level": level,
+                "parent": parent,
+                "currency": currency,
+                "start": start,
+                "end": end,
+                "year_start": year_start,
+                "year_end": year_end,
+                "hierarchy_start": date(end.year - 1, 1, 1),
+                "left_id": str(left.id) if left.id else None,
+                "right_id": str(right.id) if right.id else None,
+                "after": after,
+                "limit": limit + 1,
+            },
+        )
+    ).all()
+    head = rows[0]
+    nodes = [row for row in rows if row.code is not None]
+    next_cursor = None
+    if len(nodes) > limit:
+        nodes = nodes[:limit]
+        next_cursor = encode_cursor([nodes[-1].code])
+    months_elapsed = end.month
+    items = []
+    for row in nodes:
+        variance = row.left_win - row.right_win
+        items.append(
+            ComparisonRow(
+                level=level,
+                code=row.code,
+                name=row.name,
+                left=row.left_win,
+                right=row.right_win,
+                variance=variance,
+                variance_pct=ratio(variance * 100, row.right_win, _PCT),
+                left_year_to_date=row.left_ytd,
+                projected_year_end=_year_end(left, row.left_ytd, row.left_full, months_elapsed),
+                right_year_end=_year_end(right, row.right_ytd, row.right_full, months_elapsed),
+            )
+        )
+    total_variance = head.total_left - head.total_right
+    result = BudgetComparison(
+        left=left.label,
+        right=right.label,
+        level=level,
+        parent=parent,
+        period_from=month_text(start),
+        period_to=month_text(end),
+        currency=currency,
+        basis=basis,
+        total_left=head.total_left,
+        total_right=head.total_right,
+        total_variance=total_variance,
+        total_variance_pct=ratio(total_variance * 100, head.total_right, _PCT),
+        items=items,
+        limit=limit,
+    )
+    return result, next_cursor
+
+
+# ----------------------------------------------------------------------------------------------- Cost Insights
+
+
+_INTERVALS = re.compile(r"^R(\d+)/P(\d+)([DM])/(\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """``repeating`` consecutive periods ending before ``end`` (exclusive); ``periods`` oldest first."""
+
+    repeating: int
+    periods: tuple[tuple[date, date], ...]
+
+    @property
+    def start(self) -> date:
+        """First day of the oldest period."""
+        return self.periods[0][0]
+
+    @property
+    def end(self) -> date:
+        """The exclusive end."""
+        return self.periods[-1][1]
+
+
+def parse_intervals(value: str) -> Window:
+    """Parse the Cost Insights ``R<n>/P<k>D|M/<exclusive end>`` form (e.g. ``R2/P30D/2026-10-01``)."""
+    match = _INTERVALS.match(value.strip())
+    if match is None:
+        raise _invalid("intervals", f"expected R<n>/P<k>D/<YYYY-MM-DD> (e.g. R2/P30D/2026-10-01), got {value!r}")
+    repeating, size, unit = int(match.group(1)), int(match.group(2)), match.group(3)
+    try:
+        end = date.fromisoformat(match.group(4))
+    except ValueError:
+        raise _invalid("intervals", f"{match.group(4)!r} is not a date") from None
+    if not 1 <= repeating <= 4 or size < 1 or (unit == "D" and size > 366) or (unit == "M" and size > 12):
+        raise _invalid("intervals", "at most 4 repetitions of at most 366 days or 12 months")
+    periods: list[tuple[date, date]] = []
+    upper = end
+    for _ in range(repeating):
+        if unit == "D":
+            lower = upper - timedelta(days=size)
+        else:
+            index = upper.year * 12 + upper.month - 1 - size
+            lower = date(index // 12, index % 12 + 1, min(upper.day, 28))
+        periods.append((lower, upper))
+        upper = lower
+    return Window(repeating=repeating, periods=tuple(reversed(periods)))
+
+
+def _cents(value: Decimal) -> float:
+    # The plugin's types are numbers: convert once, at the edge, after rounding to the cent.
+    return float(value.quantize(_PCT, rounding=ROUND_HALF_EVEN))
+
+
+def cost_insights_cost(identifier: str, daily: dict[date, Decimal], window: Window) -> CostInsightsCost:
+    """A Cost Insights ``Cost``: one point per day (zero-filled), the period-over-period change, a trendline."""
+    days = [window.start + timedelta(days=offset) for offset in range((window.end - window.start).days)]
+    amounts = [daily.get(day, _ZERO) for day in days]
+    change = None
+    if window.repeating >= 2:
+        (old_start, old_end), (new_start, new_end) = window.periods[-2], window.periods[-1]
+        old = sum((amount for day, amount in daily.items() if old_start <= day < old_end), _ZERO)
+        new = sum((amount for day, amount in daily.items() if new_start <= day < new_end), _ZERO)
+        change_ratio = ratio(new - old, old)
+        change = ChangeStatistic(
+            amount=_cents(new - old), ratio=float(change_ratio) if change_ratio is not None else None
+        )
+    return CostInsightsCost(
+        id=identifier,
+        aggregation=[
+            DateAggregation(date=day, amount=_cents(amount)) for day, amount in zip(days, amounts, strict=True)
+        ],
+        change=change,
+        trendline=trendline(days, amounts),
+    )
+
+
+def trendline(days: Sequence[date], amounts: Sequence[Decimal]) -> Trendline | None:
+    """Least-squares line ``amount = slope * x + intercept`` with x the day's midnight UTC in epoch seconds."""
+    if len(days) < 2:
+        return None
+    xs = [datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() for day in days]
+    ys = [float(amount) for amount in amounts]
+    mean_x, mean_y = math.fsum(xs) / len(xs), math.fsum(ys) / len(ys)
+    spread = math.fsum((x - mean_x) ** 2 for x in xs)
+    slope = math.fsum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    return Trendline(slope=slope, intercept=mean_y - slope * mean_x)
+
+
+LAST_DAY_SQL = "SELECT max(day) FROM mv_finops_cost_daily"
+
+ENTITY_DAILY_SQL = """
+SELECT day, environment_code, sum({amount}) AS amount
+FROM mv_finops_cost_daily
+WHERE application_code = :code AND currency = :currency AND day >= :start AND day < :end
+GROUP BY GROUPING SETS ((day), (day, environment_code))
+"""
+
+GROUP_DAILY_SQL = """
+SELECT day, product_code, sum({amount}) AS amount
+FROM mv_finops_cost_daily
+WHERE owner_group = :group AND currency = :currency AND day >= :start AND day < :end
+GROUP BY GROUPING SETS ((day), (day, product_code))
+"""
+
+
+async def last_complete_day(session: AsyncSession) -> date:
+    """The last day with costs in the mart (yesterday when nothing is built yet)."""
+    last = (await session.execute(text(LAST_DAY_SQL))).scalar_one()
+    return last or datetime.now(UTC).date() - timedelta(days=1)
+
+
+async def _daily_cost(
+    session: AsyncSession,
+    *,
+    sql: str,
+    parameters: dict[str, Any],
+    breakdown_column: str,
+    breakdown_name: str,
+    identifier: str,
+    window: Window,
+    currency: str | None,
+) -> tuple[CostInsightsCost, bool]:
+    currency = await resolve_currency(session, currency)
+    rows = (
+        await session.execute(
+            text(sql.format(amount="effective_cost")),
+            {**parameters, "currency": currency, "start": window.start, "end": window.end},
+        )
+    ).all()
+    overall: dict[date, Decimal] = {}
+    grouped: dict[str, dict[date, Decimal]] = {}
+    for row in rows:
+        key = getattr(row, breakdown_column)
+        if key is None:
+            overall[row.day] = row.amount
+        else:
+            grouped.setdefault(key, {})[row.day] = row.amount
+    cost = cost_insights_cost(identifier, overall, window)
+    cost.grouped_costs = {
+        breakdown_name: [cost_insights_cost(key, series, window) for key, series in sorted(grouped.items())]
+    }
+    return cost, bool(rows)
+
+
+async def application_daily_cost(
+    session: AsyncSession, *, code: str, window: Window, currency: str | None = None
+) -> CostInsightsCost:
+    """Daily direct cost of one application (Cost Insights entity), grouped by environment."""
+    cost, found = await _daily_cost(
+        session,
+        sql=ENTITY_DAILY_SQL,
+        parameters={"code": code},
+        breakdown_column="environment_code",
+        breakdown_name="environment",
+        identifier=code,
+        window=window,
+        currency=currency,
+    )
+    if not found and not await _known_application(session, code):
+        raise NotFoundError(f"no application {code!r}")
+    return cost
+
+
+async def group_daily_cost(
+    session: AsyncSession, *, group: str, window: Window, currency: str | None = None
+) -> CostInsightsCost:
+    """Daily direct cost of the applications an owner group owns, grouped by product."""
+    # Backstage passes group refs ("group:default/team-x") or bare names; the CMDB keeps bare names.
+    name = group.rsplit("/", 1)[-1].removeprefix("group:")
+    cost, _ = await _daily_cost(
+        session,
+        sql=GROUP_DAILY_SQL,
+        parameters={"group": name},
+        breakdown_column="product_code",
+        breakdown_name="product",
+        identifier=group,
+        window=window,
+        currency=currency,
+    )
+    return cost
