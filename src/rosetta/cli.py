@@ -338,7 +338,7 @@ class DemoGranularity(StrEnum):
 
 
 @demo_app.command("generate")
-def demo_generate(
+def demo_generate(  # noqa: PLR0917 - typer maps every option to a parameter
     size: Annotated[DemoSize, typer.Option("--size", help="small ~40, medium ~500, large ~5,000 applications.")] = (
         DemoSize.SMALL
     ),
@@ -354,7 +354,7 @@ def demo_generate(
         DemoGranularity, typer.Option("--granularity", help="One cost line per day (default) or per month.")
     ] = DemoGranularity.DAY,
 ) -> None:
-    """Generate the demo world: FinOps documents into the raw zone, ServiceNow/Dynatrace/Argo CD files for the simulators."""
+    """Generate the demo world: FinOps documents into the raw zone, ServiceNow/Dynatrace/Argo CD simulator files."""
     import time  # noqa: PLC0415
 
     from rosetta.core.settings import data_dir as resolved_data_dir  # noqa: PLC0415
@@ -374,7 +374,10 @@ def demo_generate(
     async def go() -> None:
         try:
             await generate_demo(
-                store, world, out or resolved_data_dir() / "simulators", granularity=Granularity(granularity.value),
+                store,
+                world,
+                out or resolved_data_dir() / "simulators",
+                granularity=Granularity(granularity.value),
                 echo=typer.echo,
             )
         finally:
