@@ -36,7 +36,7 @@ from rosetta.core.security.authentication import (
     provide_principal,
     token_validator_lifespan,
 )
-from rosetta.core.security.permissions import Permission, requires
+from rosetta.core.security.permissions import Permission, enforce_declared_permission, requires
 from rosetta.core.settings import DatabaseRole, Settings, get_settings
 
 # A hook run inside the lifespan once databases are open (e.g. the security core's JWKS cache).
@@ -212,6 +212,8 @@ def create_app(
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        # A route without a declared permission is refused (the role-matrix test also fails on it).
+        guards=[enforce_declared_permission],
         # Authentication first: every later layer sees scope["user"] (a Principal) or the rejection reason.
         middleware=[authentication_middleware, *middleware],
         dependencies={

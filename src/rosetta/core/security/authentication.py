@@ -24,8 +24,8 @@ from rosetta.core.security.permissions import (
     AuthenticationFailure,
     Permission,
     Principal,
-    declared_permission,
     principal_of,
+    route_permission,
 )
 from rosetta.core.security.tokens import TokenRejectedError, TokenValidator
 from rosetta.core.settings import Settings
@@ -46,7 +46,7 @@ def _bearer_token(scope: Scope) -> str | AuthenticationFailure | None:
 
 
 def _is_public(handler: BaseRouteHandler | None) -> bool:
-    return handler is not None and declared_permission(handler) is Permission.PUBLIC
+    return handler is not None and route_permission(handler) is Permission.PUBLIC
 
 
 def authentication_middleware(app: ASGIApp) -> ASGIApp:

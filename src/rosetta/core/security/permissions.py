@@ -183,3 +183,29 @@ def declared_permission(handler: BaseRouteHandler) -> Permission | None:
         if isinstance(guard, _PermissionGuard):
             return guard.permission
     return None
+
+
+def is_framework_handler(handler: BaseRouteHandler) -> bool:
+    """A handler Litestar generated itself: automatic ``OPTIONS`` answers and the app-wide OpenAPI document."""
+    return getattr(handler.fn, "__module__", "").startswith("litestar.")
+
+
+def route_permission(handler: BaseRouteHandler) -> Permission | None:
+    """What a route needs: its declared permission; ``PUBLIC`` for Litestar's own handlers; else ``None``.
+
+    ``None`` means the route declares nothing: the role-matrix test fails on it and
+    :func:`enforce_declared_permission` refuses every request to it.
+    """
+    declared = declared_permission(handler)
+    if declared is not None:
+        return declared
+    return Permission.PUBLIC if is_framework_handler(handler) else None
+
+
+async def enforce_declared_permission(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """App-wide guard: a route that declares no permission is closed, not open (defence in depth)."""
+    if route_permission(handler) is None:
+        logger.error("route %s declares no permission: refused", connection.scope.get("path", ""))
+        raise PermissionDeniedException("this route declares no permission and is closed")
