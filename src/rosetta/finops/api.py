@@ -122,7 +122,8 @@ async def period_range(session: AsyncSession, period_from: str | None, period_to
 
 def wants_csv(request: Request[Any, Any, Any]) -> bool:
     """True when the client prefers CSV to JSON (``Accept: text/csv``)."""
-    return request.accept.best_match([_CSV, "application/json"], default="application/json") == _CSV
+    # JSON first: a client sending */* (or nothing) gets JSON; only an explicit text/csv gets CSV.
+    return request.accept.best_match(["application/json", _CSV], default="application/json") == _CSV
 
 
 def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
@@ -602,7 +603,7 @@ def _run_cursor(run: BatchRun) -> str:
 
 
 class BatchRunsController(Controller):
-    """Trigger and follow finops-batch runs (FinOps admins)."""
+    """finops-batch runs: FinOps admins trigger them; everyone may follow them (when was my data rebuilt?)."""
 
     path = "/batch/runs"
     tags = ["batch"]
@@ -630,7 +631,7 @@ class BatchRunsController(Controller):
             headers={"Location": location},
         )
 
-    @get("/", guards=ADMIN)
+    @get("/", guards=READ)
     async def list_batch_runs(
         self,
         *,
@@ -652,7 +653,7 @@ class BatchRunsController(Controller):
 
         return await list_response(request, fetch, limit=limit, cursor=cursor, filename="batch-runs")
 
-    @get("/{run_id:uuid}", guards=ADMIN)
+    @get("/{run_id:uuid}", guards=READ)
     async def get_batch_run(self, session: AsyncSession, run_id: uuid.UUID) -> BatchRun:
         """One run with its counts, step durations and error."""
         record = await runs.get_run(session, run_id)

@@ -354,7 +354,10 @@ async def application_costs(
     start = add_months(end, -(SERIES_MONTHS - 1))
     parameters = {"code": code, "currency": currency, "start": start, "end": end}
     rows = (await session.execute(text(APPLICATION_SQL.format(amount=_amount_column(basis))), parameters)).all()
+    # The empty grouping set yields a row even when nothing matched (with NULL sums): that is "no costs".
     grand = next((row for row in rows if row.g_period and row.g_environment and row.g_category), None)
+    if grand is not None and grand.total is None:
+        grand = None
     if grand is None and not await _known_application(session, code):
         raise NotFoundError(f"no application {code!r}")
     by_month = {row.period: row for row in rows if not row.g_period}

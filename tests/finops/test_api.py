@@ -1,0 +1,440 @@
+"""finops-api management routes on a real PostgreSQL, with real tokens from the test issuer.
+
+Budgets, pricing views and allocation rules: RBAC (a user reads, only FinOps admins change), the audit
+trail of every change, ETag / If-Match (412 on a stale ETag), CSV and Excel imports, CSV export, cursor
+pagination, problem+json on bad input, amounts as decimal strings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from api_support import API, finops_client, finops_settings, migrated_databases
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from openpyxl import Workbook
+from sqlalchemy.engine import URL
+
+from rosetta.core.settings import DatabaseRole
+
+Client = AsyncTestClient[Litestar]
+USER = "Rosetta_User"
+FINOPS_ADMIN = "Rosetta_FinOps_Admin"
+ADMIN = "Rosetta_Admin"
+
+
+@pytest.fixture(scope="module")
+def api_urls(server_url: URL) -> Iterator[dict[DatabaseRole, URL]]:
+    yield from migrated_databases(server_url, "fapi")
+
+
+@pytest.fixture(scope="module")
+async def client(api_urls: dict[DatabaseRole, URL], identity_server: Any) -> AsyncIterator[Client]:
+    async for api, _ in finops_client(finops_settings(api_urls, identity_server.entra)):
+        yield api
+
+
+@pytest.fixture(scope="module")
+def as_user(auth_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth_headers(USER, subject="uma")
+
+
+@pytest.fixture(scope="module")
+def as_finops(auth_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth_headers(FINOPS_ADMIN, subject="fiona")
+
+
+@pytest.fixture(scope="module")
+def as_admin(auth_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth_headers(ADMIN, subject="root")
+
+
+def budget_body(name: str, amount: str = "1000.00") -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": "test budget",
+        "lines": [
+            {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-01", "amount": amount},
+            {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-02", "amount": "250.10"},
+            {"scopeLevel": "domain", "scopeCode": "COMMERCE", "period": "2026-01", "amount": "5000", "currency": "EUR"},
+        ],
+    }
+
+
+async def audit_rows(client: Client, headers: dict[str, str], entity_type: str, entity_id: str) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"{API}/audit", params={"entityType": entity_type, "entityId": entity_id}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    if field is not None:
+        assert field in body["detail"]
+        assert any(error.get("field") == field for error in body.get("errors", [])), body
+    return body
+
+
+# ----------------------------------------------------------------------------------------------- RBAC
+
+
+async def test_every_finops_route_needs_a_token(client: Client) -> None:
+    for path in ("/budgets", "/pricing-views", "/allocation-rules", "/batch/runs", "/costs/summary?period=2026-01"):
+        response = await client.get(f"{API}{path}")
+        assert_problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_user_reads_but_every_mutation_is_forbidden(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str]
+) -> None:
+    created = await client.post(f"{API}/budgets", json=budget_body("RBAC budget"), headers=as_finops)
+    assert created.status_code == 201, created.text
+    budget = created.json()
+    view = await client.post(f"{API}/pricing-views", json={"name": "RBAC view"}, headers=as_finops)
+    assert view.status_code == 201, view.text
+    view_id = view.json()["id"]
+
+    for path in (
+        "/budgets",
+        f"/budgets/{budget['id']}",
+        f"/budgets/{budget['id']}/lines",
+        "/pricing-views",
+        f"/pricing-views/{view_id}",
+        "/allocation-rules",
+        "/allocation-rules/default",
+        "/batch/runs",
+        "/costs/summary?period=2026-01",
+        "/costs/drilldown?level=domain",
+        "/cost-insights/last-complete-billing-date",
+        "/me",
+    ):
+        response = await client.get(f"{API}{path}", headers=as_user)
+        assert response.status_code == 200, (path, response.text)
+
+    etag = {"If-Match": created.headers["etag"]}
+    mutations: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/budgets", {"json": budget_body("Forbidden")}),
+        ("PUT", f"/budgets/{budget['id']}", {"json": {"name": "x"}, "headers": etag}),
+        ("PATCH", f"/budgets/{budget['id']}", {"json": {"name": "x"}, "headers": etag}),
+        (
+            "POST",
+            f"/budgets/{budget['id']}/import",
+            {"content": b"scope_level\n", "headers": {"Content-Type": "text/csv"}},
+        ),
+        ("POST", "/pricing-views", {"json": {"name": "Forbidden"}}),
+        ("PUT", f"/pricing-views/{view_id}", {"json": {}}),
+        ("PATCH", f"/pricing-views/{view_id}", {"json": {}}),
+        ("POST", f"/pricing-views/{view_id}/import", {"content": b"unit\n", "headers": {"Content-Type": "text/csv"}}),
+        ("POST", "/allocation-rules", {"json": {"ruleId": "r", "method": "even", "validFrom": "2026-01"}}),
+        ("POST", "/batch/runs", {"json": {"period": "2026-01"}}),
+    ]
+    for method, path, options in mutations:
+        headers = {**as_user, **options.pop("headers", {})}
+        response = await client.request(method, f"{API}{path}", headers=headers, **options)
+        assert_problem(response, 403)
+    # Nothing changed: the budget is as created and its audit trail holds only the creation.
+    again = await client.get(f"{API}/budgets/{budget['id']}", headers=as_user)
+    assert again.headers["etag"] == created.headers["etag"]
+    listing = await client.get(f"{API}/budgets?limit=500", headers=as_user)
+    assert listing.status_code == 200, (listing.status_code, listing.headers, listing.text)
+    names = [item["name"] for item in listing.json()["items"]]
+    assert "Forbidden" not in names
+
+
+async def test_the_audit_log_is_for_admins_only(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str]
+) -> None:
+    assert_problem(await client.get(f"{API}/audit", headers=as_user), 403)
+    assert_problem(await client.get(f"{API}/audit", headers=as_finops), 403)
+
+
+# ----------------------------------------------------------------------------------------------- budgets
+
+
+async def test_budget_lifecycle_with_etags_and_audit(
+    client: Client, as_finops: dict[str, str], as_admin: dict[str, str]
+) -> None:
+    created = await client.post(f"{API}/budgets", json=budget_body("Budget 2026 initial"), headers=as_finops)
+    assert created.status_code == 201, created.text
+    budget = created.json()
+    assert created.headers["location"] == f"{API}/budgets/{budget['id']}"
+    # Amounts travel as decimal strings, exactly as sent.
+    assert budget["totals"] == {"EUR": "6250.10"}
+    assert budget["lineCount"] == 3
+    assert (budget["firstPeriod"], budget["lastPeriod"]) == ("2026-01", "2026-02")
+    assert budget["createdBy"] == "oid-fiona"
+    first_etag = created.headers["etag"]
+
+    # The same name twice is a conflict, not a second version.
+    assert_problem(await client.post(f"{API}/budgets", json=budget_body("Budget 2026 initial"), headers=as_finops), 409)
+
+    # PUT without If-Match: 428; with a made-up ETag: 412; with the current one: 200 and a new ETag.
+    replacement = {"name": "Budget 2026 revised Q2", "lines": [budget_body("x")["lines"][0]]}
+    path = f"{API}/budgets/{budget['id']}"
+    assert_problem(await client.put(path, json=replacement, headers=as_finops), 428)
+    stale = await client.put(path, json=replacement, headers={**as_finops, "If-Match": '"0123"'})
+    assert_problem(stale, 412)
+    replaced = await client.put(path, json=replacement, headers={**as_finops, "If-Match": first_etag})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["name"] == "Budget 2026 revised Q2"
+    assert replaced.json()["lineCount"] == 1
+    assert replaced.json()["revision"] == 2
+    second_etag = replaced.headers["etag"]
+    assert second_etag != first_etag
+
+    # The first ETag is now stale: a writer who read before the PUT gets 412 and changes nothing.
+    lost_update = await client.patch(path, json={"description": "lost"}, headers={**as_finops, "If-Match": first_etag})
+    assert_problem(lost_update, 412)
+    patched = await client.patch(
+        path,
+        json={
+            "description": "after Q2 review",
+            "lines": [{"scopeLevel": "family", "scopeCode": "PAY", "period": "2026-03", "amount": "-12.5"}],
+        },
+        headers={**as_finops, "If-Match": second_etag},
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["description"] == "after Q2 review"
+    assert patched.json()["totals"] == {"EUR": "987.50"}
+    assert (await client.get(path, headers=as_finops)).headers["etag"] == patched.headers["etag"]
+
+    actions = [row["action"] for row in await audit_rows(client, as_admin, "budget_version", budget["id"])]
+    assert sorted(actions) == ["budget.create", "budget.patch", "budget.replace"]
+    replace_row = next(
+        row
+        for row in await audit_rows(client, as_admin, "budget_version", budget["id"])
+        if row["action"] == "budget.replace"
+    )
+    assert replace_row["actorSubject"] == "oid-fiona"
+    assert replace_row["before"]["name"] == "Budget 2026 initial"
+    assert replace_row["after"]["name"] == "Budget 2026 revised Q2"
+
+
+async def test_budget_lines_import_from_csv_and_excel(client: Client, as_finops: dict[str, str]) -> None:
+    created = await client.post(f"{API}/budgets", json={"name": "Imported budget"}, headers=as_finops)
+    path = f"{API}/budgets/{created.json()['id']}"
+    csv_body = (
+        b"Scope level;Scope code;Period;Amount;Currency\n"
+        b"product;PAY-ONLINE;2026-01;1 234,56;EUR\n"
+        b"application;PAY-CHECKOUT;2026-02;99.999;EUR\n"
+    )
+    imported = await client.post(f"{path}/import", content=csv_body, headers={**as_finops, "Content-Type": "text/csv"})
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["totals"] == {"EUR": "1334.559"}
+
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["scope_level", "scope_code", "period", "amount"])
+    sheet.append(["domain", "COMMERCE", "2026-04", 1500.25])
+    sheet.append(["family", "PAY", "2026-05", 10])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    excel = await client.post(
+        f"{path}/import",
+        content=buffer.getvalue(),
+        headers={**as_finops, "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+    )
+    assert excel.status_code == 200, excel.text
+    # An import replaces the version's lines.
+    assert excel.json()["totals"] == {"EUR": "1510.25"}
+    lines = (await client.get(f"{path}/lines", headers=as_finops)).json()["items"]
+    assert lines == [
+        {"scopeLevel": "domain", "scopeCode": "COMMERCE", "period": "2026-04", "amount": "1500.25", "currency": "EUR"},
+        {"scopeLevel": "family", "scopeCode": "PAY", "period": "2026-05", "amount": "10", "currency": "EUR"},
+    ]
+
+    bad = await client.post(
+        f"{path}/import",
+        content=b"scope_level,scope_code,period,amount\nproduct,P,2026-13,1\n",
+        headers={**as_finops, "Content-Type": "text/csv"},
+    )
+    assert_problem(bad, 400, "row 2.period")
+    # The rejected file changed nothing.
+    assert (await client.get(path, headers=as_finops)).json()["totals"] == {"EUR": "1510.25"}
+    assert_problem(
+        await client.post(f"{path}/import", content=b"{}", headers={**as_finops, "Content-Type": "application/json"}),
+        400,
+        "content-type",
+    )
+
+
+async def test_budget_validation_is_problem_json_naming_the_field(client: Client, as_finops: dict[str, str]) -> None:
+    bad_period = budget_body("Bad period")
+    bad_period["lines"][1]["period"] = "2026-2"
+    assert_problem(await client.post(f"{API}/budgets", json=bad_period, headers=as_finops), 400, "lines[1].period")
+    bad_level = budget_body("Bad level")
+    bad_level["lines"][0]["scopeLevel"] = "team"
+    assert_problem(await client.post(f"{API}/budgets", json=bad_level, headers=as_finops), 400)
+    duplicate = budget_body("Duplicate line")
+    duplicate["lines"].append(duplicate["lines"][0])
+    assert_problem(await client.post(f"{API}/budgets", json=duplicate, headers=as_finops), 400, "lines[3]")
+    assert_problem(await client.get(f"{API}/budgets/{uuid.uuid4()}", headers=as_finops), 404)
+    assert_problem(await client.get(f"{API}/budgets?limit=0", headers=as_finops), 400)
+    assert_problem(await client.get(f"{API}/budgets?cursor=not-a-cursor", headers=as_finops), 400, "cursor")
+
+
+async def test_budget_list_pagination_and_csv_export(client: Client, as_finops: dict[str, str]) -> None:
+    for index in range(3):
+        response = await client.post(
+            f"{API}/budgets", json=budget_body(f"Paged {index}", f"{index}.50"), headers=as_finops
+        )
+        assert response.status_code == 201
+    seen: list[str] = []
+    url: str | None = f"{API}/budgets?name=Paged&limit=2"
+    while url is not None:
+        page = (await client.get(url, headers=as_finops)).json()
+        assert len(page["items"]) <= 2
+        seen.extend(item["name"] for item in page["items"])
+        url = page["next"]
+    # Newest first, each exactly once.
+    assert seen == ["Paged 2", "Paged 1", "Paged 0"]
+
+    exported = await client.get(f"{API}/budgets?name=Paged&limit=1", headers={**as_finops, "Accept": "text/csv"})
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert "attachment" in exported.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    # The export walks every page, whatever the page size.
+    assert [row["name"] for row in rows] == ["Paged 2", "Paged 1", "Paged 0"]
+    assert [row["totals.EUR"] for row in rows] == ["5252.60", "5251.60", "5250.60"]
+
+
+# ----------------------------------------------------------------------------------------------- pricing views
+
+
+async def test_pricing_views_are_versioned_by_name_and_updated_with_if_match(
+    client: Client, as_finops: dict[str, str], as_admin: dict[str, str]
+) -> None:
+    body = {
+        "name": "Catalogue 2027",
+        "currency": "EUR",
+        "rates": [
+            {"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.0412"},
+            {"serviceCategory": "Storage", "unit": "GB-months", "unitPrice": "0.021"},
+        ],
+    }
+    first = await client.post(f"{API}/pricing-views", json=body, headers=as_finops)
+    assert first.status_code == 201, first.text
+    second = await client.post(f"{API}/pricing-views", json=body, headers=as_finops)
+    assert (first.json()["version"], second.json()["version"]) == (1, 2)
+    view = second.json()
+    assert view["rates"][0] == {"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.0412"}
+
+    path = f"{API}/pricing-views/{view['id']}"
+    etag = (await client.get(path, headers=as_finops)).headers["etag"]
+    patched = await client.patch(
+        path,
+        json={"rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.05"}]},
+        headers={**as_finops, "If-Match": etag},
+    )
+    assert patched.status_code == 200, patched.text
+    assert [rate["unitPrice"] for rate in patched.json()["rates"]] == ["0.05", "0.021"]
+    assert_problem(await client.put(path, json={"rates": []}, headers={**as_finops, "If-Match": etag}), 412)
+
+    imported = await client.post(
+        f"{path}/import",
+        content=b"service_category,unit,unit_price\nNetworking,GB,0.09\n",
+        headers={**as_finops, "Content-Type": "text/csv", "If-Match": patched.headers["etag"]},
+    )
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["rates"] == [{"serviceCategory": "Networking", "unit": "GB", "unitPrice": "0.09"}]
+    unknown_category = {"name": "Bad", "rates": [{"serviceCategory": "Kubernetes", "unit": "h", "unitPrice": "1"}]}
+    assert_problem(
+        await client.post(f"{API}/pricing-views", json=unknown_category, headers=as_finops),
+        400,
+        "rates[0].serviceCategory",
+    )
+
+    actions = [row["action"] for row in await audit_rows(client, as_admin, "pricing_view", view["id"])]
+    assert sorted(actions) == ["pricing_view.create", "pricing_view.import", "pricing_view.patch"]
+
+
+# ----------------------------------------------------------------------------------------------- allocation rules
+
+
+async def test_allocation_rules_get_new_immutable_versions(
+    client: Client, as_finops: dict[str, str], as_user: dict[str, str], as_admin: dict[str, str]
+) -> None:
+    rule = {
+        "ruleId": "network-split",
+        "poolCode": "network",
+        "method": "fixed",
+        "validFrom": "2026-01",
+        "targets": [
+            {"applicationCode": "PAY-CHECKOUT", "percentage": "50"},
+            {"applicationCode": "CRM-PORTAL", "percentage": "30"},
+            {"applicationCode": "DWH-ETL", "percentage": "20"},
+        ],
+    }
+    first = await client.post(f"{API}/allocation-rules", json=rule, headers=as_finops)
+    assert first.status_code == 201, first.text
+    assert first.headers["location"] == f"{API}/allocation-rules/network-split/versions/1"
+    second = await client.post(
+        f"{API}/allocation-rules",
+        json={
+            "ruleId": "network-split",
+            "poolCode": "network",
+            "method": "usage",
+            "driver": "requests",
+            "validFrom": "2026-06",
+        },
+        headers=as_finops,
+    )
+    assert second.json()["version"] == 2
+
+    latest = (await client.get(f"{API}/allocation-rules/network-split", headers=as_user)).json()
+    assert (latest["version"], latest["method"], latest["driver"]) == (2, "usage", "requests")
+    original = (await client.get(f"{API}/allocation-rules/network-split/versions/1", headers=as_user)).json()
+    assert [target["percentage"] for target in original["targets"]] == ["30.0000", "20.0000", "50.0000"]
+    every = (await client.get(f"{API}/allocation-rules?allVersions=true&pool=network", headers=as_user)).json()
+    assert [(item["ruleId"], item["version"]) for item in every["items"]] == [
+        ("network-split", 1),
+        ("network-split", 2),
+    ]
+    latest_only = (await client.get(f"{API}/allocation-rules", headers=as_user)).json()["items"]
+    assert {(item["ruleId"], item["version"]) for item in latest_only} >= {("default", 1), ("network-split", 2)}
+
+    # Versions are immutable: there is no route to change one.
+    changed = await client.put(f"{API}/allocation-rules/network-split", json=rule, headers=as_finops)
+    assert changed.status_code == 405
+    not_100 = {**rule, "ruleId": "bad-fixed", "targets": rule["targets"][:2]}
+    assert_problem(await client.post(f"{API}/allocation-rules", json=not_100, headers=as_finops), 400, "targets")
+    no_driver = {"ruleId": "bad-usage", "method": "usage", "validFrom": "2026-01"}
+    assert_problem(await client.post(f"{API}/allocation-rules", json=no_driver, headers=as_finops), 400, "driver")
+    assert_problem(await client.get(f"{API}/allocation-rules/nope/versions/3", headers=as_user), 404)
+
+    audited = await audit_rows(client, as_admin, "allocation_rule", "network-split@2")
+    assert [row["action"] for row in audited] == ["allocation_rule.create_version"]
+    assert audited[0]["after"]["driver"] == "requests"
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+async def test_bad_query_parameters_are_problem_json(client: Client, as_user: dict[str, str]) -> None:
+    assert_problem(await client.get(f"{API}/costs/summary?period=2026-13", headers=as_user), 400, "period")
+    assert_problem(await client.get(f"{API}/costs/summary", headers=as_user), 400)
+    assert_problem(await client.get(f"{API}/costs/drilldown?level=team", headers=as_user), 400, "level")
+    assert_problem(
+        await client.get(f"{API}/costs/drilldown?level=family&from=2026-05&to=2026-02", headers=as_user), 400, "from"
+    )
+    assert_problem(await client.get(f"{API}/costs/drilldown?level=domain&parent=X", headers=as_user), 400, "parent")
+    assert_problem(await client.get(f"{API}/costs/drilldown?level=domain&basis=list", headers=as_user), 400, "basis")
+    assert_problem(await client.get(f"{API}/budgets/comparison?right=budget:{uuid.uuid4()}", headers=as_user), 404)
+    assert_problem(await client.get(f"{API}/budgets/comparison?right=forecast", headers=as_user), 400, "right")
+    assert_problem(
+        await client.get(f"{API}/cost-insights/entities/X/daily?intervals=P30D", headers=as_user), 400, "intervals"
+    )
+    assert_problem(await client.get(f"{API}/applications/NOPE/costs", headers=as_user), 404)
