@@ -476,6 +476,85 @@ def run_batch_job(name: str, parameters: dict[str, Any]) -> None:
 # `rosetta raw import|imports|rejected` (file importers, rosetta.raw) are defined just below;
 # `rosetta raw pull ...` (connectors) goes after them, in its own block, on the same `raw_app` group.
 
+_JSON_OPTION = typer.Option("--json", help="Print JSON (for scripts) instead of text.")
+
+
+@raw_app.command("import")
+def raw_import(
+    file: Annotated[Path, typer.Argument(help="A .csv, .xlsx, .json or .ndjson file (FOCUS CSVs are recognised).")],
+    source: Annotated[str, typer.Option("--source", help="Where the data comes from, e.g. cmdb, aws, finance.")],
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="What a record is (default: focus for FOCUS CSVs, else the file name).")
+    ] = None,
+    sheet: Annotated[str | None, typer.Option("--sheet", help="Excel sheet name or 1-based position.")] = None,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """Land one file in the raw zone; bad rows are kept as rejected records with their line and reason."""
+    from rosetta.raw.importers import import_file  # noqa: PLC0415
+    from rosetta.raw.reporting import import_json, import_lines  # noqa: PLC0415
+    from rosetta.raw.store import opened_raw_store  # noqa: PLC0415
+
+    async def go() -> Any:
+        async with opened_raw_store(_settings(), process="raw.import") as store:
+            return await import_file(store, file, source=source, kind=kind, sheet=sheet)
+
+    result = _run(go())
+    for line in [import_json(result)] if as_json else import_lines(result):
+        typer.echo(line)
+
+
+@raw_app.command("imports")
+def raw_imports(
+    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 20,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """List imports and pulls, newest first, with their counts."""
+    from rosetta.raw.reporting import imports_lines, to_json  # noqa: PLC0415
+    from rosetta.raw.store import opened_raw_store  # noqa: PLC0415
+
+    async def go() -> Any:
+        async with opened_raw_store(_settings(), process="raw.imports") as store:
+            return await store.list_imports(source=source, kind=kind, limit=limit)
+
+    imports = _run(go())
+    for line in [to_json(imports)] if as_json else imports_lines(imports):
+        typer.echo(line)
+
+
+@raw_app.command("rejected")
+def raw_rejected(
+    import_id: Annotated[str | None, typer.Option("--import", help="Only this import (its id).")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """Show rejected records with their line and reason."""
+    import uuid  # noqa: PLC0415
+
+    from rosetta.core.errors import BadRequestError  # noqa: PLC0415
+    from rosetta.raw.reporting import first_rejected, rejected_line, to_json  # noqa: PLC0415
+    from rosetta.raw.store import opened_raw_store  # noqa: PLC0415
+
+    try:
+        wanted = uuid.UUID(import_id) if import_id is not None else None
+    except ValueError:
+        raise BadRequestError(f"--import: {import_id!r} is not an import id") from None
+
+    async def go() -> Any:
+        async with opened_raw_store(_settings(), process="raw.rejected") as store:
+            return await first_rejected(store, source=source, import_id=wanted, limit=limit)
+
+    records = _run(go())
+    if as_json:
+        typer.echo(to_json(records))
+        return
+    for record in records or []:
+        typer.echo(f"{record.source}/{record.kind} {record.import_id} {rejected_line(record)}")
+    if not records:
+        typer.echo("no rejected records")
+
 
 # ---------------------------------------------------------------------------------------------- entry point
 

@@ -1,0 +1,139 @@
+"""Locale-formatted numbers from spreadsheets and CSV exports, turned into exact decimal strings.
+
+``"1 234,56 €"``, ``"€1,234.56"``, ``"(1.234,56)"``, ``"CHF 1'234.50"`` and ``"12,5"`` become
+``"1234.56"``, ``"1234.56"``, ``"-1234.56"``, ``"1234.50"`` and ``"12.5"``. The digits are kept exactly
+as written (no float ever, trailing zeros kept); only grouping separators, currency symbols or codes and
+the locale's decimal mark change. Text that is not such a number (``"2026-03-14"``, ``"1.2.3"``,
+``"0612 345 678"``, ``"12 %"``) is returned unchanged by :func:`normalise_number` returning None.
+
+The one ambiguous shape is a single ``,`` or ``.`` followed by exactly three digits (``"1,234"``): a
+thousands separator in one locale, a decimal mark in another. It is resolved by the file's convention,
+which :class:`DecimalConvention` infers from the unambiguous numbers of a sample of the file (and, failing
+that, from the CSV delimiter: ``;`` files come from decimal-comma locales).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+DecimalMark = Literal[",", "."]
+
+# Symbols and ISO codes of the currencies seen in finance exports; a code must stand apart from the digits.
+_SYMBOLS = "€$£¥₹₩₽₺₪¢₣₴₦₫฿"
+_CODES = ("EUR", "USD", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN", "CZK", "CNY", "INR", "US$")
+_CURRENCY = rf"(?:[{_SYMBOLS}]|(?:{'|'.join(re.escape(code) for code in _CODES)})(?=[\s\d(+\-\u2212]|$))"
+_GROUPING_SPACES = " \u00a0\u202f'\u2019"  # space, no-break space, narrow no-break space, apostrophes (Swiss)
+_SPACES = " \u00a0\u202f"
+_BODY = rf"[0-9.,{_GROUPING_SPACES}]*[0-9][0-9.,{_GROUPING_SPACES}]*"
+_NUMBER = re.compile(
+    rf"""^\s*
+    (?P<open>\()?\s*
+    (?P<lead_sign>[+\-\u2212])?\s*
+    (?:(?P<lead_currency>{_CURRENCY})\s*)?
+    (?P<sign>[+\-\u2212])?\s*
+    (?P<body>{_BODY})\s*
+    (?:(?P<trail_currency>{_CURRENCY})\s*)?
+    (?P<trail_sign>-)?\s*
+    (?P<close>\))?\s*$""",
+    re.VERBOSE,
+)
+_PLAIN_DECIMAL = re.compile(r"^[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$")
+
+
+def is_plain_decimal(text: str) -> bool:
+    """True for text that already is an exact decimal string (``"12"``, ``"-0.50"``, ``"1E-7"``)."""
+    return bool(_PLAIN_DECIMAL.match(text))
+
+
+def _decimal_mark(body: str, default: DecimalMark) -> DecimalMark | None:
+    """Which of ``,`` and ``.`` is the decimal mark in ``body`` (None: there is no decimal part)."""
+    commas, dots = body.count(","), body.count(".")
+    if commas and dots:
+        return "," if body.rfind(",") > body.rfind(".") else "."
+    if not commas and not dots:
+        return None
+    mark: DecimalMark = "," if commas else "."
+    if commas + dots > 1:
+        return None  # the same mark several times can only be grouping: "1,234,567"
+    digits_after = len(body) - body.rfind(mark) - 1
+    integer_part = body[: body.rfind(mark)].strip(_GROUPING_SPACES)
+    if digits_after != 3 or integer_part in ("", "0") or any(space in body for space in _GROUPING_SPACES):
+        return mark  # "12,5", "0,125", ",5" and "1 234,567" cannot be grouped thousands
+    return mark if mark == default else None
+
+
+def _valid_grouping(integer_part: str, separators: str) -> bool:
+    """``1 234 567``-style groups: a first group of 1-3 digits, then groups of exactly 3."""
+    groups = re.split(f"[{re.escape(separators)}]", integer_part)
+    if len(groups) == 1:
+        return groups[0].isdigit()
+    return 1 <= len(groups[0]) <= 3 and all(g.isdigit() for g in groups) and all(len(g) == 3 for g in groups[1:])
+
+
+def normalise_number(text: str, *, decimal_mark: DecimalMark = ".") -> str | None:
+    """The exact decimal string of a locale-formatted number, or None when ``text`` is not one.
+
+    ``decimal_mark`` settles the ambiguous ``"1,234"`` / ``"1.234"`` shapes only.
+    """
+    match = _NUMBER.match(text)
+    if match is None or (match["open"] is None) != (match["close"] is None):
+        return None
+    signs = [s for s in (match["lead_sign"], match["sign"], match["trail_sign"]) if s]
+    if len(signs) > 1 or (signs and match["open"]):
+        return None
+    if match["lead_currency"] and match["trail_currency"]:
+        return None
+    body = match["body"].strip(_SPACES)
+    mark = _decimal_mark(body, decimal_mark)
+    if mark is None:
+        integer_part, fraction = body, ""
+    else:
+        integer_part, fraction = body[: body.rfind(mark)], body[body.rfind(mark) + 1 :]
+        if not fraction.isdigit():
+            return None
+    grouping = _GROUPING_SPACES + ",.".replace(mark or "", "")
+    if integer_part == "":
+        integer_part = "0"
+    elif not _valid_grouping(integer_part, grouping):
+        return None
+    digits = re.sub(f"[{re.escape(grouping)}]", "", integer_part)
+    negative = bool(match["open"]) or any(s in "-\u2212" for s in signs)
+    return ("-" if negative else "") + digits + (f".{fraction}" if fraction else "")
+
+
+def unambiguous_mark(text: str) -> DecimalMark | None:
+    """The decimal mark a number shows without doubt (``"12,50"`` -> ``,``), or None if it shows none."""
+    match = _NUMBER.match(text)
+    if match is None:
+        return None
+    body = match["body"].strip(_SPACES)
+    # Asking with both defaults: a mark found whatever the default is a mark the text itself proves.
+    found = _decimal_mark(body, ",")
+    return found if found is not None and found == _decimal_mark(body, ".") else None
+
+
+@dataclass(frozen=True)
+class DecimalConvention:
+    """A file's decimal mark, voted by the unambiguous numbers of a sample of its cells."""
+
+    mark: DecimalMark
+
+    @classmethod
+    def infer(cls, cells: Iterable[str | None], *, default: DecimalMark) -> DecimalConvention:
+        """The mark most unambiguous numbers in ``cells`` use; ``default`` when they do not say."""
+        votes = {",": 0, ".": 0}
+        for cell in cells:
+            if cell:
+                mark = unambiguous_mark(cell)
+                if mark is not None:
+                    votes[mark] += 1
+        if votes[","] == votes["."]:
+            return cls(default)
+        return cls("," if votes[","] > votes["."] else ".")
+
+    def normalise(self, text: str) -> str | None:
+        """:func:`normalise_number` with this file's decimal mark."""
+        return normalise_number(text, decimal_mark=self.mark)
