@@ -228,6 +228,7 @@ def build_app(target: str, *, dev: bool = False, dev_url: str = "http://127.0.0.
 
         extra_handlers.append(dev_idp_router(data_dir(), dev_url))
         settings = settings.model_copy(update={"oidc_issuers": [*settings.oidc_issuers, dev_issuer_settings(dev_url)]})
+        settings = _with_dev_simulators(settings, extra_handlers, dev_url)
     return create_app(
         _context_apps(serve_target),
         process="dev" if dev else serve_target.value,
@@ -472,6 +473,26 @@ def run_batch_job(name: str, parameters: dict[str, Any]) -> None:
     )
 
 
+@batch_app.command("finops")
+def batch_finops(
+    period: Annotated[str | None, typer.Option("--period", help="Rebuild one month (YYYY-MM).")] = None,
+    period_from: Annotated[str | None, typer.Option("--from", help="First month to rebuild (YYYY-MM).")] = None,
+    period_to: Annotated[str | None, typer.Option("--to", help="Last month to rebuild (YYYY-MM).")] = None,
+) -> None:
+    """Rebuild the FinOps data mart from the raw zone (default: every month found there)."""
+    from rosetta.core.errors import BadRequestError  # noqa: PLC0415
+    from rosetta.finops import service  # noqa: PLC0415
+    from rosetta.finops.schemas import BatchRunRequest  # noqa: PLC0415
+
+    request = BatchRunRequest(period=period, period_from=period_from, period_to=period_to)
+    try:
+        parameters = service.batch_parameters(request)
+    except BadRequestError as error:
+        # Exit code 2 (bad arguments), like any other usage error of a batch command.
+        raise ConfigurationError(f"invalid option: {error.detail}") from None
+    run_batch_job("finops", parameters)
+
+
 # ---------------------------------------------------------------------------------------------- raw zone
 # `rosetta raw import|imports|rejected` (file importers, rosetta.raw) are defined just below;
 # `rosetta raw pull ...` (connectors) goes after them, in its own block, on the same `raw_app` group.
@@ -554,6 +575,114 @@ def raw_rejected(
         typer.echo(f"{record.source}/{record.kind} {record.import_id} {rejected_line(record)}")
     if not records:
         typer.echo("no rejected records")
+
+
+# ---------------------------------------------------------------------------------------------- pulls, simulators
+# `rosetta raw pull ...` (rosetta.raw.pull over rosetta.connectors) and `rosetta simulate ...` (rosetta.simulators).
+
+
+class PullTarget(StrEnum):
+    """What ``rosetta raw pull`` reads."""
+
+    SERVICENOW = "servicenow"
+    CMDB = "cmdb"
+    DYNATRACE = "dynatrace"
+    ARGOCD = "argocd"
+
+
+@raw_app.command("pull")
+def raw_pull(
+    target: Annotated[
+        PullTarget,
+        typer.Argument(help="servicenow (incident, change_request), cmdb (the three CMDB tables), dynatrace or argocd."),
+    ],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Read from this time, not from the stored high-water mark: 2026-01-31, ISO 8601 (UTC unless an "
+            "offset is given) or now-7d.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """Pull an external system into the raw zone; each stream's high-water mark advances once it completed."""
+    import json  # noqa: PLC0415
+
+    from rosetta.raw.pull import parse_since, run_pull  # noqa: PLC0415
+    from rosetta.raw.store import opened_raw_store  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        start = parse_since(since) if since else None
+    except RosettaError as error:
+        raise typer.BadParameter(error.detail, param_hint="--since") from None
+
+    async def go() -> Any:
+        async with opened_raw_store(settings, process="raw.pull") as store:
+            return await run_pull(settings, store, target.value, since=start)  # type: ignore[arg-type]
+
+    try:
+        summary = _run(go())
+    except RosettaError as error:
+        if as_json and "pull" in error.extra:
+            typer.echo(json.dumps(error.extra["pull"]))
+        raise
+    for line in [json.dumps(summary.as_json())] if as_json else summary.lines():
+        typer.echo(line)
+
+
+class SimulateTarget(StrEnum):
+    """What ``rosetta simulate`` serves."""
+
+    DYNATRACE = "dynatrace"
+    SERVICENOW = "servicenow"
+    ARGOCD = "argocd"
+    ALL = "all"
+
+
+@app.command()
+def simulate(
+    target: Annotated[SimulateTarget, typer.Argument(help="One system at the root, or all under /_sim/<system>.")] = (
+        SimulateTarget.ALL
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8100,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Dataset directory (default <data dir>/simulators, written by rosetta demo)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fault injectors (PUT /_admin/faults sets rules).")] = 0,
+) -> None:
+    """Serve the Dynatrace, ServiceNow and Argo CD simulators (faults injectable through /_admin/faults)."""
+    import socket  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+
+    from rosetta.core.settings import data_dir  # noqa: PLC0415
+    from rosetta.simulators.compose import SYSTEMS, base_urls, build_simulators, composed_app  # noqa: PLC0415
+    from rosetta.simulators.dataset import load_dataset  # noqa: PLC0415
+
+    if data is not None and not data.is_dir():
+        raise ConfigurationError(f"--data {data}: not a directory")
+    systems = SYSTEMS if target is SimulateTarget.ALL else (target.value,)
+    simulators = build_simulators(load_dataset(data or data_dir() / "simulators"), systems, seed=seed)  # type: ignore[arg-type]
+    served = composed_app(simulators) if target is SimulateTarget.ALL else simulators.apps()[target.value].asgi  # type: ignore[index]
+    listener = socket.create_server((host, port))  # fails here, as one line, when the port is taken
+    for name, url in base_urls(f"http://{host}:{port}", systems, mounted=target is SimulateTarget.ALL).items():  # type: ignore[arg-type]
+        typer.echo(f"rosetta simulate: {name} at {url}", err=True)
+    uvicorn.Server(uvicorn.Config(served, log_config=None)).run(sockets=[listener])
+
+
+def _with_dev_simulators(settings: Settings, handlers: list[Any], dev_url: str) -> Settings:
+    """``rosetta dev``: mount the simulators under /_sim and point every connector without a URL at them."""
+    from rosetta.core.settings import data_dir  # noqa: PLC0415
+    from rosetta.simulators.compose import development_wiring  # noqa: PLC0415
+
+    configured = {"dynatrace": settings.dynatrace, "servicenow": settings.servicenow, "argocd": settings.argocd}
+    mounts, connectors = development_wiring(data_dir() / "simulators", dev_url, configured)  # type: ignore[arg-type]
+    handlers.extend(mounts)
+    return settings.model_copy(update=dict(connectors))
 
 
 # ---------------------------------------------------------------------------------------------- entry point

@@ -11,7 +11,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
 from rosetta.core.pagination import decode_cursor, encode_cursor
-from rosetta.finops import models
+from rosetta.finops import models, pipeline
 from rosetta.finops.schemas import (
     LEVELS,
     AllocationRule,
@@ -843,3 +843,47 @@ def batch_parameters(request: BatchRunRequest) -> dict[str, str]:
         parameters["from"] = month_text(start)
         parameters["to"] = month_text(end)
     return parameters
+
+
+# ------------------------------------------------------------------------------------ finops-batch use cases
+# Used by ``rosetta.batch.finops``: the batch reads the raw zone (through the RawStore, which this context may
+# not import) and hands the documents over as a ``RawReader``. Unlike the CRUD use cases above, a rebuild
+# manages its own transactions (one per month swap, see ``rosetta.finops.pipeline``), so it takes the engine.
+
+RawReader = pipeline.RawReader
+RunHooks = pipeline.RunHooks
+RebuildReport = pipeline.RebuildReport
+
+
+def periods_from_parameters(parameters: Mapping[str, Any]) -> list[date] | None:
+    """The months a run rebuilds from its parameters (``period`` or ``from``/``to``); None = every month found."""
+    request = BatchRunRequest(
+        period=parameters.get("period"), period_from=parameters.get("from"), period_to=parameters.get("to")
+    )
+    checked = batch_parameters(request)
+    if "period" in checked:
+        return [parse_month(checked["period"], "period")]
+    if "from" in checked:
+        month, last = parse_month(checked["from"], "from"), parse_month(checked["to"], "to")
+        months = []
+        while month <= last:
+            months.append(month)
+            month = pipeline.next_month(month)
+        return months
+    return None
+
+
+async def rebuild_periods(
+    engine: AsyncEngine,
+    reader: RawReader,
+    *,
+    run_id: uuid.UUID,
+    hooks: RunHooks,
+    periods: Sequence[date] | None = None,
+) -> RebuildReport:
+    """Rebuild the data mart for ``periods`` (default: every month in the raw zone) and refresh the views.
+
+    Each month is swapped in its own transaction after its SQL conservation checks pass; a month another run
+    is rebuilding raises ``ConflictError``; a failed month leaves its previous data untouched.
+    """
+    return await pipeline.rebuild(engine, reader, run_id=run_id, hooks=hooks, periods=periods)

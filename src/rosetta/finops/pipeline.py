@@ -1,0 +1,1325 @@
+"""finops-batch: from raw documents to the data mart, one month at a time, atomically.
+
+The transformation, in the order it runs:
+
+1. **reference** - load the admin-managed mapping aliases and allocation rules, then read every
+   ``cmdb/application`` document into the SCD2 hierarchy (``dim_application`` and the product, family and
+   domain versions derived from it), replaced in one transaction.
+2. **read** - stream ``finance/shared_cost`` and ``finance/usage_driver``, then every cost line
+   (``cmdb/cost`` and ``focus`` rows of every provider source). Each line is parsed (amounts as ``Decimal``,
+   never float), mapped to an application and an environment (tags with their aliases, CMDB codes, the
+   ``mapping_alias`` table) or to ``UNALLOCATED`` - counted, never dropped - or rejected with a reason
+   (``batch_rejection``). Mapped lines go by ``COPY`` into one temporary table per month while control totals
+   are summed in Python, independently of SQL.
+3. **build** - per month, a staging table ``LIKE fact_consumption`` gets the daily direct rows (grouped in
+   SQL, numbered in grain order so a rerun yields identical rows), then the indirect rows: each pool is split
+   by the rule version valid for the month with :mod:`rosetta.finops.allocation`, and the coefficients go to
+   a second staging table ``LIKE fact_coefficient``.
+4. **swap** - per month, ONE transaction replaces the month's small tables (hierarchy attribution, pools,
+   control totals), swaps both partitions (DETACH + DROP the old one, RENAME + ATTACH the staging table),
+   then asserts in SQL that every pool is conserved and that direct + indirect = source; a failed assertion
+   rolls the whole month back. Readers see the old month or the new one, never a mix (ADR 0005).
+5. **refresh** - the materialized views, ``CONCURRENTLY`` (readers are never blocked).
+
+A run holds a session advisory lock per month it rebuilds, so two runs never rebuild the same month at once
+(the batch runner's job lock already serialises finops-batch runs; this also covers any other caller).
+The staging tables of a killed run are dropped by the next run that locks the same month.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from rosetta.core.errors import ConflictError, RosettaError
+from rosetta.core.runs import advisory_lock_key
+from rosetta.finops.allocation import (
+    CENT,
+    UNALLOCATED,
+    Allocation,
+    AllocationError,
+    allocate,
+    even_weights,
+    fixed_weights,
+    inputs_hash,
+)
+from rosetta.finops.models import SERVICE_CATEGORIES, SHARED_ENVIRONMENT, UNKNOWN_ENVIRONMENT
+
+logger = logging.getLogger(__name__)
+
+NO_CURRENCY = "XXX"  # ISO 4217 "no currency": where a rejected line's currency is unknown
+INDIRECT_PROVIDER = "internal"
+INDIRECT_SOURCE = "finance"
+COPY_CHUNK = 10_000
+PROGRESS_EVERY = 2_000
+SWAP_LOCK_TIMEOUT = "30s"
+
+MATERIALIZED_VIEWS: tuple[str, ...] = (
+    "mv_finops_cost_monthly",
+    "mv_finops_cost_rollup_monthly",
+    "mv_finops_cost_allocation_monthly",
+    "mv_finops_cost_daily",
+    "mv_finops_period_control",
+)
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+class RawLine(Protocol):
+    """One raw document as the batch reads it (``rosetta.raw.store.RawDocument`` fits)."""
+
+    @property
+    def source(self) -> str:
+        """Where it came from (``cmdb``, ``aws``...)."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """What it is (``cost``, ``focus``...)."""
+        ...
+
+    @property
+    def content_hash(self) -> str:
+        """The raw zone's de-duplication key."""
+        ...
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The record as received."""
+        ...
+
+
+class RawReader(Protocol):
+    """Streams raw documents of one kind, from one source or (``source=None``) from every source."""
+
+    def __call__(self, *, source: str | None, kind: str) -> AsyncIterator[RawLine]:
+        """Documents in landing order."""
+        ...
+
+
+class ProgressSink(Protocol):
+    """Where a step reports units of work done."""
+
+    def advance(self, amount: int = 1) -> None:
+        """``amount`` more units done."""
+
+
+class RunHooks(Protocol):
+    """What the pipeline needs from a batch run: timed steps and progress (``RunContext`` fits)."""
+
+    def step(self, name: str, total: int | None = None) -> AbstractAsyncContextManager[None]:
+        """Time a named step."""
+        ...
+
+    @property
+    def progress(self) -> ProgressSink:
+        """The run's progress reporter."""
+        ...
+
+
+class ConservationError(RosettaError):
+    """A month failed its SQL invariants (pool conservation or direct + indirect = source); nothing was swapped."""
+
+    status_code = 500
+    title = "Conservation check failed"
+
+
+class LineRejected(Exception):  # noqa: N818 - a control-flow signal carrying the rejection reason
+    """A raw line that cannot be used; ``reason`` is kept in ``batch_rejection``."""
+
+    def __init__(self, reason: str, *, period: date | None = None, currency: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.period = period
+        self.currency = currency
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild did: the months swapped and the counts the run record keeps."""
+
+    periods: list[date] = field(default_factory=list)
+    read: int = 0
+    mapped: int = 0
+    unallocated: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    written: int = 0
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def month_of(day: date) -> date:
+    """The first day of ``day``'s month (the partition key)."""
+    return day.replace(day=1)
+
+
+def next_month(month: date) -> date:
+    """The first day of the following month."""
+    return (month + timedelta(days=32)).replace(day=1)
+
+
+def parse_period(value: object) -> date:
+    """``YYYY-MM`` (or an ISO date) as the first day of that month."""
+    if not isinstance(value, str):
+        raise LineRejected(f"period {value!r} is not a YYYY-MM string")
+    try:
+        if len(value) == 7:
+            return date(int(value[:4]), int(value[5:7]), 1)
+        return month_of(parse_day(value, "period"))
+    except (ValueError, LineRejected):
+        raise LineRejected(f"unparsable period {value!r}") from None
+
+
+def parse_day(value: object, name: str) -> date:
+    """An ISO date or timestamp (RFC 3339 or ``YYYY-MM-DD HH:MM:SS``) as a UTC calendar day."""
+    if not isinstance(value, str):
+        raise LineRejected(f"{name} {value!r} is not a date string")
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise LineRejected(f"unparsable {name} {value!r}") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.date()
+
+
+def parse_amount(value: object, name: str) -> Decimal:
+    """A money amount from a decimal string (or an integer); floats and non-finite values are refused."""
+    if isinstance(value, str):
+        try:
+            amount = Decimal(value.strip())
+        except InvalidOperation:
+            raise LineRejected(f"unparsable {name} {value!r}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        amount = Decimal(value)
+    elif value is None or value == "NULL":
+        raise LineRejected(f"{name} is missing")
+    else:
+        raise LineRejected(f"{name} {value!r} is not a decimal string")
+    if not amount.is_finite():
+        raise LineRejected(f"{name} {value!r} is not a finite amount")
+    return amount
+
+
+def parse_quantity(value: object) -> Decimal | None:
+    """A usage quantity; anything unparsable is simply unknown (quantities are not money)."""
+    if value is None or value == "NULL":
+        return None
+    try:
+        quantity = Decimal(str(value).strip()) if isinstance(value, str | int) else None
+    except InvalidOperation:
+        return None
+    return quantity if quantity is not None and quantity.is_finite() else None
+
+
+def parse_currency(value: object) -> str:
+    """An ISO 4217 code (three letters)."""
+    if isinstance(value, str):
+        code = value.strip().upper()
+        if len(code) == 3 and code.isalpha():
+            return code
+    raise LineRejected(f"invalid currency {value!r}")
+
+
+def _text(value: object) -> str | None:
+    if value is None or value == "NULL":
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+# ----------------------------------------------------------------------------------- reference data
+
+
+@dataclass(frozen=True, slots=True)
+class AppVersion:
+    """One CMDB version of an application (``valid_to`` is the last day of validity, inclusive)."""
+
+    code: str
+    valid_from: date
+    valid_to: date | None
+    name: str
+    product_code: str
+    product_name: str
+    family_code: str
+    family_name: str
+    domain_code: str
+    domain_name: str
+    owner_group: str | None
+    status: str | None
+
+    def overlaps(self, month: date) -> bool:
+        """True when this version is valid on at least one day of ``month``."""
+        last_day = next_month(month) - timedelta(days=1)
+        return self.valid_from <= last_day and (self.valid_to is None or self.valid_to >= month)
+
+
+UNALLOCATED_VERSION = AppVersion(
+    UNALLOCATED, date(1900, 1, 1), None, "Unallocated", UNALLOCATED, "Unallocated", UNALLOCATED, "Unallocated",
+    UNALLOCATED, "Unallocated", None, None,
+)  # fmt: skip
+
+
+def parse_application(payload: Mapping[str, Any]) -> AppVersion:
+    """A ``cmdb/application`` payload as a version; every hierarchy code is required."""
+    values = {}
+    for key in ("app_code", "product_code", "family_code", "domain_code"):
+        text = _text(payload.get(key))
+        if text is None:
+            raise LineRejected(f"{key} is missing")
+        values[key] = text
+    valid_from = payload.get("valid_from")
+    valid_to = payload.get("valid_to")
+    start = parse_day(valid_from, "valid_from") if valid_from is not None else date(1900, 1, 1)
+    end = parse_day(valid_to, "valid_to") if valid_to is not None else None
+    if end is not None and end < start:
+        raise LineRejected(f"valid_to {end} is before valid_from {start}")
+    return AppVersion(
+        code=values["app_code"],
+        valid_from=start,
+        valid_to=end,
+        name=_text(payload.get("app_name")) or values["app_code"],
+        product_code=values["product_code"],
+        product_name=_text(payload.get("product_name")) or values["product_code"],
+        family_code=values["family_code"],
+        family_name=_text(payload.get("family_name")) or values["family_code"],
+        domain_code=values["domain_code"],
+        domain_name=_text(payload.get("domain_name")) or values["domain_code"],
+        owner_group=_text(payload.get("owner_group")),
+        status=_text(payload.get("status")),
+    )
+
+
+class Catalogue:
+    """The CMDB hierarchy with its validity periods: which application codes exist, and where, when."""
+
+    def __init__(self, versions: Iterable[AppVersion]) -> None:
+        by_code: dict[str, dict[date, AppVersion]] = defaultdict(dict)
+        for version in versions:
+            # The same (code, valid_from) landed twice with different content: the later document wins.
+            by_code[version.code][version.valid_from] = version
+        self.versions: dict[str, list[AppVersion]] = {
+            code: sorted(found.values(), key=lambda version: version.valid_from) for code, found in by_code.items()
+        }
+        self._upper = {code.upper(): code for code in self.versions}
+
+    def code_of(self, value: str) -> str | None:
+        """The CMDB code matching ``value`` case-insensitively, or None."""
+        return self._upper.get(value.upper())
+
+    def in_month(self, code: str, month: date) -> AppVersion | None:
+        """The version a month is attributed to: the overlapping one that starts last, else the nearest one."""
+        versions = self.versions.get(code)
+        if not versions:
+            return UNALLOCATED_VERSION if code == UNALLOCATED else None
+        overlapping = [version for version in versions if version.overlaps(month)]
+        if overlapping:
+            return overlapping[-1]
+        # Costs outside every validity window (before creation, after retirement) stay with the nearest version.
+        before = [version for version in versions if version.valid_from <= month]
+        return before[-1] if before else versions[0]
+
+    def valid_in(self, month: date) -> list[str]:
+        """Codes of the applications valid on at least one day of ``month``, sorted."""
+        return sorted(
+            code for code, versions in self.versions.items() if any(version.overlaps(month) for version in versions)
+        )
+
+
+class Aliases:
+    """The ``mapping_alias`` table: per kind, lower-cased alias -> canonical value."""
+
+    def __init__(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        self.by_kind: dict[str, dict[str, str]] = defaultdict(dict)
+        for kind, alias, canonical in rows:
+            self.by_kind[kind][alias.strip().lower()] = canonical.strip()
+
+    def resolve(self, kind: str, value: str) -> str:
+        """The canonical form of ``value`` (unchanged when no alias applies)."""
+        return self.by_kind.get(kind, {}).get(value.strip().lower(), value)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One allocation-rule version with its targets."""
+
+    rule_id: str
+    version: int
+    pool_code: str | None
+    method: str
+    driver: str | None
+    valid_from: date
+    targets: tuple[tuple[str, Decimal | None], ...]
+
+
+def select_rule(rules: Sequence[Rule], pool_code: str, month: date) -> Rule | None:
+    """The rule version splitting ``pool_code`` in ``month``: the pool's own rules first, then the fallback.
+
+    Among the candidates valid by then, the latest ``valid_from`` wins, then the highest version.
+    """
+    for wanted in (pool_code, None):
+        candidates = [rule for rule in rules if rule.pool_code == wanted and rule.valid_from <= month]
+        if candidates:
+            return max(candidates, key=lambda rule: (rule.valid_from, rule.version, rule.rule_id))
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ mapping
+
+_CATEGORIES_UPPER = {name.upper(): name for name in SERVICE_CATEGORIES}
+_TAG_APPLICATION = "application"
+_TAG_ENVIRONMENT = "environment"
+
+# Columns of the per-month temporary tables the mapped lines are copied into.
+LINE_COLUMNS: tuple[str, ...] = (
+    "day", "application_code", "environment_code", "service_category", "service_name", "provider", "quantity",
+    "unit", "billed_cost", "effective_cost", "currency", "source",
+)  # fmt: skip
+_LINE_DDL = """
+    day date NOT NULL, application_code text NOT NULL, environment_code text NOT NULL,
+    service_category text NOT NULL, service_name text, provider text NOT NULL, quantity numeric, unit text,
+    billed_cost numeric NOT NULL, effective_cost numeric NOT NULL, currency text NOT NULL, source text NOT NULL
+"""
+
+Line = tuple[date, str, str, str, str | None, str, Decimal | None, str | None, Decimal, Decimal, str, str]
+
+
+class LineMapper:
+    """Turns one raw cost line into a fact line (or raises :class:`LineRejected`), counting what it decided."""
+
+    def __init__(self, catalogue: Catalogue, aliases: Aliases) -> None:
+        self.catalogue = catalogue
+        self.aliases = aliases
+        self.tag_keys = aliases.by_kind.get("tag_key", {})
+        self.counters: dict[str, int] = defaultdict(int)
+        self.environments: set[str] = set()
+
+    def application(self, value: object) -> str:
+        """The CMDB code a tag or export value designates, or UNALLOCATED (counted by cause)."""
+        text = _text(value)
+        if text is None:
+            self.counters["unallocated_missing_application"] += 1
+            return UNALLOCATED
+        code = self.catalogue.code_of(self.aliases.resolve("application", text))
+        if code is None:
+            self.counters["unallocated_unknown_application"] += 1
+            return UNALLOCATED
+        return code
+
+    def environment(self, value: object) -> str:
+        """A lower-case environment code (aliases applied), or ``unknown``."""
+        text = _text(value)
+        if text is None:
+            return UNKNOWN_ENVIRONMENT
+        code = self.aliases.resolve("environment", text.lower()).lower()
+        self.environments.add(code)
+        return code
+
+    def category(self, value: object) -> str:
+        """One of the 19 FOCUS service categories; anything else is ``Other`` (counted)."""
+        text = _text(value)
+        if text is not None:
+            found = _CATEGORIES_UPPER.get(self.aliases.resolve("service_category", text).upper())
+            if found is not None:
+                return found
+        self.counters["service_category_defaulted"] += 1
+        return "Other"
+
+    def provider(self, value: object, fallback: str) -> str:
+        """A lower-case provider code (aliases applied)."""
+        text = _text(value) or fallback
+        return self.aliases.resolve("provider", text.lower()).lower()
+
+    def tags(self, value: object) -> dict[str, Any]:
+        """FOCUS ``Tags`` with keys trimmed, lower-cased and de-aliased; a canonical key beats its alias."""
+        if isinstance(value, str):
+            if value in ("", "NULL"):
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError:
+                self.counters["unparsable_tags"] += 1
+                return {}
+        if not isinstance(value, dict):
+            return {}
+        normalised: dict[str, Any] = {}
+        for raw_key, tag_value in value.items():
+            key = str(raw_key).strip().lower()
+            canonical = self.tag_keys.get(key, key)
+            if canonical not in normalised or key == canonical:
+                normalised[canonical] = tag_value
+        return normalised
+
+    def cmdb_cost(self, document: RawLine) -> Line:
+        """A ``cmdb/cost`` line."""
+        payload = document.payload
+        day = parse_day(payload.get("date"), "date")
+        currency = _currency_or_reject(payload.get("currency"), day)
+        billed = _amount_or_reject(payload.get("billed_cost"), "billed_cost", day, currency)
+        effective_raw = payload.get("effective_cost")
+        effective = (
+            billed if effective_raw is None else _amount_or_reject(effective_raw, "effective_cost", day, currency)
+        )
+        return (
+            day,
+            self.application(payload.get("app_code")),
+            self.environment(payload.get("environment")),
+            self.category(payload.get("service_category")),
+            _text(payload.get("service_name")),
+            self.provider(payload.get("provider"), document.source),
+            parse_quantity(payload.get("quantity")),
+            _text(payload.get("unit")),
+            billed,
+            effective,
+            currency,
+            document.source,
+        )
+
+    def focus(self, document: RawLine) -> Line:
+        """A FOCUS row: charge-period day, BilledCost and EffectiveCost, tags ``application``/``environment``."""
+        payload = document.payload
+        day = parse_day(payload.get("ChargePeriodStart"), "ChargePeriodStart")
+        currency = _currency_or_reject(payload.get("BillingCurrency"), day)
+        billed = _amount_or_reject(payload.get("BilledCost"), "BilledCost", day, currency)
+        effective = _amount_or_reject(payload.get("EffectiveCost"), "EffectiveCost", day, currency)
+        tags = self.tags(payload.get("Tags"))
+        quantity = parse_quantity(payload.get("ConsumedQuantity"))
+        unit = _text(payload.get("ConsumedUnit"))
+        if quantity is None:
+            quantity, unit = parse_quantity(payload.get("PricingQuantity")), _text(payload.get("PricingUnit"))
+        return (
+            day,
+            self.application(tags.get(_TAG_APPLICATION)),
+            self.environment(tags.get(_TAG_ENVIRONMENT)),
+            self.category(payload.get("ServiceCategory")),
+            _text(payload.get("ServiceName")),
+            self.provider(payload.get("ProviderName"), document.source),
+            quantity,
+            unit,
+            billed,
+            effective,
+            currency,
+            document.source,
+        )
+
+
+def _currency_or_reject(value: object, day: date) -> str:
+    try:
+        return parse_currency(value)
+    except LineRejected as error:
+        raise LineRejected(error.reason, period=month_of(day)) from None
+
+
+def _amount_or_reject(value: object, name: str, day: date, currency: str) -> Decimal:
+    try:
+        return parse_amount(value, name)
+    except LineRejected as error:
+        raise LineRejected(error.reason, period=month_of(day), currency=currency) from None
+
+
+# ------------------------------------------------------------------------------------------- the month
+
+
+@dataclass
+class MonthControl:
+    """Control totals of one month and currency, summed in Python while reading."""
+
+    source_billed: Decimal = Decimal(0)
+    source_effective: Decimal = Decimal(0)
+    pool_amount: Decimal = Decimal(0)
+    lines_read: int = 0
+    lines_mapped: int = 0
+    lines_unallocated: int = 0
+    lines_rejected: int = 0
+
+
+@dataclass
+class MonthInputs:
+    """Everything read for one month."""
+
+    month: date
+    controls: dict[str, MonthControl] = field(default_factory=lambda: defaultdict(MonthControl))
+    pools: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    drivers: dict[str, dict[str, Decimal]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Decimal)))
+    rules: dict[tuple[str, str], Rule] = field(default_factory=dict)
+    buffer: list[Line] = field(default_factory=list)
+    lines_table: str = ""
+
+    @property
+    def tag(self) -> str:
+        """``YYYYMM``, used in table names."""
+        return f"{self.month:%Y%m}"
+
+
+def _stage_name(kind: str, month: date, run_id: uuid.UUID) -> str:
+    return f"finops_stage_{kind}_{month:%Y%m}_{run_id.hex[:12]}"
+
+
+class MonthLocks:
+    """Session advisory locks, one per month, on a dedicated connection held for the whole run."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+        self.held: set[date] = set()
+
+    async def take(self, month: date) -> None:
+        """Lock ``month`` or raise ConflictError when another run is rebuilding it."""
+        if month in self.held:
+            return
+        key = advisory_lock_key(f"finops.month.{month:%Y-%m}")
+        if not await self._connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            raise ConflictError(f"month {month:%Y-%m} is being rebuilt by another run; this run was not applied")
+        self.held.add(month)
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+
+
+class MonthRebuild:
+    """One run of the pipeline over a set of months (see the module docstring for the steps)."""
+
+    def __init__(
+        self,
+        *,
+        run_id: uuid.UUID,
+        work: asyncpg.Connection,
+        locks: MonthLocks,
+        hooks: RunHooks,
+        periods: Sequence[date] | None,
+    ) -> None:
+        self.run_id = run_id
+        self.work = work
+        self.locks = locks
+        self.hooks = hooks
+        self.wanted = {month_of(period) for period in periods} if periods else None
+        self.months: dict[date, MonthInputs] = {}
+        self.report = RebuildReport()
+        self.rejections: list[tuple[Any, ...]] = []
+        self.catalogue = Catalogue(())
+        self.aliases = Aliases(())
+        self.rules: list[Rule] = []
+        self.pool_names: dict[str, str] = {}
+        self.pool_categories: dict[str, str] = {}
+
+    # ---- reference data
+
+    async def load_reference(self, reader: RawReader) -> None:
+        """Aliases, rules and the CMDB hierarchy (replaced in one transaction)."""
+        rows = await self.work.fetch("SELECT kind, alias, canonical FROM mapping_alias")
+        self.aliases = Aliases((row["kind"], row["alias"], row["canonical"]) for row in rows)
+        targets: dict[tuple[str, int], list[tuple[str, Decimal | None]]] = defaultdict(list)
+        for row in await self.work.fetch(
+            "SELECT rule_id, version, application_code, percentage FROM allocation_rule_target"
+            " ORDER BY rule_id, version, application_code"
+        ):
+            targets[(row["rule_id"], row["version"])].append((row["application_code"], row["percentage"]))
+        self.rules = [
+            Rule(
+                row["rule_id"],
+                row["version"],
+                row["pool_code"],
+                row["method"],
+                row["driver"],
+                row["valid_from"],
+                tuple(targets.get((row["rule_id"], row["version"]), ())),
+            )
+            for row in await self.work.fetch(
+                "SELECT rule_id, version, pool_code, method, driver, valid_from FROM allocation_rule"
+            )
+        ]
+        for row in await self.work.fetch("SELECT pool_code, name, service_category FROM dim_cost_pool"):
+            self.pool_names[row["pool_code"]] = row["name"]
+            self.pool_categories[row["pool_code"]] = row["service_category"]
+        versions = []
+        async for document in reader(source="cmdb", kind="application"):
+            try:
+                versions.append(parse_application(document.payload))
+            except LineRejected as error:
+                self._reject(document, error)
+        self.catalogue = Catalogue(versions)
+        self.report.counters["applications"] = len(self.catalogue.versions)
+        await self._write_hierarchy()
+
+    async def _write_hierarchy(self) -> None:
+        versions = [version for found in self.catalogue.versions.values() for version in found]
+        async with self.work.transaction():
+            await self.work.execute("DELETE FROM dim_application WHERE application_code <> $1", UNALLOCATED)
+            await self.work.copy_records_to_table(
+                "dim_application",
+                records=[
+                    (
+                        v.code,
+                        v.valid_from,
+                        v.valid_to,
+                        v.name,
+                        v.product_code,
+                        v.product_name,
+                        v.family_code,
+                        v.family_name,
+                        v.domain_code,
+                        v.domain_name,
+                        v.owner_group,
+                        v.status,
+                    )
+                    for v in versions
+                    if v.code != UNALLOCATED
+                ],
+                columns=[
+                    "application_code",
+                    "valid_from",
+                    "valid_to",
+                    "name",
+                    "product_code",
+                    "product_name",
+                    "family_code",
+                    "family_name",
+                    "domain_code",
+                    "domain_name",
+                    "owner_group",
+                    "status",
+                ],
+            )
+            levels = (
+                ("dim_product", "product_code", lambda v: (v.product_code, v.product_name, v.family_code)),
+                ("dim_family", "family_code", lambda v: (v.family_code, v.family_name, v.domain_code)),
+                ("dim_domain", "domain_code", lambda v: (v.domain_code, v.domain_name)),
+            )
+            for table, code_column, attributes in levels:
+                await self.work.execute(f"DELETE FROM {table} WHERE {code_column} <> $1", UNALLOCATED)
+                records = _derived_versions(versions, attributes)
+                columns = [code_column, "valid_from", "valid_to", "name"] + (
+                    [] if table == "dim_domain" else ["domain_code" if table == "dim_family" else "family_code"]
+                )
+                await self.work.copy_records_to_table(table, records=records, columns=columns)
+
+    # ---- reading
+
+    def _month(self, month: date) -> MonthInputs | None:
+        if self.wanted is not None and month not in self.wanted:
+            return None
+        inputs = self.months.get(month)
+        if inputs is None:
+            inputs = self.months[month] = MonthInputs(month)
+        return inputs
+
+    def _reject(self, document: RawLine, error: LineRejected) -> None:
+        self.report.rejected += 1
+        reasons = self.report.counters.setdefault("rejected_by_reason", {})
+        cause = error.reason.split(" ", 1)[0] if error.reason.startswith(("unparsable", "invalid")) else error.reason
+        reasons[cause] = reasons.get(cause, 0) + 1
+        if error.period is not None:
+            inputs = self._month(error.period)
+            if inputs is not None:
+                inputs.controls[error.currency or NO_CURRENCY].lines_rejected += 1
+        self.rejections.append(
+            (
+                self.run_id,
+                error.period,
+                document.source,
+                document.kind,
+                document.content_hash,
+                error.reason,
+                json.dumps(document.payload, default=str),
+            )
+        )
+
+    async def read_finance(self, reader: RawReader) -> None:
+        """Shared-cost pools and usage drivers (small: kept in memory)."""
+        async for document in reader(source="finance", kind="shared_cost"):
+            try:
+                self._pool(document.payload)
+            except LineRejected as error:
+                self._reject(document, error)
+        async for document in reader(source="finance", kind="usage_driver"):
+            try:
+                self._driver(document.payload)
+            except LineRejected as error:
+                self._reject(document, error)
+
+    def _pool(self, payload: Mapping[str, Any]) -> None:
+        month = parse_period(payload.get("period"))
+        pool = _text(payload.get("pool"))
+        if pool is None:
+            raise LineRejected("pool is missing", period=month)
+        currency = _currency_or_reject(payload.get("currency"), month)
+        amount = _amount_or_reject(payload.get("amount"), "amount", month, currency)
+        if amount % CENT != 0:
+            raise LineRejected(f"pool amount {amount} is not a whole number of cents", period=month, currency=currency)
+        self.pool_names.setdefault(pool, _text(payload.get("pool_name")) or pool)
+        inputs = self._month(month)
+        if inputs is None:
+            self.report.skipped += 1
+            return
+        inputs.pools[(pool, currency)] += amount
+        inputs.controls[currency].pool_amount += amount
+
+    def _driver(self, payload: Mapping[str, Any]) -> None:
+        month = parse_period(payload.get("period"))
+        driver = _text(payload.get("driver"))
+        if driver is None:
+            raise LineRejected("driver is missing", period=month)
+        quantity = parse_quantity(payload.get("quantity"))
+        if quantity is None:
+            raise LineRejected(f"unparsable quantity {payload.get('quantity')!r}", period=month)
+        if quantity < 0:
+            raise LineRejected(f"negative usage quantity {quantity}", period=month)
+        app = _text(payload.get("app_code"))
+        code = self.catalogue.code_of(self.aliases.resolve("application", app)) if app else None
+        if code is None:
+            raise LineRejected(f"unknown application {app!r}", period=month)
+        inputs = self._month(month)
+        if inputs is None:
+            return
+        inputs.drivers[driver][code] += quantity
+
+    async def read_costs(self, reader: RawReader) -> None:
+        """Every cost line: the CMDB export and the FOCUS rows of every provider source."""
+        mapper = LineMapper(self.catalogue, self.aliases)
+        for source, kind, convert in (("cmdb", "cost", mapper.cmdb_cost), (None, "focus", mapper.focus)):
+            pending = 0
+            async for document in reader(source=source, kind=kind):
+                self.report.read += 1
+                pending += 1
+                if pending >= PROGRESS_EVERY:
+                    self.hooks.progress.advance(pending)
+                    pending = 0
+                try:
+                    line = convert(document)
+                except LineRejected as error:
+                    self._reject(document, error)
+                    if len(self.rejections) >= COPY_CHUNK:
+                        await self._flush_rejections()
+                    continue
+                inputs = self._month(month_of(line[0]))
+                if inputs is None:
+                    self.report.skipped += 1
+                    continue
+                control = inputs.controls[line[10]]
+                control.lines_read += 1
+                control.source_billed += line[8]
+                control.source_effective += line[9]
+                if line[1] == UNALLOCATED:
+                    control.lines_unallocated += 1
+                    self.report.unallocated += 1
+                else:
+                    control.lines_mapped += 1
+                    self.report.mapped += 1
+                inputs.buffer.append(line)
+                if len(inputs.buffer) >= COPY_CHUNK:
+                    await self._flush(inputs)
+            self.hooks.progress.advance(pending)
+        for inputs in self.months.values():
+            await self._flush(inputs)
+        self.report.counters.update(mapper.counters)
+        self.report.counters["environments"] = sorted(mapper.environments)
+        await self._flush_rejections()
+
+    async def _flush(self, inputs: MonthInputs) -> None:
+        if not inputs.lines_table:
+            await self.locks.take(inputs.month)
+            inputs.lines_table = f"finops_lines_{inputs.tag}"
+            await self.work.execute(f"CREATE TEMP TABLE {inputs.lines_table} ({_LINE_DDL})")
+        if inputs.buffer:
+            await self.work.copy_records_to_table(inputs.lines_table, records=inputs.buffer, columns=LINE_COLUMNS)
+            inputs.buffer.clear()
+
+    async def _flush_rejections(self) -> None:
+        if self.rejections:
+            await self.work.copy_records_to_table(
+                "batch_rejection",
+                records=self.rejections,
+                columns=["run_id", "period_month", "source", "kind", "content_hash", "reason", "payload"],
+            )
+            self.rejections.clear()
+
+    # ---- building a month
+
+    async def build(self, inputs: MonthInputs) -> tuple[str, str, list[tuple[Any, ...]]]:
+        """Fill the month's staging tables; return their names and the month's hierarchy rows."""
+        await self._flush(inputs)
+        await self._drop_leftovers(inputs.month)
+        facts, coefficients = (
+            _stage_name("fc", inputs.month, self.run_id),
+            _stage_name("coef", inputs.month, self.run_id),
+        )
+        await self.work.execute(
+            f"CREATE TABLE {facts} (LIKE fact_consumption INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
+        await self.work.execute(
+            f"CREATE TABLE {coefficients} (LIKE fact_coefficient INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
+        grain = (
+            "day, application_code, environment_code, service_category, service_name, provider, unit, currency, source"
+        )
+        status = await self.work.execute(
+            f"""
+            INSERT INTO {facts} (period_month, line_no, period, granularity, application_code, environment_code,
+                service_category, service_name, provider, cost_type, quantity, unit, billed_cost, effective_cost,
+                currency, source, run_id)
+            SELECT $1, row_number() OVER (ORDER BY {grain}), day, 'day', application_code, environment_code,
+                service_category, service_name, provider, 'direct', sum(quantity), unit, sum(billed_cost),
+                sum(effective_cost), currency, source, $2
+            FROM {inputs.lines_table} GROUP BY {grain}
+            """,
+            inputs.month,
+            self.run_id,
+        )
+        direct_rows = int(status.rsplit(" ", 1)[-1])
+        await self.work.execute(f"DROP TABLE {inputs.lines_table}")
+        direct_cost: dict[str, dict[str, Decimal]] = defaultdict(dict)
+        for row in await self.work.fetch(
+            f"SELECT currency, application_code, sum(billed_cost) AS cost FROM {facts}"
+            " WHERE application_code <> $1 GROUP BY currency, application_code",
+            UNALLOCATED,
+        ):
+            direct_cost[row["currency"]][row["application_code"]] = row["cost"]
+        indirect, coefficient_rows = self._allocate(inputs, direct_cost, first_line=direct_rows + 1)
+        await self.work.copy_records_to_table(facts, records=indirect, columns=_INDIRECT_COLUMNS)
+        await self.work.copy_records_to_table(coefficients, records=coefficient_rows, columns=_COEFFICIENT_COLUMNS)
+        upper = next_month(inputs.month)
+        for table, key in ((facts, "period_month, line_no"), (coefficients, _COEFFICIENT_KEY)):
+            # The CHECK lets ATTACH PARTITION skip its validation scan; the key becomes the partition's PK.
+            await self.work.execute(
+                f"ALTER TABLE {table} ADD CONSTRAINT {table}_bounds"
+                f" CHECK (period_month >= DATE '{inputs.month}' AND period_month < DATE '{upper}'),"
+                f" ADD CONSTRAINT {table}_pkey PRIMARY KEY ({key})"
+            )
+        self.report.written += direct_rows + len(indirect)
+        codes = {row[3] for row in coefficient_rows} | {
+            row["application_code"] for row in await self.work.fetch(f"SELECT DISTINCT application_code FROM {facts}")
+        }
+        return facts, coefficients, self._hierarchy_rows(inputs.month, codes)
+
+    def _allocate(
+        self, inputs: MonthInputs, direct_cost: Mapping[str, Mapping[str, Decimal]], *, first_line: int
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Split every pool of the month; return the indirect fact rows and the coefficient rows."""
+        indirect: list[tuple[Any, ...]] = []
+        coefficients: list[tuple[Any, ...]] = []
+        valid = self.catalogue.valid_in(inputs.month)
+        counters = self.report.counters
+        for (pool_code, currency), amount in sorted(inputs.pools.items()):
+            rule = select_rule(self.rules, pool_code, inputs.month)
+            if rule is None:
+                rule = Rule("none", 0, None, "even", None, inputs.month, ())
+                weights: dict[str, Decimal] = {}
+            else:
+                weights = self._weights(rule, inputs, direct_cost.get(currency, {}), valid)
+            try:
+                allocation = allocate(amount, weights)
+            except AllocationError as error:
+                raise AllocationError(
+                    f"pool {pool_code} {inputs.month:%Y-%m} with rule {rule.rule_id}@{rule.version}: {error.detail}"
+                ) from error
+            counters["pools"] = counters.get("pools", 0) + 1
+            if allocation.unallocated:
+                counters["pools_unallocated"] = counters.get("pools_unallocated", 0) + 1
+            digest = inputs_hash(pool_code=pool_code, pool=amount, method=rule.method, weights=weights)
+            inputs.rules[(pool_code, currency)] = rule
+            for share in _kept_shares(allocation):
+                key_type = "unallocated" if allocation.unallocated else rule.method
+                coefficients.append(
+                    (
+                        inputs.month,
+                        pool_code,
+                        currency,
+                        share.target,
+                        rule.rule_id,
+                        rule.version,
+                        key_type,
+                        rule.driver,
+                        share.weight,
+                        share.ratio,
+                        amount,
+                        share.amount,
+                        share.rounding_adjustment,
+                        digest,
+                        self.run_id,
+                    )
+                )
+                indirect.append(
+                    (
+                        inputs.month,
+                        first_line + len(indirect),
+                        inputs.month,
+                        "month",
+                        share.target,
+                        SHARED_ENVIRONMENT,
+                        self.pool_categories.get(pool_code, "Other"),
+                        self.pool_names.get(pool_code, pool_code),
+                        INDIRECT_PROVIDER,
+                        "indirect",
+                        share.amount,
+                        share.amount,
+                        currency,
+                        INDIRECT_SOURCE,
+                        rule.rule_id,
+                        rule.version,
+                        pool_code,
+                        share.ratio,
+                        self.run_id,
+                    )
+                )
+        return indirect, coefficients
+
+    def _weights(
+        self, rule: Rule, inputs: MonthInputs, direct_cost: Mapping[str, Decimal], valid: Sequence[str]
+    ) -> dict[str, Decimal]:
+        """The allocation key of each target under ``rule`` for this month."""
+        if rule.method == "fixed":
+            return fixed_weights({code: percentage or Decimal(0) for code, percentage in rule.targets})
+        if rule.targets:
+            targets = [code for code, _ in rule.targets]
+        elif rule.method == "direct_cost":
+            targets = sorted(set(valid) | set(direct_cost))
+        else:
+            targets = list(valid)
+        targets = [code for code in targets if code != UNALLOCATED]
+        if rule.method == "even":
+            return even_weights(targets)
+        if rule.method == "usage":
+            quantities = inputs.drivers.get(rule.driver or "", {})
+            return {code: quantities.get(code, Decimal(0)) for code in targets}
+        weights = {}
+        for code in targets:
+            cost = direct_cost.get(code, Decimal(0))
+            if cost < 0:
+                # A net credit cannot carry a share of a pool: weight 0 rather than a rejected negative key.
+                self.report.counters["negative_direct_cost_weights_zeroed"] = (
+                    self.report.counters.get("negative_direct_cost_weights_zeroed", 0) + 1
+                )
+                cost = Decimal(0)
+            weights[code] = cost
+        return weights
+
+    def _hierarchy_rows(self, month: date, codes: Iterable[str]) -> list[tuple[Any, ...]]:
+        rows = []
+        for code in sorted(set(codes) | set(self.catalogue.valid_in(month)) | {UNALLOCATED}):
+            version = self.catalogue.in_month(code, month)
+            if version is None:  # a rule target unknown to the CMDB: shown under the UNALLOCATED hierarchy
+                version = AppVersion(code, month, None, code, *UNALLOCATED_VERSION_HIERARCHY, None, None)
+            rows.append(
+                (
+                    month,
+                    code,
+                    version.name,
+                    version.product_code,
+                    version.product_name,
+                    version.family_code,
+                    version.family_name,
+                    version.domain_code,
+                    version.domain_name,
+                    version.owner_group,
+                    self.run_id,
+                )
+            )
+        return rows
+
+    async def _drop_leftovers(self, month: date) -> None:
+        """Drop staging tables a killed run left for this month (we hold the month's lock, so none is live)."""
+        rows = await self.work.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            " AND (tablename LIKE $1 OR tablename LIKE $2)",
+            f"finops\\_stage\\_fc\\_{month:%Y%m}\\_%",
+            f"finops\\_stage\\_coef\\_{month:%Y%m}\\_%",
+        )
+        for row in rows:
+            await self.work.execute(f'DROP TABLE IF EXISTS "{row["tablename"]}"')
+
+    # ---- swapping a month in
+
+    async def swap(self, inputs: MonthInputs, facts: str, coefficients: str, hierarchy: list[tuple[Any, ...]]) -> None:
+        """Replace the month in ONE transaction, then check its invariants in SQL before committing."""
+        month = inputs.month
+        rules = inputs.rules
+        async with self.work.transaction():
+            await self.work.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+            await self.work.execute("DELETE FROM dim_application_month WHERE period = $1", month)
+            await self.work.copy_records_to_table(
+                "dim_application_month", records=hierarchy, columns=_HIERARCHY_COLUMNS
+            )
+            await self.work.execute("DELETE FROM fact_pool WHERE period_month = $1", month)
+            await self.work.copy_records_to_table(
+                "fact_pool",
+                records=[
+                    (
+                        month,
+                        pool,
+                        currency,
+                        amount,
+                        rules[(pool, currency)].rule_id,
+                        rules[(pool, currency)].version,
+                        self.run_id,
+                    )
+                    for (pool, currency), amount in sorted(inputs.pools.items())
+                ],
+                columns=[
+                    "period_month",
+                    "pool_code",
+                    "currency",
+                    "amount",
+                    "allocation_rule_id",
+                    "allocation_rule_version",
+                    "run_id",
+                ],
+            )
+            await self.work.execute("DELETE FROM fact_period_control WHERE period_month = $1", month)
+            await self.work.copy_records_to_table(
+                "fact_period_control",
+                records=[
+                    (
+                        month,
+                        currency,
+                        c.source_billed,
+                        c.source_effective,
+                        c.pool_amount,
+                        c.lines_read,
+                        c.lines_mapped,
+                        c.lines_unallocated,
+                        c.lines_rejected,
+                        self.run_id,
+                    )
+                    for currency, c in sorted(inputs.controls.items())
+                ],
+                columns=[
+                    "period_month",
+                    "currency",
+                    "source_billed",
+                    "source_effective",
+                    "pool_amount",
+                    "lines_read",
+                    "lines_mapped",
+                    "lines_unallocated",
+                    "lines_rejected",
+                    "run_id",
+                ],
+            )
+            for parent, stage in (("fact_consumption", facts), ("fact_coefficient", coefficients)):
+                partition = f"{parent}_p{month:%Y%m}"
+                if await self.work.fetchval("SELECT to_regclass($1)", partition) is not None:
+                    await self.work.execute(f"ALTER TABLE {parent} DETACH PARTITION {partition}")
+                    await self.work.execute(f"DROP TABLE {partition}")
+                await self.work.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
+                await self.work.execute(f"ALTER INDEX {stage}_pkey RENAME TO {partition}_pkey")
+                await self.work.execute(
+                    f"ALTER TABLE {partition} RENAME CONSTRAINT {stage}_bounds TO {partition}_bounds"
+                )
+                await self.work.execute(
+                    f"ALTER TABLE {parent} ATTACH PARTITION {partition}"
+                    f" FOR VALUES FROM ('{month}') TO ('{next_month(month)}')"
+                )
+            await check_month(self.work, month)
+
+    async def refresh_views(self) -> None:
+        """Refresh every dashboard view concurrently, in one transaction (consistent with each other)."""
+        async with self.work.transaction():
+            for view in MATERIALIZED_VIEWS:
+                await self.work.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
+
+    async def upsert_dimensions(self) -> None:
+        """Environments and cost pools seen in this run (never removed: older months may use them)."""
+        environments = sorted(set(self.report.counters.get("environments", [])))
+        async with self.work.transaction():
+            await self.work.executemany(
+                "INSERT INTO dim_environment (environment_code, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
+                [(code,) for code in environments],
+            )
+            await self.work.executemany(
+                "INSERT INTO dim_cost_pool (pool_code, name) VALUES ($1, $2)"
+                " ON CONFLICT (pool_code) DO UPDATE SET name = EXCLUDED.name",
+                sorted(self.pool_names.items()),
+            )
+
+
+UNALLOCATED_VERSION_HIERARCHY = (UNALLOCATED, "Unallocated", UNALLOCATED, "Unallocated", UNALLOCATED, "Unallocated")
+
+_INDIRECT_COLUMNS = (
+    "period_month", "line_no", "period", "granularity", "application_code", "environment_code", "service_category",
+    "service_name", "provider", "cost_type", "billed_cost", "effective_cost", "currency", "source",
+    "allocation_rule_id", "allocation_rule_version", "source_pool", "allocated_ratio", "run_id",
+)  # fmt: skip
+_COEFFICIENT_COLUMNS = (
+    "period_month", "pool_code", "currency", "target_application_code", "allocation_rule_id",
+    "allocation_rule_version", "key_type", "driver", "weight", "ratio", "pool_amount", "allocated_amount",
+    "rounding_adjustment", "inputs_hash", "run_id",
+)  # fmt: skip
+_COEFFICIENT_KEY = "period_month, pool_code, currency, target_application_code"
+_HIERARCHY_COLUMNS = (
+    "period", "application_code", "name", "product_code", "product_name", "family_code", "family_name",
+    "domain_code", "domain_name", "owner_group", "run_id",
+)  # fmt: skip
+
+
+def _kept_shares(allocation: Allocation) -> list[Any]:
+    """Shares worth a row: every target with a weight (zero-weight targets get nothing and explain nothing)."""
+    if allocation.unallocated:
+        return list(allocation.shares)
+    return [share for share in allocation.shares if share.weight != 0]
+
+
+def _derived_versions(versions: Sequence[AppVersion], attributes: Any) -> list[tuple[Any, ...]]:
+    """SCD2 versions of a product, family or domain, from the application versions that reference it.
+
+    Each distinct set of attributes (name, parent) of a code is one version, valid from the earliest to the
+    latest day any application version saw it.
+    """
+    spans: dict[tuple[Any, ...], tuple[date, date | None]] = {}
+    for version in versions:
+        key = attributes(version)
+        start, end = spans.get(key, (version.valid_from, version.valid_to))
+        start = min(start, version.valid_from)
+        end = None if end is None or version.valid_to is None else max(end, version.valid_to)
+        spans[key] = (start, end)
+    records: dict[tuple[str, date], tuple[Any, ...]] = {}
+    for key, (start, end) in sorted(spans.items(), key=lambda item: (item[0][0], item[1][0], item[0])):
+        code, name, *parent = key
+        if code == UNALLOCATED:
+            continue
+        records[(code, start)] = (code, start, end, name, *parent)
+    return list(records.values())
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+_POOL_CHECK = """
+WITH pools AS (
+    SELECT pool_code, currency, allocation_rule_id AS rule_id, allocation_rule_version AS rule_version, amount
+    FROM fact_pool WHERE period_month = $1
+), coefficients AS (
+    SELECT pool_code, currency, allocation_rule_id AS rule_id, allocation_rule_version AS rule_version,
+           sum(allocated_amount) AS allocated
+    FROM fact_coefficient WHERE period_month = $1 GROUP BY 1, 2, 3, 4
+), facts AS (
+    SELECT source_pool AS pool_code, currency, allocation_rule_id AS rule_id,
+           allocation_rule_version AS rule_version, sum(billed_cost) AS allocated
+    FROM fact_consumption WHERE period_month = $1 AND cost_type = 'indirect' GROUP BY 1, 2, 3, 4
+)
+SELECT coalesce(p.pool_code, c.pool_code, f.pool_code) AS pool_code, coalesce(p.amount, 0) AS pooled,
+       coalesce(c.allocated, 0) AS coefficients, coalesce(f.allocated, 0) AS facts
+FROM pools p
+FULL JOIN coefficients c USING (pool_code, currency, rule_id, rule_version)
+FULL JOIN facts f USING (pool_code, currency, rule_id, rule_version)
+WHERE coalesce(p.amount, 0) <> coalesce(c.allocated, 0) OR coalesce(p.amount, 0) <> coalesce(f.allocated, 0)
+"""
+
+_SOURCE_CHECK = """
+WITH control AS (
+    SELECT currency, source_billed, source_effective, pool_amount FROM fact_period_control WHERE period_month = $1
+), facts AS (
+    SELECT currency,
+           coalesce(sum(billed_cost) FILTER (WHERE cost_type = 'direct'), 0) AS direct_billed,
+           coalesce(sum(effective_cost) FILTER (WHERE cost_type = 'direct'), 0) AS direct_effective,
+           coalesce(sum(billed_cost) FILTER (WHERE cost_type = 'indirect'), 0) AS indirect
+    FROM fact_consumption WHERE period_month = $1 GROUP BY currency
+)
+SELECT currency, coalesce(c.source_billed, 0) AS source_billed, coalesce(f.direct_billed, 0) AS direct_billed,
+       coalesce(c.pool_amount, 0) AS pooled, coalesce(f.indirect, 0) AS indirect
+FROM control c FULL JOIN facts f USING (currency)
+WHERE coalesce(f.direct_billed, 0) <> coalesce(c.source_billed, 0)
+   OR coalesce(f.direct_effective, 0) <> coalesce(c.source_effective, 0)
+   OR coalesce(f.indirect, 0) <> coalesce(c.pool_amount, 0)
+   OR coalesce(f.direct_billed, 0) + coalesce(f.indirect, 0)
+      <> coalesce(c.source_billed, 0) + coalesce(c.pool_amount, 0)
+"""
+
+
+async def check_month(connection: asyncpg.Connection, month: date) -> None:
+    """Assert the month's invariants in SQL; raise :class:`ConservationError` naming what broke.
+
+    Per (pool, currency, rule): Σ coefficients = Σ indirect facts = the pooled amount. Per currency:
+    Σ direct = the source total read from the raw zone, Σ indirect = Σ pools, so direct + indirect = source.
+    """
+    problems = [
+        f"pool {row['pool_code']}: pooled {row['pooled']}, coefficients {row['coefficients']}, facts {row['facts']}"
+        for row in await connection.fetch(_POOL_CHECK, month)
+    ] + [
+        f"{row['currency']}: source {row['source_billed']} vs direct {row['direct_billed']},"
+        f" pooled {row['pooled']} vs indirect {row['indirect']}"
+        for row in await connection.fetch(_SOURCE_CHECK, month)
+    ]
+    if problems:
+        raise ConservationError(f"month {month:%Y-%m} is not conserved: " + "; ".join(problems[:5]))
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+@contextlib.asynccontextmanager
+async def _dedicated(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """An asyncpg connection of the engine's pool, closed (never pooled again) after use.
+
+    Closing rather than returning it drops the run's temporary tables and session locks with it.
+    """
+    async with engine.connect() as connection:
+        raw = await _driver_connection(connection)
+        try:
+            yield raw
+        finally:
+            await connection.invalidate()
+
+
+async def _driver_connection(connection: AsyncConnection) -> asyncpg.Connection:
+    pooled = await connection.get_raw_connection()
+    driver = pooled.driver_connection
+    assert isinstance(driver, asyncpg.Connection)
+    return driver
+
+
+async def rebuild(
+    engine: AsyncEngine,
+    reader: RawReader,
+    *,
+    run_id: uuid.UUID,
+    hooks: RunHooks,
+    periods: Sequence[date] | None = None,
+) -> RebuildReport:
+    """Rebuild the requested months (default: every month found in the raw zone) and refresh the views."""
+    async with _dedicated(engine) as locks_connection, _dedicated(engine) as work:
+        # Building a large month runs longer than an API statement may.
+        await work.execute("SET statement_timeout = 0")
+        locks = MonthLocks(locks_connection)
+        if periods:
+            for period in sorted({month_of(period) for period in periods}):
+                await locks.take(period)
+        run = MonthRebuild(run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods)
+        async with hooks.step("reference"):
+            await run.load_reference(reader)
+        async with hooks.step("read"):
+            await run.read_finance(reader)
+            await run.read_costs(reader)
+            await run.upsert_dimensions()
+        for month in sorted(run.months):
+            inputs = run.months[month]
+            started = time.perf_counter()
+            async with hooks.step(f"build {month:%Y-%m}"):
+                facts, coefficients, hierarchy = await run.build(inputs)
+            async with hooks.step(f"swap {month:%Y-%m}"):
+                await run.swap(inputs, facts, coefficients, hierarchy)
+            run.report.periods.append(month)
+            logger.info(
+                "finops month rebuilt",
+                extra={"period": f"{month:%Y-%m}", "seconds": round(time.perf_counter() - started, 3)},
+            )
+        async with hooks.step("refresh views"):
+            await run.refresh_views()
+        await run._flush_rejections()
+        return run.report

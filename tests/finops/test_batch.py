@@ -1,0 +1,435 @@
+"""finops-batch end to end on a real PostgreSQL: known answers, mapping, rejections, reruns, locking, kills."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from batch_support import D, Mart, add_rule, application, close_mart, cost, driver, open_mart, pool
+from sqlalchemy.engine import URL
+
+from rosetta.batch.progress import SilentProgress
+from rosetta.batch.runner import JobLockedError, RunFailedError
+from rosetta.core import runs
+from rosetta.core.errors import ConflictError
+from rosetta.core.settings import DatabaseRole
+from rosetta.finops import service
+from rosetta.finops.pipeline import ConservationError, check_month
+
+MARCH = "2026-03"
+MARCH_FIRST = date(2026, 3, 1)
+
+
+@pytest.fixture
+async def mart(fresh_database_urls: Callable[[], dict[DatabaseRole, URL]]) -> AsyncIterator[Mart]:
+    opened = await open_mart(fresh_database_urls)
+    try:
+        yield opened
+    finally:
+        await close_mart(opened)
+
+
+async def land_known_answer_world(mart: Mart) -> None:
+    """Three applications with direct costs 333.33 / 333.33 / 333.34 and one pool per known answer."""
+    await mart.land("cmdb", "application", [application(code) for code in ("APP-A", "APP-B", "APP-C")])
+    await mart.land(
+        "cmdb",
+        "cost",
+        [
+            cost("2026-03-02", "APP-A", "333.33"),
+            cost("2026-03-02", "APP-B", "333.33"),
+            cost("2026-03-03", "APP-C", "333.34"),
+        ],
+    )
+    await mart.land(
+        "finance",
+        "shared_cost",
+        [
+            pool(MARCH, "even", "100.00"),
+            pool(MARCH, "direct", "1000.00"),
+            pool(MARCH, "vcpu", "250.00"),
+            pool(MARCH, "fixed", "999.99"),
+            pool(MARCH, "credit", "-10.00"),
+            pool(MARCH, "zero", "55.55"),
+        ],
+    )
+    await mart.land(
+        "finance",
+        "usage_driver",
+        [
+            driver(MARCH, "APP-A", "vcpu_hours", "7"),
+            driver(MARCH, "APP-B", "vcpu_hours", "11"),
+            driver(MARCH, "APP-C", "vcpu_hours", "13"),
+            driver(MARCH, "APP-A", "users", "1"),
+            driver(MARCH, "APP-B", "users", "2"),
+            driver(MARCH, "APP-A", "gpu_hours", "0"),
+            driver(MARCH, "APP-B", "gpu_hours", "0"),
+        ],
+    )
+    await add_rule(mart, "even-split", "even", "even")
+    await add_rule(mart, "by-direct", "direct", "direct_cost")
+    await add_rule(mart, "by-vcpu", "vcpu", "usage", driver_name="vcpu_hours")
+    await add_rule(mart, "fixed-pct", "fixed", "fixed", targets={"APP-A": "50", "APP-B": "30", "APP-C": "20"})
+    await add_rule(mart, "credit-users", "credit", "usage", driver_name="users", targets={"APP-A": None, "APP-B": None})
+    await add_rule(mart, "by-gpu", "zero", "usage", driver_name="gpu_hours")
+
+
+async def allocations(mart: Mart) -> dict[str, dict[str, Decimal]]:
+    rows = await mart.fetch(
+        "SELECT pool_code, application_code, allocated_amount FROM mv_finops_cost_allocation_monthly"
+        " WHERE period = DATE '2026-03-01'"
+    )
+    result: dict[str, dict[str, Decimal]] = {}
+    for row in rows:
+        result.setdefault(row["pool_code"], {})[row["application_code"]] = row["allocated_amount"]
+    return result
+
+
+async def test_known_answers_through_the_batch(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    context = await mart.run()
+
+    assert await allocations(mart) == {
+        "even": {"APP-A": D("33.34"), "APP-B": D("33.33"), "APP-C": D("33.33")},
+        "direct": {"APP-A": D("333.33"), "APP-B": D("333.33"), "APP-C": D("333.34")},
+        "vcpu": {"APP-A": D("56.45"), "APP-B": D("88.71"), "APP-C": D("104.84")},
+        "fixed": {"APP-A": D("499.99"), "APP-B": D("300.00"), "APP-C": D("200.00")},
+        "credit": {"APP-A": D("-3.33"), "APP-B": D("-6.67")},
+        "zero": {"UNALLOCATED": D("55.55")},
+    }
+    # The indirect fact rows carry the same amounts, the rule id@version and the source pool.
+    indirect = await mart.fetch(
+        "SELECT source_pool, application_code, billed_cost, allocation_rule_id, allocation_rule_version, run_id"
+        " FROM fact_consumption WHERE cost_type = 'indirect' AND source_pool = 'vcpu' ORDER BY application_code"
+    )
+    assert [(row["application_code"], row["billed_cost"]) for row in indirect] == [
+        ("APP-A", D("56.45")),
+        ("APP-B", D("88.71")),
+        ("APP-C", D("104.84")),
+    ]
+    assert {(row["allocation_rule_id"], row["allocation_rule_version"], row["run_id"]) for row in indirect} == {
+        ("by-vcpu", 1, context.run_id)
+    }
+    coefficient = await mart.fetch(
+        "SELECT key_type, weight, ratio, rounding_adjustment FROM fact_coefficient"
+        " WHERE pool_code = 'even' ORDER BY target_application_code"
+    )
+    assert [(row["key_type"], row["weight"], row["rounding_adjustment"]) for row in coefficient] == [
+        ("even", D(1), D("0.01")),
+        ("even", D(1), D(0)),
+        ("even", D(1), D(0)),
+    ]
+    unallocated = await mart.fetch("SELECT key_type FROM fact_coefficient WHERE pool_code = 'zero'")
+    assert [row["key_type"] for row in unallocated] == ["unallocated"]
+    # Direct 1000.00 + pools 2395.54 = everything the month holds, split into direct / indirect / unallocated.
+    [totals] = await mart.fetch(
+        "SELECT sum(billed_cost) FILTER (WHERE cost_type = 'direct') AS direct,"
+        " sum(billed_cost) FILTER (WHERE cost_type = 'indirect' AND application_code <> 'UNALLOCATED') AS indirect,"
+        " sum(billed_cost) FILTER (WHERE application_code = 'UNALLOCATED') AS unallocated"
+        " FROM mv_finops_cost_monthly WHERE period = DATE '2026-03-01'"
+    )
+    assert (totals["direct"], totals["indirect"], totals["unallocated"]) == (D("1000.00"), D("2339.99"), D("55.55"))
+    record = context.counters
+    assert record["pools"] == 6
+    assert record["pools_unallocated"] == 1
+    assert context.read == 3
+    assert context.rejected == 0
+
+
+async def test_unmapped_lines_go_to_unallocated_and_bad_lines_are_rejected_with_a_reason(mart: Mart) -> None:
+    await mart.land("cmdb", "application", [application("PAY-CHECKOUT")])
+    await mart.execute(
+        "INSERT INTO mapping_alias (kind, alias, canonical) VALUES ('application', 'checkout', 'PAY-CHECKOUT')"
+    )
+    await mart.land(
+        "cmdb",
+        "cost",
+        [
+            cost("2026-03-01", "PAY-CHECKOUT", "10.00"),
+            cost("2026-03-01", "checkout", "1.00", environment="Production"),  # app alias, environment alias
+            cost("2026-03-01", "pay-checkout", "2.00", environment=None),  # case-insensitive code, no environment
+            cost("2026-03-02", "NOT-IN-CMDB", "3.00"),  # unknown application
+            cost("2026-03-02", None, "4.00"),  # no application at all
+            cost("2026-03-02", "PAY-CHECKOUT", "12,50"),  # unparsable amount
+            cost("2026-03-02", "PAY-CHECKOUT", "5.00", currency="euro"),  # invalid currency
+            cost("2026-02-30", "PAY-CHECKOUT", "6.00"),  # no such day
+        ],
+    )
+    await mart.land("finance", "usage_driver", [driver(MARCH, "PAY-CHECKOUT", "requests", "-5")])
+    context = await mart.run()
+
+    assert context.read == 8
+    assert context.rejected == 4
+    assert context.counters["mapped"] == 3
+    assert context.counters["unallocated"] == 2
+    assert context.counters["unallocated_unknown_application"] == 1
+    assert context.counters["unallocated_missing_application"] == 1
+    rows = await mart.fetch(
+        "SELECT application_code, environment_code, sum(billed_cost) AS billed FROM fact_consumption"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    assert [(row["application_code"], row["environment_code"], row["billed"]) for row in rows] == [
+        ("PAY-CHECKOUT", "prod", D("11.00")),
+        ("PAY-CHECKOUT", "unknown", D("2.00")),
+        ("UNALLOCATED", "prod", D("7.00")),
+    ]
+    rejected = await mart.fetch("SELECT kind, period_month, reason, payload FROM batch_rejection ORDER BY reason")
+    assert [(row["kind"], row["reason"]) for row in rejected] == [
+        ("cost", "invalid currency 'euro'"),
+        ("usage_driver", "negative usage quantity -5"),
+        ("cost", "unparsable billed_cost '12,50'"),
+        ("cost", "unparsable date '2026-02-30'"),
+    ]
+    [control] = await mart.fetch("SELECT * FROM mv_finops_period_control WHERE currency = 'EUR'")
+    assert (control["lines_read"], control["lines_mapped"], control["lines_unallocated"]) == (5, 3, 2)
+    assert control["lines_rejected"] == 1  # the bad amount; the bad currency is counted under XXX
+    assert control["source_billed"] == D("20.00")
+    [run] = await mart.fetch("SELECT status, read_count, rejected_count, counters, steps FROM batch_run")
+    assert (run["status"], run["read_count"], run["rejected_count"]) == ("succeeded", 8, 4)
+    assert {step["name"] for step in json.loads(run["steps"])} >= {"reference", "read", "refresh views"}
+
+
+async def test_hierarchy_of_the_month_and_drilldown_totals(mart: Mart) -> None:
+    # APP-M moves from product OLD to product NEW on 2026-03-15: February stays with OLD, March goes to NEW.
+    await mart.land(
+        "cmdb",
+        "application",
+        [
+            application("APP-M", "OLD", family="FAM-1", domain="DOM-1", valid_to="2026-03-14"),
+            application("APP-M", "NEW", family="FAM-2", domain="DOM-1", valid_from="2026-03-15"),
+            application("APP-S", "OLD", family="FAM-1", domain="DOM-1"),
+        ],
+    )
+    await mart.land(
+        "cmdb",
+        "cost",
+        [
+            cost("2026-02-10", "APP-M", "100.00"),
+            cost("2026-03-10", "APP-M", "200.00"),
+            cost("2026-02-10", "APP-S", "50.00", environment="dev"),
+            cost("2026-03-10", "APP-S", "60.00", environment="dev"),
+            cost("2026-03-11", "GHOST", "7.00"),
+        ],
+    )
+    await mart.land("finance", "shared_cost", [pool("2026-02", "network", "30.00"), pool(MARCH, "network", "45.01")])
+    await mart.run()
+
+    months = await mart.fetch("SELECT period, application_code, product_code FROM dim_application_month ORDER BY 1, 2")
+    assert {(str(row["period"]), row["application_code"]): row["product_code"] for row in months} == {
+        ("2026-02-01", "APP-M"): "OLD",
+        ("2026-02-01", "APP-S"): "OLD",
+        ("2026-02-01", "UNALLOCATED"): "UNALLOCATED",
+        ("2026-03-01", "APP-M"): "NEW",
+        ("2026-03-01", "APP-S"): "OLD",
+        ("2026-03-01", "UNALLOCATED"): "UNALLOCATED",
+    }
+    rollup = await mart.fetch("SELECT * FROM mv_finops_cost_rollup_monthly")
+    levels = ("domain", "family", "product", "application")
+    for parent_level, child_level in itertools.pairwise(levels):
+        parents: dict[tuple[object, ...], Decimal] = {}
+        children: dict[tuple[object, ...], Decimal] = {}
+        for row in rollup:
+            key = (row["period"], row["environment_code"], row["cost_type"], row["currency"])
+            if row["level"] == parent_level:
+                parents[(row["code"], *key)] = parents.get((row["code"], *key), D(0)) + row["billed_cost"]
+            if row["level"] == child_level:
+                children[(row["parent_code"], *key)] = (
+                    children.get((row["parent_code"], *key), D(0)) + row["billed_cost"]
+                )
+        assert parents == children, (parent_level, child_level)
+    domain_total = {
+        str(row["period"]): row["billed_cost"] for row in rollup if row["level"] == "domain" and row["code"] == "DOM-1"
+    }
+    # Pools are allocated by direct cost (the seeded fallback rule): 30.00 over 100/50, 45.01 over 200/60.
+    assert sum(row["billed_cost"] for row in rollup if row["level"] == "domain") == D("492.01")
+    assert sorted(domain_total) == ["2026-02-01", "2026-03-01"]
+    march: dict[str, Decimal] = {}
+    for row in rollup:
+        if row["level"] == "product" and str(row["period"]) == "2026-03-01":
+            march[row["code"]] = march.get(row["code"], D(0)) + row["billed_cost"]
+    assert march["NEW"] == D("200.00") + D("34.62")  # 45.01 * 200 / 260 = 34.623 -> 34.62
+    assert march["UNALLOCATED"] == D("7.00")
+
+
+async def test_rerun_gives_identical_rows_and_a_period_rebuilds_only_that_month(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.land("cmdb", "cost", [cost("2026-04-01", "APP-A", "1.00")])
+    first = await mart.run()
+    before = await mart.facts()
+    second = await mart.run()
+    assert first.run_id != second.run_id
+    assert await mart.facts() == before
+    assert {row["run_id"] for row in await mart.fetch("SELECT DISTINCT run_id FROM fact_consumption")} == {
+        second.run_id
+    }
+
+    await mart.land("cmdb", "cost", [cost("2026-04-02", "APP-B", "2.00"), cost("2026-03-04", "APP-B", "99.00")])
+    third = await mart.run(period="2026-04")
+    assert third.counters["periods"] == ["2026-04"]
+    run_ids = await mart.fetch(
+        "SELECT period_month, array_agg(DISTINCT run_id) AS ids FROM fact_consumption GROUP BY 1"
+    )
+    assert {str(row["period_month"]): row["ids"] for row in run_ids} == {
+        "2026-03-01": [second.run_id],
+        "2026-04-01": [third.run_id],
+    }
+    totals = await mart.fetch(
+        "SELECT period_month, sum(billed_cost) AS total FROM fact_consumption GROUP BY 1 ORDER BY 1"
+    )
+    # March still has the second run's figures (the new 99.00 line waits for March's next rebuild).
+    assert [row["total"] for row in totals] == [D("3395.54"), D("3.00")]
+
+
+async def test_two_runs_of_the_same_month_cannot_overlap(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.run()
+    before = await mart.facts()
+    connection = await mart.connect()
+    try:
+        # Another finops-batch run holds the job lock: the runner refuses to start.
+        assert await connection.fetchval("SELECT pg_try_advisory_lock($1)", runs.advisory_lock_key("finops"))
+        with pytest.raises(JobLockedError):
+            await mart.run()
+        await connection.execute("SELECT pg_advisory_unlock($1)", runs.advisory_lock_key("finops"))
+
+        # Someone rebuilding March outside the runner holds the month: the rebuild is refused, nothing changes.
+        assert await connection.fetchval(
+            "SELECT pg_try_advisory_lock($1)", runs.advisory_lock_key("finops.month.2026-03")
+        )
+        with pytest.raises(RunFailedError) as failure:
+            await mart.run()
+        assert isinstance(failure.value.__cause__, ConflictError)
+        assert "2026-03 is being rebuilt by another run" in failure.value.detail
+    finally:
+        await connection.close()
+    assert await mart.facts() == before
+    [failed] = await mart.fetch("SELECT status, error FROM batch_run WHERE status = 'failed'")
+    assert "being rebuilt by another run" in failed["error"]
+
+
+async def test_conservation_check_fails_a_month_that_does_not_add_up(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.run()
+    connection = await mart.connect()
+    try:
+        await check_month(connection, MARCH_FIRST)  # the built month is conserved
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            await connection.execute(
+                "UPDATE fact_consumption SET billed_cost = billed_cost + 0.01 WHERE line_no = ("
+                " SELECT min(line_no) FROM fact_consumption WHERE cost_type = 'indirect' AND source_pool = 'even')"
+            )
+            with pytest.raises(ConservationError, match=r"pool even: pooled 100.00, coefficients 100.00, facts 100.01"):
+                await check_month(connection, MARCH_FIRST)
+            await connection.execute("UPDATE fact_period_control SET source_billed = source_billed - 1")
+            with pytest.raises(ConservationError, match=r"EUR: source 999\.00 vs direct 1000\.00"):
+                await check_month(connection, MARCH_FIRST)
+        finally:
+            await transaction.rollback()
+    finally:
+        await connection.close()
+
+
+async def test_killing_the_batch_during_the_swap_leaves_the_previous_month_intact(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.run()
+    before = await mart.facts()
+    views_before = await mart.fetch("SELECT * FROM mv_finops_cost_monthly ORDER BY 1, 2, 3, 4, 5, 6")
+    await mart.land("cmdb", "cost", [cost("2026-03-05", "APP-A", "500.00")])  # the next run would change March
+
+    reader = await mart.connect()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROSETTA_")}
+    environment.update(
+        {
+            f"ROSETTA_{role.upper()}_DATABASE_URL": url.render_as_string(hide_password=False)
+            for role, url in mart.urls.items()
+        }
+    )
+    environment["ROSETTA_LOG_FORMAT"] = "json"
+    try:
+        # A long reader of March holds its lock: the batch builds its staging tables, then waits inside the swap.
+        transaction = reader.transaction()
+        await transaction.start()
+        assert await reader.fetchval("SELECT count(*) FROM fact_consumption") == len(before)
+        batch = subprocess.Popen(  # noqa: ASYNC220 - the batch must be a separate process to be killed
+            [sys.executable, "-m", "rosetta", "batch", "finops"],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            waiting = await _wait_for_swap_waiting_on_lock(mart)
+            assert waiting, "the batch never reached the swap"
+            staging = await mart.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'finops_stage_%'")
+            assert staging, "the staging tables are built before the swap"
+            batch.send_signal(signal.SIGKILL)
+            batch.wait(timeout=30)
+        finally:
+            if batch.poll() is None:
+                batch.kill()
+        await transaction.rollback()
+    finally:
+        await reader.close()
+
+    assert batch.returncode == -signal.SIGKILL
+    assert await mart.facts() == before
+    assert await mart.fetch("SELECT * FROM mv_finops_cost_monthly ORDER BY 1, 2, 3, 4, 5, 6") == views_before
+    [killed] = await mart.fetch("SELECT status FROM batch_run ORDER BY queued_at DESC LIMIT 1")
+    assert killed["status"] == "running"  # a killed process cannot record its end; its lock died with it
+
+    # The next run drops the leftovers, takes the locks the killed run lost, and swaps March in.
+    await mart.run()
+    assert await mart.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'finops_stage_%'") == []
+    [total] = await mart.fetch("SELECT sum(billed_cost) AS direct FROM fact_consumption WHERE cost_type = 'direct'")
+    assert total["direct"] == D("1500.00")
+
+
+async def _wait_for_swap_waiting_on_lock(mart: Mart, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rows = await mart.fetch(
+            "SELECT query FROM pg_stat_activity WHERE application_name = 'rosetta.batch.finops'"
+            " AND wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        if any("PARTITION" in row["query"] for row in rows):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_service_refuses_a_month_locked_by_another_caller(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    connection = await mart.connect()
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", runs.advisory_lock_key("finops.month.2026-03"))
+
+        class Hooks:
+            progress = SilentProgress()
+
+            def step(self, name: str, total: int | None = None) -> contextlib.AbstractAsyncContextManager[None]:
+                return contextlib.nullcontext()
+
+        async def nothing(*, source: str | None, kind: str) -> AsyncIterator[object]:
+            return
+            yield
+
+        with pytest.raises(ConflictError):
+            await service.rebuild_periods(
+                mart.databases.engines["finops"], nothing, run_id=uuid.uuid4(), hooks=Hooks(),
+                periods=[MARCH_FIRST],
+            )  # fmt: skip
+    finally:
+        await connection.close()
