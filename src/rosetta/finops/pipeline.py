@@ -73,6 +73,8 @@ MATERIALIZED_VIEWS: tuple[str, ...] = (
     "mv_finops_cost_allocation_monthly",
     "mv_finops_cost_daily",
     "mv_finops_period_control",
+    # finops_0004: direct quantities, valued by pricing views (finops-api budgets/comparison).
+    "mv_finops_quantity_monthly",
 )
 
 
