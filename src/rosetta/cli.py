@@ -594,7 +594,9 @@ class PullTarget(StrEnum):
 def raw_pull(
     target: Annotated[
         PullTarget,
-        typer.Argument(help="servicenow (incident, change_request), cmdb (the three CMDB tables), dynatrace or argocd."),
+        typer.Argument(
+            help="servicenow (incident, change_request), cmdb (the three CMDB tables), dynatrace or argocd."
+        ),
     ],
     since: Annotated[
         str | None,
@@ -620,7 +622,7 @@ def raw_pull(
 
     async def go() -> Any:
         async with opened_raw_store(settings, process="raw.pull") as store:
-            return await run_pull(settings, store, target.value, since=start)  # type: ignore[arg-type]
+            return await run_pull(settings, store, target.value, since=start)
 
     try:
         summary = _run(go())
@@ -682,7 +684,7 @@ def _with_dev_simulators(settings: Settings, handlers: list[Any], dev_url: str) 
     configured = {"dynatrace": settings.dynatrace, "servicenow": settings.servicenow, "argocd": settings.argocd}
     mounts, connectors = development_wiring(data_dir() / "simulators", dev_url, configured)  # type: ignore[arg-type]
     handlers.extend(mounts)
-    return settings.model_copy(update=dict(connectors))
+    return settings.model_copy(update={str(name): system for name, system in connectors.items()})
 
 
 # ---------------------------------------------------------------------------------------------- entry point

@@ -12,8 +12,9 @@ Dynatrace ``Api-Token`` :data:`rosetta.simulators.dynatrace.DEFAULT_TOKEN`; Serv
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from litestar import Litestar, asgi
@@ -24,7 +25,7 @@ from rosetta.core.security.permissions import Permission, requires
 from rosetta.core.settings import ExternalSystem
 from rosetta.simulators import argocd, dynatrace, servicenow
 from rosetta.simulators.app import SimulatorApp
-from rosetta.simulators.dataset import Dataset
+from rosetta.simulators.dataset import Dataset, load_dataset
 from rosetta.simulators.faults import FaultInjector
 
 SystemName = Literal["dynatrace", "servicenow", "argocd"]
@@ -108,3 +109,13 @@ def connector_settings(server_url: str, *, mounted: bool = True) -> dict[SystemN
         ),
         "argocd": ExternalSystem(url=urls["argocd"], token=SecretStr(argocd.DEFAULT_TOKEN)),
     }
+
+
+def development_wiring(
+    dataset_dir: Path, server_url: str, configured: Mapping[SystemName, ExternalSystem]
+) -> tuple[list[Any], dict[SystemName, ExternalSystem]]:
+    """What ``rosetta dev`` adds: the simulators mounted under ``/_sim`` (serving ``dataset_dir``), and
+    connector settings pointing at them for each system that has no URL configured."""
+    mounts = mount_handlers(build_simulators(load_dataset(dataset_dir)))
+    simulated = connector_settings(server_url)
+    return mounts, {name: simulated[name] for name in SYSTEMS if not configured[name].url}
