@@ -14,7 +14,7 @@ import math
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
@@ -213,6 +213,8 @@ ENVIRONMENT_PRESENCE: dict[str, float] = {"prod": 1.0, "preprod": 0.85, "test": 
 PROVIDERS: tuple[str, ...] = ("onprem", "aws", "azure")
 PROVIDER_WEIGHTS: tuple[float, ...] = (0.55, 0.3, 0.15)
 
+# FOCUS tagging quality of a cloud application's resources: right keys, the "env" alias, no tags at all.
+TAGGING: tuple[str, ...] = ("tagged", "alias", "untagged")
 COMPONENT_KINDS: tuple[str, ...] = ("api", "web", "worker", "batch", "db")
 DORA_PROFILES: tuple[str, ...] = ("elite", "high", "medium", "low")
 DORA_WEIGHTS: tuple[float, ...] = (0.12, 0.38, 0.35, 0.15)
@@ -507,6 +509,7 @@ def build_world(size: WorldSize, seed: int, end_month: str | None = None) -> Wor
             for kind in COMPONENT_KINDS
             if kind == "api" or rng.random() < {"web": 0.5, "worker": 0.4, "batch": 0.3, "db": 0.6}[kind]
         )
+        provider = rng.choices(PROVIDERS, weights=PROVIDER_WEIGHTS)[0]
         application = Application(
             index=index,
             code=code,
@@ -523,7 +526,7 @@ def build_world(size: WorldSize, seed: int, end_month: str | None = None) -> Wor
             ),
             environments=environments,
             services=_environment_services(rng, product.domain_code, environments),
-            provider=rng.choices(PROVIDERS, weights=PROVIDER_WEIGHTS)[0],
+            provider=provider,
             components=components,
             dependencies=tuple(dependencies),
             criticality=rng.choices((1, 2, 3, 4), weights=(0.15, 0.3, 0.35, 0.2))[0],
@@ -533,19 +536,28 @@ def build_world(size: WorldSize, seed: int, end_month: str | None = None) -> Wor
             last_day=last_day,
             dora=rng.choices(DORA_PROFILES, weights=DORA_WEIGHTS)[0],
             requests_per_hour=round(rng.lognormvariate(math.log(20_000), 1.1) * math.sqrt(scale), 1),
-            tagging=rng.choices(("tagged", "alias", "untagged"), weights=(0.88, 0.07, 0.05))[0],
+            tagging=rng.choices(TAGGING, weights=(0.88, 0.07, 0.05))[0] if provider != "onprem" else "tagged",
         )
         applications.append(application)
         if product.domain_code == "PLATFORM":
             platform_codes.append(code)
+    _ensure_tagging_cases(applications)
     return World(
         size=size, seed=seed, window=window, products=tuple(products), applications=tuple(applications), profile=profile
     )
 
 
-def active_on(app: Application, day: date) -> bool:
-    """True when the application consumes anything on ``day``."""
-    return app.first_day <= day <= app.last_day
+def _ensure_tagging_cases(applications: list[Application]) -> None:
+    """Every world has cloud resources tagged with the ``env`` alias and untagged ones, whatever its size."""
+    cloud = [index for index, app in enumerate(applications) if app.provider != "onprem"]
+    for tagging in TAGGING[1:]:
+        if len(cloud) >= len(TAGGING) and not any(applications[index].tagging == tagging for index in cloud):
+            # The smallest tagged cloud application, so the deliberate gap stays a realistic share of spend.
+            chosen = min(
+                (index for index in cloud if applications[index].tagging == "tagged"),
+                key=lambda index: (applications[index].scale, index),
+            )
+            applications[chosen] = replace(applications[chosen], tagging=tagging)
 
 
 def month_days(year: int, month: int) -> int:
