@@ -49,7 +49,7 @@ SigningKey = RSAKey | ECKey
 ENTRA_TENANT = "8f2c1f43-5b0e-4c8e-9a57-0d3f6f3f4a11"
 ENTRA_AUDIENCE = "api://rosetta"
 GRAPH_CLIENT_ID = "rosetta-graph-reader"
-GRAPH_CLIENT_SECRET = "graph-secret-for-tests"  # noqa: S105 - a test simulator's credential
+GRAPH_CLIENT_SECRET = "graph-secret-for-tests"
 
 
 def _new_key(algorithm: str) -> SigningKey:
@@ -199,7 +199,7 @@ class TestIssuer:
         for key in self.published:
             try:
                 signature = jws.deserialize_compact(token, key, algorithms=[self.algorithm])
-            except Exception:  # noqa: BLE001 - any failure means "not ours"
+            except Exception:
                 continue
             claims: dict[str, Any] = json.loads(signature.payload)
             return claims
@@ -269,9 +269,7 @@ class IdentityServer:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def route(
-        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, Any]:
+    def route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, Any]:
         """Answer one simulated request: (status, JSON document)."""
         for issuer in self.issuers:
             if path == issuer.jwks_path:

@@ -195,7 +195,9 @@ async def test_not_yet_valid_token(client: AsyncTestClient[Litestar], idp: Ident
     assert_rejected(await client.get(ME, headers=bearer(token)), "not valid yet")
 
 
-async def test_token_issued_in_the_future_beyond_the_skew(client: AsyncTestClient[Litestar], idp: IdentityServer) -> None:
+async def test_token_issued_in_the_future_beyond_the_skew(
+    client: AsyncTestClient[Litestar], idp: IdentityServer
+) -> None:
     token = idp.entra.make_token(groups=["Rosetta_Admin"], claims={"iat": int(time.time()) + 600, "nbf": None})
     assert_rejected(await client.get(ME, headers=bearer(token)), "issued in the future")
 
@@ -290,7 +292,9 @@ def _public_key_pem(issuer: TestIssuer) -> bytes:
 
 
 @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
-async def test_hmac_signed_with_the_public_key(client: AsyncTestClient[Litestar], idp: IdentityServer, alg: str) -> None:
+async def test_hmac_signed_with_the_public_key(
+    client: AsyncTestClient[Litestar], idp: IdentityServer, alg: str
+) -> None:
     """The classic key-confusion attack: HMAC with the RSA public key (PEM or JWK JSON) as the secret."""
     digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
     claims = idp.entra.claims(groups=["Rosetta_Admin"])
@@ -357,8 +361,12 @@ async def test_rejections_are_logged_with_the_reason_never_the_token(
 # ---------------------------------------------------------------------------------------------- keys and outages
 
 
-async def test_jwks_outage_keeps_serving_with_cached_keys(app_factory: Callable[..., Litestar], idp: IdentityServer) -> None:
-    async with AsyncTestClient(app=app_factory(oidc_jwks_cache_seconds=1, oidc_jwks_refetch_interval_seconds=1)) as client:
+async def test_jwks_outage_keeps_serving_with_cached_keys(
+    app_factory: Callable[..., Litestar], idp: IdentityServer
+) -> None:
+    async with AsyncTestClient(
+        app=app_factory(oidc_jwks_cache_seconds=1, oidc_jwks_refetch_interval_seconds=1)
+    ) as client:
         token = idp.entra.make_token(groups=["Rosetta_User"])
         assert (await client.get(ME, headers=bearer(token))).status_code == 200
         idp.entra.outage = True
@@ -372,7 +380,9 @@ async def test_jwks_outage_keeps_serving_with_cached_keys(app_factory: Callable[
             idp.entra.outage = False
 
 
-async def test_issuer_never_reached_answers_503_not_401(app_factory: Callable[..., Litestar], idp: IdentityServer) -> None:
+async def test_issuer_never_reached_answers_503_not_401(
+    app_factory: Callable[..., Litestar], idp: IdentityServer
+) -> None:
     idp.entra.outage = True
     try:
         async with AsyncTestClient(app=app_factory()) as client:
@@ -383,7 +393,9 @@ async def test_issuer_never_reached_answers_503_not_401(app_factory: Callable[..
         idp.entra.outage = False
 
 
-async def test_keys_can_come_from_the_discovery_document(app_factory: Callable[..., Litestar], idp: IdentityServer) -> None:
+async def test_keys_can_come_from_the_discovery_document(
+    app_factory: Callable[..., Litestar], idp: IdentityServer
+) -> None:
     issuers = [idp.entra.settings(jwks_url=None, discovery_url=idp.entra.discovery_url)]
     async with AsyncTestClient(app=app_factory(oidc_issuers=issuers)) as client:
         response = await client.get(ME, headers=bearer(idp.entra.make_token(groups=["Rosetta_User"])))
