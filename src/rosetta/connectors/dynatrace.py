@@ -59,7 +59,8 @@ class DynatraceClient:
         return cls(
             Transport.for_system(
                 "dynatrace", config, headers=headers, describe_error=describe_dynatrace_error, retry=retry
-            )
+            ),
+            page_size=config.page_size,
         )
 
     async def aclose(self) -> None:

@@ -67,9 +67,7 @@ class ServiceNowClient:
         self.page_size = page_size
 
     @classmethod
-    def from_settings(
-        cls, config: ExternalSystem, *, page_size: int = DEFAULT_PAGE_SIZE, retry: RetryPolicy | None = None
-    ) -> ServiceNowClient:
+    def from_settings(cls, config: ExternalSystem, *, retry: RetryPolicy | None = None) -> ServiceNowClient:
         """Basic authentication with ``username``/``password``, or ``Bearer`` with ``token`` (OAuth)."""
         headers: dict[str, str] = {}
         auth: tuple[str, str] | None = None
@@ -80,7 +78,7 @@ class ServiceNowClient:
         transport = Transport.for_system(
             "servicenow", config, headers=headers, auth=auth, describe_error=describe_servicenow_error, retry=retry
         )
-        return cls(transport, page_size=page_size)
+        return cls(transport, page_size=config.page_size)
 
     async def aclose(self) -> None:
         """Close the transport."""

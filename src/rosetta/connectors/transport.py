@@ -231,7 +231,7 @@ class Transport:
                     f"{self.system}: {where} failed after {attempt + 1} attempt(s): {reason}", system=self.system
                 )
             wait = delay if delay is not None else self.retry.backoff(attempt, self._rng)
-            logger.warning(
+            logger.info(
                 "%s: %s failed (%s); retry %d/%d in %.2f s",
                 self.system,
                 where,

@@ -88,6 +88,8 @@ class ExternalSystem(BaseModel):
     timeout_seconds: float = 30.0
     max_concurrency: int = 4
     max_retries: int = 5
+    # Records or objects per page (ServiceNow sysparm_limit, Dynatrace pageSize): 500-1000 is the advice.
+    page_size: int = Field(default=500, ge=1, le=10_000)
 
 
 def _database_url(value: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, get, post
+from litestar.params import FromPath, JSONBody
 
 from rosetta.core.security.permissions import Permission, requires
 from rosetta.simulators.app import SimulatedError, SimulatorApp, build_simulator
@@ -187,7 +188,7 @@ class ArgoCdSimulator:
         public = [requires(Permission.PUBLIC)]
 
         @post("/api/v1/session", guards=public, status_code=200, sync_to_thread=False)
-        def session(data: SessionRequest) -> dict[str, str]:
+        def session(data: JSONBody[SessionRequest]) -> dict[str, str]:
             expected = simulator.users.get(data.username)
             if expected is None or not secrets.compare_digest(expected, data.password):
                 raise SimulatedError(401, argocd_error(16, "Invalid username or password"))
@@ -200,11 +201,11 @@ class ArgoCdSimulator:
             return simulator.list_applications(request)
 
         @get("/api/v1/applications/{name:str}", guards=public, sync_to_thread=False)
-        def application(request: Request[Any, Any, Any], name: str) -> dict[str, Any]:
+        def application(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
             return simulator._shown(simulator._find(request, name))
 
         @get("/api/v1/applications/{name:str}/resource-tree", guards=public, sync_to_thread=False)
-        def resource_tree(request: Request[Any, Any, Any], name: str) -> dict[str, Any]:
+        def resource_tree(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
             return simulator.resource_tree(simulator._find(request, name))
 
         return [session, applications, application, resource_tree]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request, get
+from litestar.params import FromPath
 
 from rosetta.core.security.permissions import Permission, requires
 from rosetta.simulators.app import SimulatedError, SimulatorApp, build_simulator
@@ -637,7 +638,7 @@ class DynatraceSimulator:
             return simulator.list_problems(params_of(request))
 
         @get("/api/v2/problems/{problem_id:str}", guards=public, sync_to_thread=False)
-        def problem(request: Request[Any, Any, Any], problem_id: str) -> dict[str, Any]:
+        def problem(request: Request[Any, Any, Any], problem_id: FromPath[str]) -> dict[str, Any]:
             simulator._authenticate(request, "problems.read")
             found = next((p for p in simulator.data.problems if p.get("problemId") == problem_id), None)
             if found is None:
@@ -650,7 +651,7 @@ class DynatraceSimulator:
             return simulator.list_entities(params_of(request))
 
         @get("/api/v2/entities/{entity_id:str}", guards=public, sync_to_thread=False)
-        def entity(request: Request[Any, Any, Any], entity_id: str) -> dict[str, Any]:
+        def entity(request: Request[Any, Any, Any], entity_id: FromPath[str]) -> dict[str, Any]:
             simulator._authenticate(request, "entities.read")
             found = simulator._entities.get(entity_id)
             if found is None:
@@ -663,7 +664,7 @@ class DynatraceSimulator:
             return simulator.list_slos(params_of(request))
 
         @get("/api/v2/slo/{slo_id:str}", guards=public, sync_to_thread=False)
-        def slo(request: Request[Any, Any, Any], slo_id: str) -> dict[str, Any]:
+        def slo(request: Request[Any, Any, Any], slo_id: FromPath[str]) -> dict[str, Any]:
             simulator._authenticate(request, "slo.read")
             found = next((s for s in simulator.data.slos if s.get("id") == slo_id), None)
             if found is None:

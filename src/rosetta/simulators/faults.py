@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, unquote_plus
 import msgspec
 from litestar import Response, delete, get, put
 from litestar.enums import ScopeType
+from litestar.params import JSONBody
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from rosetta.core.security.permissions import Permission, requires
@@ -89,9 +90,9 @@ class RequestLogEntry(msgspec.Struct, kw_only=True):
     status: int
     fault: FaultAction | None = None
 
-    def param(self, name: str) -> str | None:
-        """The first value of query parameter ``name``."""
-        return next((value for key, value in self.params if key == name), None)
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """The first value of query parameter ``name`` (``default`` when absent)."""
+        return next((value for key, value in self.params if key == name), default)
 
 
 class _ArmedRule:
@@ -233,7 +234,7 @@ def admin_handlers(injector: FaultInjector) -> Sequence[Any]:
     """The ``/_admin`` endpoints of a simulator: set or clear faults, read or clear the request log."""
 
     @put(f"{ADMIN_PREFIX}/faults", guards=[requires(Permission.PUBLIC)], status_code=200, sync_to_thread=False)
-    def set_faults(data: FaultSettings) -> dict[str, int]:
+    def set_faults(data: JSONBody[FaultSettings]) -> dict[str, int]:
         injector.set_rules(data.rules, seed=data.seed)
         return {"rules": len(data.rules)}
 

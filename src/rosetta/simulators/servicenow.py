@@ -32,6 +32,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from litestar import Request, Response, get
+from litestar.params import FromPath
 
 from rosetta.core.security.permissions import Permission, requires
 from rosetta.simulators.app import SimulatedError, SimulatorApp, build_simulator
@@ -392,7 +393,7 @@ class ServiceNowSimulator:
             guards=[requires(Permission.PUBLIC)],
             sync_to_thread=False,
         )
-        def list_records(request: Request[Any, Any, Any], table: str) -> Response[dict[str, Any]]:
+        def list_records(request: Request[Any, Any, Any], table: FromPath[str]) -> Response[dict[str, Any]]:
             simulator._authenticate(request)
             simulator._check_table(table)
             params = {key: request.query_params[key] for key in request.query_params}
@@ -418,7 +419,7 @@ class ServiceNowSimulator:
             guards=[requires(Permission.PUBLIC)],
             sync_to_thread=False,
         )
-        def get_record(request: Request[Any, Any, Any], table: str, sys_id: str) -> dict[str, Any]:
+        def get_record(request: Request[Any, Any, Any], table: FromPath[str], sys_id: FromPath[str]) -> dict[str, Any]:
             simulator._authenticate(request)
             simulator._check_table(table)
             row = simulator._find(table, sys_id)
