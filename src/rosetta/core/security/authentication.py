@@ -56,6 +56,7 @@ def authentication_middleware(app: ASGIApp) -> ASGIApp:
         if scope["type"] == ScopeType.HTTP and not _is_public(scope.get("route_handler")):
             token = _bearer_token(scope)
             if isinstance(token, AuthenticationFailure):
+                logger.warning("bearer token rejected: %s", token.reason)
                 scope[AUTH_FAILURE_SCOPE_KEY] = token  # type: ignore[literal-required]
             elif token is not None:
                 validator: TokenValidator = scope["app"].state.token_validator

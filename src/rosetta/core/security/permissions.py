@@ -112,6 +112,8 @@ def authentication_error(failure: AuthenticationFailure | None) -> Exception:
 
     if failure is None:
         failure = AuthenticationFailure(reason="a bearer token is required")
+        # Rejected tokens are logged where they are validated; a missing one is logged here.
+        logger.info("request refused: no bearer token")
     if failure.status == 403:
         return PermissionDeniedException(failure.reason)
     if failure.status == 503:
