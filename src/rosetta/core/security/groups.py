@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
+from rosetta.core.errors import ConfigurationError
 from rosetta.core.settings import IssuerSettings
 
 logger = logging.getLogger(__name__)
@@ -239,9 +240,9 @@ def group_resolver_for(issuer: IssuerSettings, client: httpx.AsyncClient, *, cac
 
     def graph() -> GroupResolver:
         if not (issuer.graph_token_url and issuer.graph_client_id and issuer.graph_client_secret):
-            raise ValueError(
-                f"issuer {issuer.name!r}: Graph group resolution needs graph_token_url, graph_client_id "
-                "and graph_client_secret"
+            raise ConfigurationError(
+                f"ROSETTA_OIDC_ISSUERS: issuer {issuer.name!r}: Graph group resolution needs graph_token_url, "
+                "graph_client_id and graph_client_secret"
             )
         return CachedGroupResolver(
             GraphGroupResolver(
@@ -256,7 +257,10 @@ def group_resolver_for(issuer: IssuerSettings, client: httpx.AsyncClient, *, cac
 
     def backstage_url() -> str:
         if not issuer.backstage_base_url:
-            raise ValueError(f"issuer {issuer.name!r}: group_source {issuer.group_source} needs backstage_base_url")
+            raise ConfigurationError(
+                f"ROSETTA_OIDC_ISSUERS: issuer {issuer.name!r}: "
+                f"group_source {issuer.group_source} needs backstage_base_url"
+            )
         return issuer.backstage_base_url
 
     if issuer.group_source == "graph":

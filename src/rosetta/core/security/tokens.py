@@ -25,6 +25,7 @@ import httpx
 from joserfc import jws
 from joserfc.errors import JoseError
 
+from rosetta.core.errors import ConfigurationError
 from rosetta.core.security.groups import GroupResolutionError, GroupResolver, group_resolver_for
 from rosetta.core.security.jwks import JwksCache, KeyUnavailableError
 from rosetta.core.security.permissions import Principal, roles_for
@@ -92,7 +93,7 @@ class TokenValidator:
         self._issuers: dict[str, TrustedIssuer] = {}
         for issuer in issuers:
             if issuer.issuer in self._issuers:
-                raise ValueError(f"issuer {issuer.issuer!r} is configured twice")
+                raise ConfigurationError(f"ROSETTA_OIDC_ISSUERS: issuer {issuer.issuer!r} is configured twice")
             self._issuers[issuer.issuer] = TrustedIssuer(
                 settings=issuer,
                 keys=JwksCache(
