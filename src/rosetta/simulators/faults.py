@@ -79,7 +79,7 @@ class FaultSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class RequestLogEntry(msgspec.Struct, kw_only=True):
-    """One request as the simulator saw it (``at`` is epoch seconds, when the request arrived)."""
+    """One request as the simulator saw it (``at``: epoch seconds when it arrived; ``duration``: until answered)."""
 
     seq: int
     at: float
@@ -88,6 +88,7 @@ class RequestLogEntry(msgspec.Struct, kw_only=True):
     query: str
     params: list[tuple[str, str]]
     status: int
+    duration: float = 0.0
     fault: FaultAction | None = None
 
     def param(self, name: str, default: str | None = None) -> str | None:
@@ -225,6 +226,7 @@ def fault_middleware(app: ASGIApp, injector: FaultInjector, render_error: ErrorR
 
             await app(scope, receive, send_and_remember)
         finally:
+            fields["duration"] = time.time() - fields["at"]
             injector.record(fields)
 
     return middleware
