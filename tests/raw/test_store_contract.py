@@ -5,6 +5,7 @@ Times use whole milliseconds, the precision both stores keep (BSON dates have no
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Iterator
@@ -277,3 +278,19 @@ async def test_close_is_idempotent(store: RawStore) -> None:
     await store.begin_import(source="s", kind="k")
     await store.close()
     await store.close()
+
+
+async def test_concurrent_imports_of_overlapping_content_count_every_document_exactly_once(store: RawStore) -> None:
+    first = await store.begin_import(source="servicenow", kind="incident")
+    second = await store.begin_import(source="servicenow", kind="incident")
+    overlapping = [{"sys_id": f"{n:04d}"} for n in range(0, 400)]
+    shifted = [{"sys_id": f"{n:04d}"} for n in range(200, 600)]
+
+    results = await asyncio.gather(
+        store.put_many(first, source="servicenow", kind="incident", payloads=overlapping),
+        store.put_many(second, source="servicenow", kind="incident", payloads=shifted),
+    )
+
+    assert sum(r.landed for r in results) == 600
+    assert sum(r.duplicates for r in results) == 200
+    assert sorted(d.payload["sys_id"] for d in await _collect(store)) == [f"{n:04d}" for n in range(600)]
