@@ -618,7 +618,7 @@ def raw_pull(
     try:
         start = parse_since(since) if since else None
     except RosettaError as error:
-        raise typer.BadParameter(error.detail, param_hint="--since") from None
+        raise ConfigurationError(error.detail) from None  # a bad argument: exit code 2, like a usage error
 
     async def go() -> Any:
         async with opened_raw_store(settings, process="raw.pull") as store:
