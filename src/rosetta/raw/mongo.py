@@ -22,11 +22,13 @@ errors (``ordered=False``, so one duplicate never stops the rest).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
@@ -52,6 +54,9 @@ from rosetta.raw.store import (
 )
 
 _DUPLICATE_KEY = 11000
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 Document = dict[str, Any]
 
@@ -84,6 +89,30 @@ _INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("source", ASCENDING), ("stream", ASCENDING)], unique=True, name="uq_source_stream"),
     ],
 }
+
+
+@contextlib.contextmanager
+def _mongo_errors() -> Iterator[None]:
+    """Driver errors that mean "MongoDB is down or refused" become ``ServiceUnavailableError`` (exit code 4)."""
+    try:
+        yield
+    except (ServerSelectionTimeoutError, ConnectionFailure) as error:
+        raise ServiceUnavailableError(f"MongoDB is unavailable: {error}") from error
+    except (InvalidDocument, OverflowError) as error:
+        raise UnstorablePayloadError(f"payload cannot be stored in MongoDB: {error}") from error
+    except PyMongoError as error:
+        raise ServiceUnavailableError(f"MongoDB error: {error}") from error
+
+
+def _service_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run a store method under :func:`_mongo_errors`."""
+
+    @functools.wraps(method)
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _mongo_errors():
+            return await method(*args, **kwargs)
+
+    return translated
 
 
 class MongoRawStore:
@@ -135,11 +164,9 @@ class MongoRawStore:
         if not self._indexes_ready:
             async with self._index_lock:
                 if not self._indexes_ready:
-                    try:
+                    with _mongo_errors():
                         for collection, indexes in _INDEXES.items():
                             await self._db[collection].create_indexes(indexes)
-                    except (ServerSelectionTimeoutError, ConnectionFailure) as error:
-                        raise ServiceUnavailableError(f"MongoDB is unavailable: {error}") from error
                     self._indexes_ready = True
         return self._db[name]
 
@@ -157,6 +184,7 @@ class MongoRawStore:
 
     # ------------------------------------------------------------------------------------------ imports
 
+    @_service_errors
     async def begin_import(self, *, source: str, kind: str, origin: str | None = None) -> uuid.UUID:
         """Record a new running import and return its id."""
         import_id = uuid.uuid4()
@@ -178,6 +206,7 @@ class MongoRawStore:
         )
         return import_id
 
+    @_service_errors
     async def finish_import(
         self,
         import_id: uuid.UUID,
@@ -210,6 +239,7 @@ class MongoRawStore:
                 raise NotFoundError(f"import {import_id} does not exist")
             raise ConflictError(f"import {import_id} is already {current['status']}")
 
+    @_service_errors
     async def list_imports(
         self, *, source: str | None = None, kind: str | None = None, limit: int = 100
     ) -> list[ImportSummary]:
@@ -238,6 +268,7 @@ class MongoRawStore:
 
     # ------------------------------------------------------------------------------------------ landing
 
+    @_service_errors
     async def put_many(
         self,
         import_id: uuid.UUID,
@@ -281,6 +312,7 @@ class MongoRawStore:
         if current["status"] != "running":
             raise ConflictError(f"import {import_id} is {current['status']}: nothing more can land in it")
 
+    @_service_errors
     async def reject(self, records: Iterable[RejectedRecord]) -> int:
         """Keep rejected records with their reason; return how many were kept."""
         now = datetime.now(UTC)
@@ -356,7 +388,8 @@ class MongoRawStore:
         last_id: ObjectId | None = None
         while True:
             page_query = query if last_id is None else {**query, "_id": {"$gt": last_id}}
-            rows = await collection.find(page_query).sort("_id", ASCENDING).limit(page_size).to_list()
+            with _mongo_errors():
+                rows = await collection.find(page_query).sort("_id", ASCENDING).limit(page_size).to_list()
             for row in rows:
                 yield row
             if len(rows) < page_size:
@@ -365,12 +398,14 @@ class MongoRawStore:
 
     # ------------------------------------------------------------------------------------------ watermarks
 
+    @_service_errors
     async def get_watermark(self, source: str, stream: str) -> dict[str, Any] | None:
         """The stored high-water mark of one stream, or None before its first completed pull."""
         watermarks = await self._collection("raw_watermarks")
         row = await watermarks.find_one({"source": source, "stream": stream})
         return None if row is None else dict(row["value"])
 
+    @_service_errors
     async def set_watermark(self, source: str, stream: str, value: Mapping[str, Any]) -> None:
         """Store (or advance) one stream's high-water mark."""
         encoded, _ = canonical_payload(value)
@@ -397,10 +432,4 @@ async def _insert_counting_duplicates(collection: AsyncCollection[Document], doc
         if others or details.get("writeConcernErrors"):
             raise ServiceUnavailableError(f"MongoDB refused documents: {others[:1] or details}") from error
         return int(details.get("nInserted", 0))
-    except (InvalidDocument, OverflowError) as error:
-        raise UnstorablePayloadError(f"payload cannot be stored in MongoDB: {error}") from error
-    except (ServerSelectionTimeoutError, ConnectionFailure) as error:
-        raise ServiceUnavailableError(f"MongoDB is unavailable: {error}") from error
-    except PyMongoError as error:
-        raise ServiceUnavailableError(f"MongoDB error: {error}") from error
     return len(result.inserted_ids)

@@ -267,7 +267,8 @@ class PostgresRawStore:
 
     @staticmethod
     async def _check_running(connection: asyncpg.Connection, import_id: uuid.UUID) -> None:
-        status = await connection.fetchval("SELECT status FROM raw_import WHERE import_id = $1", import_id)
+        # FOR SHARE: landing calls run side by side, but finish_import (FOR UPDATE) waits for them to commit.
+        status = await connection.fetchval("SELECT status FROM raw_import WHERE import_id = $1 FOR SHARE", import_id)
         if status is None:
             raise NotFoundError(f"import {import_id} does not exist: call begin_import first")
         if status != "running":
