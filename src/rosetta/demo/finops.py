@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from rosetta.demo.world import (
     stable_id,
 )
 
+ONE_DAY = timedelta(days=1)
 ENVIRONMENT_FACTOR: dict[str, float] = {"prod": 1.0, "preprod": 0.4, "test": 0.25, "dev": 0.2}
 
 
@@ -140,29 +141,36 @@ def daily_quantities(world: World, app: Application, environment: str, category:
     """The consumption of one application, environment and service, day by day, in hundredths of a unit.
 
     A pure function of the world: calling it twice yields the same series (drivers and tests rely on it).
+    This is the hot loop of the large world (millions of days), hence the locals.
     """
     usage = USAGE[category]
     rng = series_random(world.seed, "usage", app.code, environment, category)
+    gauss, draw = rng.gauss, rng.random
     base = usage.base * app.scale * ENVIRONMENT_FACTOR[environment]
-    level = 1.0
-    for day in world.window.each_day():
+    weekend_factor = 0.92 if environment == "prod" else usage.weekend_nonprod
+    storage = category == "Storage"
+    first, last = app.first_day, app.last_day
+    step = growth_factor(app, world.window.start + ONE_DAY, world.window.start)
+    trend = level = 1.0
+    day, weekday = world.window.start, world.window.start.weekday()
+    for _ in range(world.window.days):
         # Draw every day, active or not, so a series does not shift when the lifecycle changes.
-        noise = rng.gauss(0.0, usage.noise)
-        spike = rng.random() < usage.spike_chance
-        if not app.first_day <= day <= app.last_day:
-            continue
-        weekend = day.weekday() >= 5
-        weekly = (0.92 if weekend else 1.0) if environment == "prod" else (usage.weekend_nonprod if weekend else 1.0)
-        if category == "Storage":
-            level *= 1.0 + max(noise, -0.5) * 0.1  # storage drifts slowly instead of jittering
-            factor = level
-        else:
-            factor = max(0.05, 1.0 + noise) * (2.5 if spike else 1.0)
-        value = base * weekly * factor * growth_factor(app, day, world.window.start)
-        yield day, max(0, round(value * 100))
+        noise = gauss(0.0, usage.noise)
+        spike = draw() < usage.spike_chance
+        if first <= day <= last:
+            if storage:
+                level *= 1.0 + max(noise, -0.5) * 0.1  # storage drifts slowly instead of jittering
+                factor = level
+            else:
+                factor = max(0.05, 1.0 + noise) * (2.5 if spike else 1.0)
+            weekly = weekend_factor if weekday >= 5 else 1.0
+            yield day, max(0, round(base * weekly * factor * trend * 100))
+        day += ONE_DAY
+        weekday = (weekday + 1) % 7
+        trend *= step
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CostLine:
     """One line of consumption: a period (a day or a month), an application, an environment, a service."""
 
@@ -184,43 +192,31 @@ def cost_lines(world: World, provider: str, granularity: Granularity = Granulari
         for environment in app.environments:
             for category in app.services[environment]:
                 offer = OFFERS[provider][category]
-                yield from _lines_of_series(
-                    world, app, environment=environment, category=category, offer=offer, granularity=granularity
-                )
+                series = daily_quantities(world, app, environment, category)
+                if granularity is Granularity.DAY:
+                    for day, quantity in series:
+                        cents = _cents(quantity, offer.price_micro)
+                        yield CostLine(day, day + ONE_DAY, app, environment, category, offer, quantity, cents)
+                else:
+                    for start, quantity, cents in _by_month(series, offer.price_micro):
+                        end = start + timedelta(days=month_days(start.year, start.month))
+                        yield CostLine(start, end, app, environment, category, offer, quantity, cents)
 
 
-def _lines_of_series(
-    world: World, app: Application, *, environment: str, category: str, offer: Offer, granularity: Granularity
-) -> Iterator[CostLine]:
-    daily = (
-        CostLine(
-            day,
-            day + timedelta(days=1),
-            app,
-            environment,
-            category,
-            offer,
-            quantity,
-            _cents(quantity, offer.price_micro),
-        )
-        for day, quantity in daily_quantities(world, app, environment, category)
-    )
-    return daily if granularity is Granularity.DAY else _by_month(daily)
-
-
-def _by_month(lines: Iterator[CostLine]) -> Iterator[CostLine]:
-    """Merge the daily lines of each month into one line (a month total is exactly the sum of its days)."""
-    current: CostLine | None = None
-    for line in lines:
-        if current is not None and (line.day.year, line.day.month) == (current.day.year, current.day.month):
-            current = replace(current, quantity=current.quantity + line.quantity, cents=current.cents + line.cents)
-            continue
-        if current is not None:
-            yield current
-        start = line.day.replace(day=1)
-        current = replace(line, day=start, end=start + timedelta(days=month_days(start.year, start.month)))
-    if current is not None:
-        yield current
+def _by_month(series: Iterator[tuple[date, int]], price_micro: int) -> Iterator[tuple[date, int, int]]:
+    """Month totals of a daily series: (first day, quantity, cents), cents summed day by day so that a
+    month's amount is exactly the sum of its daily amounts."""
+    month: date | None = None
+    quantity = cents = 0
+    for day, amount in series:
+        if month is None or (day.year, day.month) != (month.year, month.month):
+            if month is not None:
+                yield month, quantity, cents
+            month, quantity, cents = day.replace(day=1), 0, 0
+        quantity += amount
+        cents += _cents(amount, price_micro)
+    if month is not None:
+        yield month, quantity, cents
 
 
 def cmdb_cost_documents(world: World, granularity: Granularity = Granularity.DAY) -> Iterator[dict[str, Any]]:
@@ -286,65 +282,86 @@ def _timestamp(day: date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
 
 
+def _focus_resource(world: World, provider: str, line: CostLine) -> dict[str, Any]:
+    """The columns of a FOCUS row that are the same every day of one resource, in FOCUS column order."""
+    info, offer = PROVIDER_INFO[provider], line.offer
+    account, account_name = _sub_account(world, provider, line.app, line.environment)
+    resource_id, resource_name = _resource_id(world, provider, line, account)
+    list_micro = _list_price_micro(provider, offer)
+    return {
+        "AvailabilityZone": info["AvailabilityZone"] or None,
+        "BilledCost": None,
+        "BillingAccountId": info["BillingAccountId"],
+        "BillingAccountName": info["BillingAccountName"],
+        "BillingCurrency": CURRENCY,
+        "BillingPeriodEnd": None,
+        "BillingPeriodStart": None,
+        "ChargeCategory": "Usage",
+        "ChargeClass": None,
+        "ChargeDescription": f"{offer.service_name} {offer.sku} usage ({offer.unit})",
+        "ChargeFrequency": "Usage-Based",
+        "ChargePeriodEnd": None,
+        "ChargePeriodStart": None,
+        "CommitmentDiscountCategory": None,
+        "CommitmentDiscountId": None,
+        "CommitmentDiscountName": None,
+        "CommitmentDiscountStatus": None,
+        "CommitmentDiscountType": None,
+        "ConsumedQuantity": None,
+        "ConsumedUnit": offer.unit,
+        "ContractedCost": None,
+        "ContractedUnitPrice": f"{offer.price_micro / 1_000_000:.6f}",
+        "EffectiveCost": None,
+        "InvoiceIssuerName": info["InvoiceIssuerName"],
+        "ListCost": None,
+        "ListUnitPrice": f"{list_micro / 1_000_000:.6f}",
+        "PricingCategory": "Standard",
+        "PricingQuantity": None,
+        "PricingUnit": offer.unit,
+        "ProviderName": info["ProviderName"],
+        "PublisherName": info["PublisherName"],
+        "RegionId": info["RegionId"],
+        "RegionName": info["RegionName"],
+        "ResourceId": resource_id,
+        "ResourceName": resource_name,
+        "ResourceType": offer.resource_type,
+        "ServiceCategory": line.category,
+        "ServiceName": offer.service_name,
+        "SkuId": offer.sku,
+        "SkuPriceId": f"{offer.sku}-{info['RegionId']}",
+        "SubAccountId": account,
+        "SubAccountName": account_name,
+        "Tags": focus_tags(world, line.app, line.environment, line.category),
+    }
+
+
 def focus_documents(
     world: World, provider: str, granularity: Granularity = Granularity.DAY
 ) -> Iterator[dict[str, Any]]:
     """``<provider>/focus`` payloads: FOCUS 1.0 rows, every column, ``Tags`` parsed, amounts as strings."""
-    info = PROVIDER_INFO[provider]
+    resource_key: tuple[str, str, str] | None = None
+    resource: dict[str, Any] = {}
+    list_micro = 0
+    periods: dict[tuple[int, int], tuple[str, str]] = {}
     for line in cost_lines(world, provider, granularity):
-        offer = line.offer
-        account, account_name = _sub_account(world, provider, line.app, line.environment)
-        resource_id, resource_name = _resource_id(world, provider, line, account)
-        list_micro = _list_price_micro(provider, offer)
-        billing_start = line.day.replace(day=1)
-        billing_end = billing_start + timedelta(days=month_days(billing_start.year, billing_start.month))
+        key = (line.app.code, line.environment, line.category)
+        if key != resource_key:
+            resource_key, resource = key, _focus_resource(world, provider, line)
+            list_micro = _list_price_micro(provider, line.offer)
+        period = periods.get((line.day.year, line.day.month))
+        if period is None:
+            start = line.day.replace(day=1)
+            period = (_timestamp(start), _timestamp(start + timedelta(days=month_days(start.year, start.month))))
+            periods[(line.day.year, line.day.month)] = period
         amount = money(line.cents)
         quantity = quantity_text(line.quantity)
-        yield {
-            "AvailabilityZone": info["AvailabilityZone"] or None,
-            "BilledCost": amount,
-            "BillingAccountId": info["BillingAccountId"],
-            "BillingAccountName": info["BillingAccountName"],
-            "BillingCurrency": CURRENCY,
-            "BillingPeriodEnd": _timestamp(billing_end),
-            "BillingPeriodStart": _timestamp(billing_start),
-            "ChargeCategory": "Usage",
-            "ChargeClass": None,
-            "ChargeDescription": f"{offer.service_name} {offer.sku} usage ({offer.unit})",
-            "ChargeFrequency": "Usage-Based",
-            "ChargePeriodEnd": _timestamp(line.end),
-            "ChargePeriodStart": _timestamp(line.day),
-            "CommitmentDiscountCategory": None,
-            "CommitmentDiscountId": None,
-            "CommitmentDiscountName": None,
-            "CommitmentDiscountStatus": None,
-            "CommitmentDiscountType": None,
-            "ConsumedQuantity": quantity,
-            "ConsumedUnit": offer.unit,
-            "ContractedCost": amount,
-            "ContractedUnitPrice": f"{offer.price_micro / 1_000_000:.6f}",
-            "EffectiveCost": amount,
-            "InvoiceIssuerName": info["InvoiceIssuerName"],
-            "ListCost": money(_cents(line.quantity, list_micro)),
-            "ListUnitPrice": f"{list_micro / 1_000_000:.6f}",
-            "PricingCategory": "Standard",
-            "PricingQuantity": quantity,
-            "PricingUnit": offer.unit,
-            "ProviderName": info["ProviderName"],
-            "PublisherName": info["PublisherName"],
-            "RegionId": info["RegionId"],
-            "RegionName": info["RegionName"],
-            "ResourceId": resource_id,
-            "ResourceName": resource_name,
-            "ResourceType": offer.resource_type,
-            "ServiceCategory": line.category,
-            "ServiceName": offer.service_name,
-            "SkuId": offer.sku,
-            "SkuPriceId": f"{offer.sku}-{info['RegionId']}",
-            "SubAccountId": account,
-            "SubAccountName": account_name,
-            "Tags": focus_tags(world, line.app, line.environment, line.category),
-        }
+        row = resource.copy()
+        row["BilledCost"] = row["ContractedCost"] = row["EffectiveCost"] = amount
+        row["BillingPeriodStart"], row["BillingPeriodEnd"] = period
+        row["ChargePeriodStart"], row["ChargePeriodEnd"] = _timestamp(line.day), _timestamp(line.end)
+        row["ConsumedQuantity"] = row["PricingQuantity"] = quantity
+        row["ListCost"] = money(_cents(line.quantity, list_micro))
+        yield row
 
 
 def application_documents(world: World) -> Iterator[dict[str, Any]]:

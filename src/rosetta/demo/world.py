@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import itertools
 import math
 import random
 import re
@@ -397,11 +398,13 @@ def _application_name(rng: random.Random, product: Product, taken: set[str]) -> 
     """A code unique in the world: ``FAMILY-WORD``, then ``FAMILY-WORD-QUALIFIER``, then numbered."""
     word_code, word_name = APPLICATION_WORDS[rng.randrange(len(APPLICATION_WORDS))]
     qualifier = product.code.split("-", 1)[1]
-    candidates = [
-        (f"{product.family_code}-{word_code}", word_name),
-        (f"{product.family_code}-{word_code}-{qualifier}", f"{word_name} ({product.name})"),
-    ]
-    candidates += [(f"{product.family_code}-{word_code}-{n}", f"{word_name} {n}") for n in range(2, 10_000)]
+    candidates = itertools.chain(
+        [
+            (f"{product.family_code}-{word_code}", word_name),
+            (f"{product.family_code}-{word_code}-{qualifier}", f"{word_name} ({product.name})"),
+        ],
+        ((f"{product.family_code}-{word_code}-{n}", f"{word_name} {n}") for n in itertools.count(2)),
+    )
     for code, name in candidates:
         if code not in taken:
             taken.add(code)
