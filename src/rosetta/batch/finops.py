@@ -8,26 +8,81 @@ or ``from`` and ``to``; none means every month found in the raw zone.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from rosetta.batch.runner import JobSpec, RunContext
 from rosetta.finops import service
-from rosetta.raw.store import RawDocument, opened_raw_store
+from rosetta.raw.store import RawDocument, RawStore, opened_raw_store
 
 JOB_NAME = "finops"
 READ_PAGE = 5_000
+PREFETCH_BATCH = 1_000
+PREFETCH_DEPTH = 8
+
+
+class RawZoneReader:
+    """The batch's view of the raw zone: one stream per (source, kind), read ahead while the batch maps lines."""
+
+    def __init__(self, store: RawStore) -> None:
+        self._store = store
+
+    async def __call__(self, *, source: str | None, kind: str) -> AsyncIterator[RawDocument]:
+        """Documents of ``kind`` from ``source``, or from every source that landed that kind."""
+        if source is not None:
+            sources = [source]
+        else:
+            # One stream per source follows the (source, kind, id) index; a kind-only filter would not.
+            imports = await self._store.list_imports(kind=kind, limit=10_000)
+            sources = sorted({summary.source for summary in imports})
+        for name in sources:
+            async for document in _read_ahead(self._store.stream(source=name, kind=kind, batch_size=READ_PAGE)):
+                yield document
+
+
+async def _read_ahead(documents: AsyncIterator[RawDocument]) -> AsyncIterator[RawDocument]:
+    """Fetch the next pages in a background task, so the raw store's queries overlap the batch's CPU work."""
+    queue: asyncio.Queue[list[RawDocument] | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_DEPTH)
+
+    async def produce() -> None:
+        batch: list[RawDocument] = []
+        try:
+            async for document in documents:
+                batch.append(document)
+                if len(batch) >= PREFETCH_BATCH:
+                    await queue.put(batch)
+                    batch = []
+        except Exception as error:
+            await queue.put(error)
+            return
+        await queue.put(batch)
+        await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            for document in item:
+                yield document
+    finally:
+        if not producer.done():
+            producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
 
 
 async def run_finops(context: RunContext) -> None:
     """The job body: rebuild the requested months and record the counts on the run."""
     periods = service.periods_from_parameters(context.parameters)
     async with opened_raw_store(context.settings, process=f"batch.{JOB_NAME}") as store:
-
-        def reader(*, source: str | None, kind: str) -> AsyncIterator[RawDocument]:
-            return store.stream(source=source, kind=kind, batch_size=READ_PAGE)
-
         report = await service.rebuild_periods(
-            context.databases.engines["finops"], reader, run_id=context.run_id, hooks=context, periods=periods
+            context.databases.engines["finops"],
+            RawZoneReader(store),
+            run_id=context.run_id,
+            hooks=context,
+            periods=periods,
         )
     context.read = report.read
     context.written = report.written

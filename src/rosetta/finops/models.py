@@ -113,7 +113,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 
 class DimDomain(Base):
-    """A business domain, one row per version (SCD type 2: ``valid_to`` exclusive, NULL = current)."""
+    """A business domain, one row per version (SCD type 2: ``valid_to`` is the last valid day, NULL = current)."""
 
     __tablename__ = "dim_domain"
 
@@ -296,9 +296,7 @@ class FactCoefficient(Base):
 
     __tablename__ = "fact_coefficient"
     __table_args__ = (
-        CheckConstraint(
-            "key_type IN ('even', 'direct_cost', 'usage', 'fixed', 'unallocated')", name="key_type"
-        ),
+        CheckConstraint("key_type IN ('even', 'direct_cost', 'usage', 'fixed', 'unallocated')", name="key_type"),
         {"postgresql_partition_by": "RANGE (period_month)"},
     )
 
@@ -426,9 +424,7 @@ class PricingViewRate(Base):
     pricing_view_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("pricing_view.id", ondelete="CASCADE"), primary_key=True
     )
-    service_category: Mapped[str] = mapped_column(
-        String(64), ForeignKey("dim_service_category.name"), primary_key=True
-    )
+    service_category: Mapped[str] = mapped_column(String(64), ForeignKey("dim_service_category.name"), primary_key=True)
     unit: Mapped[str] = mapped_column(String(64), primary_key=True)
     unit_price: Mapped[Decimal] = mapped_column(_MONEY)
 

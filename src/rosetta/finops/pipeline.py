@@ -406,7 +406,11 @@ Line = tuple[date, str, str, str, str | None, str, Decimal | None, str | None, D
 
 
 class LineMapper:
-    """Turns one raw cost line into a fact line (or raises :class:`LineRejected`), counting what it decided."""
+    """Turns one raw cost line into a fact line (or raises :class:`LineRejected`), counting what it decided.
+
+    Codes, days and currencies repeat across millions of lines: each distinct raw value is resolved once and
+    memoised (the hot path of the batch).
+    """
 
     def __init__(self, catalogue: Catalogue, aliases: Aliases) -> None:
         self.catalogue = catalogue
@@ -414,42 +418,81 @@ class LineMapper:
         self.tag_keys = aliases.by_kind.get("tag_key", {})
         self.counters: dict[str, int] = defaultdict(int)
         self.environments: set[str] = set()
+        self._applications: dict[object, tuple[str, str | None]] = {}
+        self._environments: dict[object, str] = {}
+        self._categories: dict[object, tuple[str, bool]] = {}
+        self._providers: dict[tuple[object, str], str] = {}
+        self._days: dict[object, date] = {}
+        self._currencies: dict[object, str] = {}
 
     def application(self, value: object) -> str:
         """The CMDB code a tag or export value designates, or UNALLOCATED (counted by cause)."""
+        found = self._applications.get(value) if _memoisable(value) else None
+        if found is None:
+            found = self._resolve_application(value)
+            if _memoisable(value):
+                self._applications[value] = found
+        code, cause = found
+        if cause is not None:
+            self.counters[cause] += 1
+        return code
+
+    def _resolve_application(self, value: object) -> tuple[str, str | None]:
         text = _text(value)
         if text is None:
-            self.counters["unallocated_missing_application"] += 1
-            return UNALLOCATED
+            return UNALLOCATED, "unallocated_missing_application"
         code = self.catalogue.code_of(self.aliases.resolve("application", text))
         if code is None:
-            self.counters["unallocated_unknown_application"] += 1
-            return UNALLOCATED
-        return code
+            return UNALLOCATED, "unallocated_unknown_application"
+        return code, None
 
     def environment(self, value: object) -> str:
         """A lower-case environment code (aliases applied), or ``unknown``."""
-        text = _text(value)
-        if text is None:
-            return UNKNOWN_ENVIRONMENT
-        code = self.aliases.resolve("environment", text.lower()).lower()
-        self.environments.add(code)
+        code = self._environments.get(value) if _memoisable(value) else None
+        if code is None:
+            text = _text(value)
+            code = UNKNOWN_ENVIRONMENT if text is None else self.aliases.resolve("environment", text.lower()).lower()
+            self.environments.add(code)
+            if _memoisable(value):
+                self._environments[value] = code
         return code
 
     def category(self, value: object) -> str:
         """One of the 19 FOCUS service categories; anything else is ``Other`` (counted)."""
-        text = _text(value)
-        if text is not None:
-            found = _CATEGORIES_UPPER.get(self.aliases.resolve("service_category", text).upper())
-            if found is not None:
-                return found
-        self.counters["service_category_defaulted"] += 1
-        return "Other"
+        found = self._categories.get(value) if _memoisable(value) else None
+        if found is None:
+            text = _text(value)
+            name = _CATEGORIES_UPPER.get(self.aliases.resolve("service_category", text).upper()) if text else None
+            found = (name or "Other", name is None)
+            if _memoisable(value):
+                self._categories[value] = found
+        if found[1]:
+            self.counters["service_category_defaulted"] += 1
+        return found[0]
 
     def provider(self, value: object, fallback: str) -> str:
         """A lower-case provider code (aliases applied)."""
-        text = _text(value) or fallback
-        return self.aliases.resolve("provider", text.lower()).lower()
+        key = (value if _memoisable(value) else None, fallback)
+        code = self._providers.get(key)
+        if code is None:
+            text = _text(value) or fallback
+            code = self._providers[key] = self.aliases.resolve("provider", text.lower()).lower()
+        return code
+
+    def day(self, value: object, name: str) -> date:
+        """:func:`parse_day`, memoised."""
+        day = self._days.get(value) if isinstance(value, str) else None
+        if day is None:
+            day = parse_day(value, name)
+            self._days[value] = day
+        return day
+
+    def currency(self, value: object, day: date) -> str:
+        """:func:`parse_currency`, memoised; a rejection carries the line's month."""
+        code = self._currencies.get(value) if isinstance(value, str) else None
+        if code is None:
+            code = self._currencies[value] = _currency_or_reject(value, day)
+        return code
 
     def tags(self, value: object) -> dict[str, Any]:
         """FOCUS ``Tags`` with keys trimmed, lower-cased and de-aliased; a canonical key beats its alias."""
@@ -474,8 +517,8 @@ class LineMapper:
     def cmdb_cost(self, document: RawLine) -> Line:
         """A ``cmdb/cost`` line."""
         payload = document.payload
-        day = parse_day(payload.get("date"), "date")
-        currency = _currency_or_reject(payload.get("currency"), day)
+        day = self.day(payload.get("date"), "date")
+        currency = self.currency(payload.get("currency"), day)
         billed = _amount_or_reject(payload.get("billed_cost"), "billed_cost", day, currency)
         effective_raw = payload.get("effective_cost")
         effective = (
@@ -499,8 +542,8 @@ class LineMapper:
     def focus(self, document: RawLine) -> Line:
         """A FOCUS row: charge-period day, BilledCost and EffectiveCost, tags ``application``/``environment``."""
         payload = document.payload
-        day = parse_day(payload.get("ChargePeriodStart"), "ChargePeriodStart")
-        currency = _currency_or_reject(payload.get("BillingCurrency"), day)
+        day = self.day(payload.get("ChargePeriodStart"), "ChargePeriodStart")
+        currency = self.currency(payload.get("BillingCurrency"), day)
         billed = _amount_or_reject(payload.get("BilledCost"), "BilledCost", day, currency)
         effective = _amount_or_reject(payload.get("EffectiveCost"), "EffectiveCost", day, currency)
         tags = self.tags(payload.get("Tags"))
@@ -522,6 +565,10 @@ class LineMapper:
             currency,
             document.source,
         )
+
+
+def _memoisable(value: object) -> bool:
+    return value is None or isinstance(value, str)
 
 
 def _currency_or_reject(value: object, day: date) -> str:

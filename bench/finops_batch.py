@@ -1,0 +1,167 @@
+"""finops-batch throughput, next to a plain PostgreSQL COPY of the same number of fact rows.
+
+    .venv/bin/python bench/finops_batch.py                                   # large world, monthly lines
+    .venv/bin/python bench/finops_batch.py --size small --granularity day    # small world, daily lines
+    .venv/bin/python bench/finops_batch.py --data-dir /tmp/fb-large          # keep the landed world for reruns
+
+1. Starts an embedded PostgreSQL in ``--data-dir`` (a temporary directory unless given), creates and
+   migrates a raw and a finops database, and lands the demo world of ``--size`` in the raw zone (skipped when
+   the data directory already holds it). ``--granularity month`` lands one cost line per application,
+   environment, service and month instead of one per day: the same money and the same 13 months for the
+   large world's 5,000 applications, but 30x fewer source lines, which keeps landing in minutes here.
+2. Runs finops-batch through the real runner (all months, run record, views refreshed) ``--runs`` times;
+   prints the best and median wall time, source lines read per second, and the run's per-step durations.
+3. Exports the fact rows the batch wrote (``COPY ... TO STDOUT``, binary) and times a plain
+   ``COPY ... FROM STDIN`` of exactly those rows into an empty table shaped like ``fact_consumption``
+   (its primary key included), best of ``--runs``.
+4. Prints the ratio batch time / COPY time (goal: at most 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+
+def configure(data_dir: Path) -> URL:
+    """Start (or join) the embedded server in ``data_dir``; return its URL on the ``postgres`` database."""
+    for key in [key for key in os.environ if key.startswith("ROSETTA_")]:
+        del os.environ[key]
+    os.environ["ROSETTA_LOG_LEVEL"] = "WARNING"
+    from rosetta.core.embedded import embedded_server_url  # noqa: PLC0415
+
+    return embedded_server_url(data_dir)
+
+
+async def prepare(server: URL, size: str, granularity: str, seed: int) -> tuple[dict[str, URL], int]:
+    """Migrated raw and finops databases with the world landed; return their URLs and the source line count."""
+    from rosetta.core import migrations  # noqa: PLC0415
+    from rosetta.core.db import create_missing_databases  # noqa: PLC0415
+    from rosetta.core.settings import Settings  # noqa: PLC0415
+    from rosetta.demo.landing import demo_world_landed, land_world  # noqa: PLC0415
+    from rosetta.demo.world import Granularity, WorldSize, build_world  # noqa: PLC0415
+    from rosetta.raw.postgres import PostgresRawStore  # noqa: PLC0415
+
+    urls = {role: server.set(database=f"bench_finops_{size}_{granularity}_{role}") for role in ("raw", "finops")}
+    await create_missing_databases(urls)
+    for role, url in urls.items():
+        await asyncio.to_thread(migrations.upgrade, role, url)  # type: ignore[arg-type]
+    store = PostgresRawStore.from_settings(settings_for(urls, Settings))
+    try:
+        if await demo_world_landed(store) is None:
+            started = time.perf_counter()
+            world = build_world(WorldSize(size), seed)
+            landed = await land_world(store, world, Granularity(granularity))
+            documents = sum(result.read for result in landed)
+            seconds = time.perf_counter() - started
+            print(f"landed {documents:,} raw documents in {seconds:.1f} s ({documents / seconds:,.0f} docs/s)")
+        lines = 0
+        for kind in ("cost", "focus"):
+            for summary in await store.list_imports(kind=kind, limit=1000):
+                if summary.status == "completed":
+                    lines += summary.landed
+    finally:
+        await store.close()
+    return urls, lines
+
+
+def settings_for(urls: dict[str, URL], settings_class: Any) -> Any:
+    """Settings on the bench's databases."""
+    return settings_class(
+        **{f"{role}_database_url": url.render_as_string(hide_password=False) for role, url in urls.items()}
+    )
+
+
+async def run_batch(urls: dict[str, URL]) -> tuple[float, Any]:
+    """One finops-batch run through the runner; its wall time and run context."""
+    from rosetta.batch.finops import FINOPS_JOB  # noqa: PLC0415
+    from rosetta.batch.runner import execute  # noqa: PLC0415
+    from rosetta.core.db import Databases  # noqa: PLC0415
+    from rosetta.core.settings import Settings  # noqa: PLC0415
+
+    settings = settings_for(urls, Settings)
+    databases = Databases.open(settings, ("finops",), process="bench", urls=urls)  # type: ignore[arg-type]
+    try:
+        started = time.perf_counter()
+        context = await execute(FINOPS_JOB, {}, databases=databases, settings=settings)
+        return time.perf_counter() - started, context
+    finally:
+        await databases.dispose()
+
+
+async def time_copy(finops: URL) -> tuple[int, float]:
+    """Rows in fact_consumption and the best time of a plain binary COPY of them into an empty twin table."""
+    from rosetta.core.db import asyncpg_dsn  # noqa: PLC0415
+
+    connection = await asyncpg.connect(asyncpg_dsn(finops))
+    try:
+        exported = io.BytesIO()
+        await connection.copy_from_query("SELECT * FROM fact_consumption", output=exported, format="binary")
+        rows = await connection.fetchval("SELECT count(*) FROM fact_consumption")
+        timings = []
+        for _ in range(3):
+            await connection.execute("DROP TABLE IF EXISTS bench_copy")
+            await connection.execute("CREATE TABLE bench_copy (LIKE fact_consumption INCLUDING ALL)")
+            exported.seek(0)
+            started = time.perf_counter()
+            await connection.copy_to_table("bench_copy", source=exported, format="binary")
+            timings.append(time.perf_counter() - started)
+        await connection.execute("DROP TABLE bench_copy")
+        return rows, min(timings)
+    finally:
+        await connection.close()
+
+
+async def main(arguments: argparse.Namespace) -> None:
+    """Prepare, run the batch, time COPY, print the figures."""
+    data_dir = Path(arguments.data_dir) if arguments.data_dir else Path(tempfile.mkdtemp(prefix="rosetta-bench-"))
+    server = configure(data_dir)
+    try:
+        urls, source_lines = await prepare(server, arguments.size, arguments.granularity, arguments.seed)
+        print(f"world: size={arguments.size} granularity={arguments.granularity} seed={arguments.seed}, "
+              f"{source_lines:,} source cost lines (cmdb/cost + focus)")  # fmt: skip
+        timings = []
+        context = None
+        for number in range(1, arguments.runs + 1):
+            seconds, context = await run_batch(urls)
+            timings.append(seconds)
+            print(f"run {number}: {seconds:.2f} s, read {context.read:,}, written {context.written:,} fact rows, "
+                  f"{context.read / seconds:,.0f} source lines/s")  # fmt: skip
+        assert context is not None
+        steps: dict[str, float] = {}
+        for step in context.steps:
+            name = "build+swap months" if step["name"].startswith(("build", "swap")) else step["name"]
+            steps[name] = steps.get(name, 0.0) + step["seconds"]
+        print("last run's steps: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in steps.items()))
+        rows, copy_seconds = await time_copy(urls["finops"])
+        best, median = min(timings), statistics.median(timings)
+        print(f"plain COPY of the same {rows:,} fact rows: {copy_seconds:.2f} s ({rows / copy_seconds:,.0f} rows/s)")
+        print(f"batch: best {best:.2f} s, median {median:.2f} s = {context.read / best:,.0f} source lines/s (best)")
+        print(f"ratio batch / COPY: {best / copy_seconds:.1f}x (goal: at most 3x)")
+    finally:
+        from rosetta.core.embedded import stop_embedded_servers  # noqa: PLC0415
+
+        stop_embedded_servers()
+        if not arguments.data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("small", "medium", "large"), default="large")
+    parser.add_argument("--granularity", choices=("day", "month"), default="month")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--data-dir", help="Keep the server and the landed world here (default: a temporary one).")
+    asyncio.run(main(parser.parse_args()))
