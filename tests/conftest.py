@@ -13,11 +13,9 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
@@ -26,12 +24,9 @@ for _key in [key for key in os.environ if key.startswith("ROSETTA_") and not key
     del os.environ[_key]
 os.environ["ROSETTA_ENV"] = "test"
 
-from rosetta.core import migrations  # noqa: E402
-from rosetta.core.db import Databases, asyncpg_dsn, create_missing_databases  # noqa: E402
+from realdb import drop_databases, make_migrated_databases  # noqa: E402
+from rosetta.core.db import Databases  # noqa: E402
 from rosetta.core.settings import DATABASE_ROLES, DatabaseRole, Settings, get_settings  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -56,29 +51,6 @@ def server_url() -> Iterator[URL]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _database_names(prefix: str) -> dict[DatabaseRole, str]:
-    return {role: f"{prefix}_{role}" for role in DATABASE_ROLES}
-
-
-async def _drop_databases(server: URL, names: Sequence[str]) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(server))
-    try:
-        for name in names:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-def make_migrated_databases(server: URL, prefix: str) -> dict[DatabaseRole, URL]:
-    """Create the four databases under ``prefix`` on ``server`` and migrate each to head."""
-    urls = {role: server.set(database=name) for role, name in _database_names(prefix).items()}
-    asyncio.run(_drop_databases(server, [url.database or "" for url in urls.values()]))
-    asyncio.run(create_missing_databases(urls))
-    for role, url in urls.items():
-        migrations.upgrade(role, url)
-    return urls
-
-
 @pytest.fixture(scope="session")
 def database_urls(server_url: URL) -> Iterator[dict[DatabaseRole, URL]]:
     """The session's four migrated databases; also exported as ``ROSETTA_*_DATABASE_URL``."""
@@ -91,7 +63,7 @@ def database_urls(server_url: URL) -> Iterator[dict[DatabaseRole, URL]]:
     for role in urls:
         os.environ.pop(f"ROSETTA_{role.upper()}_DATABASE_URL", None)
     get_settings.cache_clear()
-    asyncio.run(_drop_databases(server_url, [url.database or "" for url in urls.values()]))
+    asyncio.run(drop_databases(server_url, [url.database or "" for url in urls.values()]))
 
 
 @pytest.fixture(scope="session")
@@ -126,16 +98,7 @@ def fresh_database_urls(server_url: URL) -> Iterator[Callable[[], dict[DatabaseR
 
     yield make
     for urls in created:
-        asyncio.run(_drop_databases(server_url, [url.database or "" for url in urls.values()]))
-
-
-def settings_for(urls: dict[DatabaseRole, URL], **overrides: Any) -> Settings:
-    """Settings pointing at a given database set (e.g. from ``fresh_database_urls``)."""
-    values: dict[str, Any] = {
-        f"{role}_database_url": url.render_as_string(hide_password=False) for role, url in urls.items()
-    }
-    values.update(overrides)
-    return Settings(**values)
+        asyncio.run(drop_databases(server_url, [url.database or "" for url in urls.values()]))
 
 
 # Identity-provider fixtures (a real issuer on loopback, tokens, an app trusting it): tests/security/identity.py.

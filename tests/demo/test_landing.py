@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from conftest import settings_for
+from realdb import settings_for
 from rosetta import cli
 from rosetta.core.settings import DatabaseRole, get_settings
 from rosetta.demo import finops

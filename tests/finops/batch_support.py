@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
-from conftest import settings_for
+from realdb import settings_for
 from rosetta.batch.finops import FINOPS_JOB
 from rosetta.batch.runner import RunContext, execute
 from rosetta.core.db import Databases, asyncpg_dsn

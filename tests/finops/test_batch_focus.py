@@ -11,7 +11,7 @@ import pytest
 from batch_support import D, Mart, application, close_mart, open_mart
 from sqlalchemy.engine import URL
 
-from conftest import SHARED_DATA
+from realdb import SHARED_DATA
 from rosetta.core.settings import DatabaseRole
 from rosetta.raw.importers import import_file
 

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from conftest import REPO_ROOT, settings_for
+from realdb import REPO_ROOT, settings_for
 from rosetta.core.audit import Auditor, record_audit, to_json_value, verify_chain
 from rosetta.core.db import Databases
 from rosetta.core.errors import ConflictError

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 
-from conftest import REPO_ROOT
+from realdb import REPO_ROOT
 from rosetta.cli import build_app
 from rosetta.core.security.dev_idp import DEV_ISSUER, key_file, load_or_create_key, mint_token
 from rosetta.core.settings import Settings, get_settings

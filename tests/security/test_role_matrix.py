@@ -18,7 +18,7 @@ from litestar import Litestar, get
 from litestar.handlers.base import BaseRouteHandler
 from litestar.testing import AsyncTestClient
 
-from conftest import settings_for
+from realdb import settings_for
 from rosetta.core.http import create_app
 from rosetta.core.security.dev_idp import dev_idp_router
 from rosetta.core.security.permissions import ROLE_PERMISSIONS, Permission, Role, route_permission
