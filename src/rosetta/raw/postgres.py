@@ -11,10 +11,11 @@ Landing: each ``put_many`` call runs in ONE transaction (all or nothing) and sen
 arrays travel in asyncpg's binary format, so a chunk costs one round trip and one statement. ``COPY`` into
 a temporary staging table followed by the same ``INSERT ... SELECT`` was measured too (200,000 documents,
 chunks of 5,000): the two were within the noise of each other, the cost being the JSONB parsing and the
-unique index, not the transfer; the single statement needs no temporary table per connection. The statement's row count is exactly the
-number of documents landed, so ``duplicates = sent - landed`` is exact, also under concurrent imports (the
-unique index serialises two transactions landing the same content). Memory is bounded by the chunk size:
-a caller may pass a generator of any length.
+unique index, not the transfer; the single statement needs no temporary table per connection.
+
+The statement's row count is exactly the number of documents landed, so ``duplicates = sent - landed`` is
+exact, also under concurrent imports (the unique index serialises two transactions landing the same
+content). Memory is bounded by the chunk size: a caller may pass a generator of any length.
 
 Reading: streams are keyset-paged on ``id`` (landing order), one short query per page of ``batch_size``
 rows on a connection borrowed only for that query, so a slow consumer never holds a connection or a
@@ -23,6 +24,7 @@ snapshot open, and memory is bounded by one page.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import uuid
@@ -95,6 +97,7 @@ class PostgresRawStore:
         self._max_connections = max_connections
         self._chunk_size = chunk_size
         self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, process: str = "raw") -> PostgresRawStore:
@@ -111,23 +114,29 @@ class PostgresRawStore:
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            try:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=self._max_connections,
-                    timeout=10,
-                    server_settings={
-                        "application_name": self._application_name,
-                        "statement_timeout": str(self._statement_timeout_ms),
-                        "timezone": "UTC",
-                    },
-                )
-            except asyncpg.InvalidCatalogNameError:
-                raise ConfigurationError("the raw database does not exist: run `rosetta db upgrade --db raw`") from None
-            except (OSError, asyncpg.PostgresConnectionError, TimeoutError) as error:
-                raise ServiceUnavailableError(f"the raw database is unavailable: {error}") from error
+            # Two first calls running side by side must not open two pools.
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await self._create_pool()
         return self._pool
+
+    async def _create_pool(self) -> asyncpg.Pool:
+        try:
+            return await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._max_connections,
+                timeout=10,
+                server_settings={
+                    "application_name": self._application_name,
+                    "statement_timeout": str(self._statement_timeout_ms),
+                    "timezone": "UTC",
+                },
+            )
+        except asyncpg.InvalidCatalogNameError:
+            raise ConfigurationError("the raw database does not exist: run `rosetta db upgrade --db raw`") from None
+        except (OSError, asyncpg.PostgresConnectionError, TimeoutError) as error:
+            raise ServiceUnavailableError(f"the raw database is unavailable: {error}") from error
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
