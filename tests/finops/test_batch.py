@@ -433,3 +433,45 @@ async def test_service_refuses_a_month_locked_by_another_caller(mart: Mart) -> N
             )  # fmt: skip
     finally:
         await connection.close()
+
+
+async def test_budget_lines_are_imported_into_versions_audited_once(mart: Mart) -> None:
+    line = {"version": "Budget 2026 initial", "year": 2026, "scope_level": "product", "currency": "EUR"}
+    await mart.land(
+        "finance",
+        "budget",
+        [
+            {**line, "month": 1, "scope_code": "PAY-ONLINE", "amount": "42000.00"},
+            {**line, "month": 2, "scope_code": "PAY-ONLINE", "amount": "43000.00"},
+            {**line, "version": "Revised Q2", "month": 4, "scope_code": "PAY-ONLINE", "amount": "40000.00"},
+            {**line, "month": 13, "scope_code": "PAY-ONLINE", "amount": "1.00"},
+            {**line, "month": 3, "scope_code": "PAY-ONLINE", "amount": "lots"},
+        ],
+    )
+    first = await mart.run()
+    assert first.counters["budget_versions_created"] == 2
+    assert first.counters["budget_lines_changed"] == 3
+    assert first.counters["budget_lines_rejected"] == 2
+    lines = await mart.fetch(
+        "SELECT v.name, v.created_by, l.month, l.amount FROM budget_line l JOIN budget_version v"
+        " ON v.id = l.budget_version_id ORDER BY v.name, l.month"
+    )
+    assert [(row["name"], str(row["month"]), row["amount"]) for row in lines] == [
+        ("Budget 2026 initial", "2026-01-01", D("42000.00")),
+        ("Budget 2026 initial", "2026-02-01", D("43000.00")),
+        ("Revised Q2", "2026-04-01", D("40000.00")),
+    ]
+    assert {row["created_by"] for row in lines} == {"batch:finops"}
+    audit = await mart.fetch("SELECT actor_subject, action, after FROM audit_log ORDER BY seq")
+    assert [(row["actor_subject"], row["action"]) for row in audit] == [("batch:finops", "budget.import.raw")] * 2
+
+    # A rerun changes nothing and audits nothing; a changed amount updates that line only, audited.
+    await mart.run()
+    assert len(await mart.fetch("SELECT seq FROM audit_log")) == 2
+    await mart.land("finance", "budget", [{**line, "month": 2, "scope_code": "PAY-ONLINE", "amount": "43500.00"}])
+    third = await mart.run()
+    assert third.counters["budget_lines_changed"] == 1
+    [changed] = await mart.fetch("SELECT after FROM audit_log ORDER BY seq DESC LIMIT 1")
+    assert json.loads(changed["after"])["changedLines"] == 1
+    [row_version] = await mart.fetch("SELECT row_version FROM budget_version WHERE name = 'Budget 2026 initial'")
+    assert row_version["row_version"] == 2

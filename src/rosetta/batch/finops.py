@@ -77,24 +77,26 @@ async def run_finops(context: RunContext) -> None:
     """The job body: rebuild the requested months and record the counts on the run."""
     periods = service.periods_from_parameters(context.parameters)
     async with opened_raw_store(context.settings, process=f"batch.{JOB_NAME}") as store:
+        reader = RawZoneReader(store)
         report = await service.rebuild_periods(
-            context.databases.engines["finops"],
-            RawZoneReader(store),
-            run_id=context.run_id,
-            hooks=context,
-            periods=periods,
+            context.databases.engines["finops"], reader, run_id=context.run_id, hooks=context, periods=periods
         )
+        async with context.step("budgets"), context.databases.unit_of_work("finops") as session:
+            budgets = await service.import_budgets(session, reader, run_id=context.run_id)
     context.read = report.read
     context.written = report.written
-    context.rejected = report.rejected
+    context.rejected = report.rejected + budgets.rejected
     context.counters.update(report.counters)
     context.counters.update(
         read=report.read,
         mapped=report.mapped,
         unallocated=report.unallocated,
-        rejected=report.rejected,
+        rejected=report.rejected + budgets.rejected,
         skipped_other_periods=report.skipped,
         periods=[f"{period:%Y-%m}" for period in report.periods],
+        budget_versions_created=budgets.versions_created,
+        budget_lines_changed=budgets.lines_changed,
+        budget_lines_rejected=budgets.rejected,
     )
 
 

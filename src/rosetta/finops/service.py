@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from rosetta.core.audit import record_audit
 from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
 from rosetta.core.pagination import decode_cursor, encode_cursor
 from rosetta.finops import models, pipeline
@@ -887,3 +888,106 @@ async def rebuild_periods(
     is rebuilding raises ``ConflictError``; a failed month leaves its previous data untouched.
     """
     return await pipeline.rebuild(engine, reader, run_id=run_id, hooks=hooks, periods=periods)
+
+
+BATCH_ACTOR = "batch:finops"
+_BUDGET_CHUNK = 1_000
+
+
+@dataclass
+class BudgetImportReport:
+    """What importing ``finance/budget`` documents did."""
+
+    versions_created: int = 0
+    lines_changed: int = 0
+    rejected: int = 0
+
+
+def _raw_budget_line(payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A ``finance/budget`` payload as (version name, line values); BadRequestError when it is not usable."""
+    name = _check_name(str(payload.get("version") or ""), "version")
+    year, month = payload.get("year"), payload.get("month")
+    if not isinstance(year, int) or not isinstance(month, int) or not 1 <= month <= 12:
+        raise _invalid("month", f"expected integer year and month, got {year!r}-{month!r}")
+    level = payload.get("scope_level")
+    if level not in models.SCOPE_LEVELS:
+        raise _invalid("scope_level", f"expected one of {', '.join(models.SCOPE_LEVELS)}, got {level!r}")
+    code = str(payload.get("scope_code") or "").strip()
+    if not code:
+        raise _invalid("scope_code", "must not be empty")
+    try:
+        amount = Decimal(str(payload.get("amount")))
+    except InvalidOperation:
+        raise _invalid("amount", f"not a decimal amount: {payload.get('amount')!r}") from None
+    line = {
+        "scope_level": level,
+        "scope_code": code,
+        "month": date(year, month, 1),
+        "amount": _check_amount(amount, "amount"),
+        "currency": _check_currency(str(payload.get("currency") or ""), "currency"),
+    }
+    return name, line
+
+
+async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uuid.UUID) -> BudgetImportReport:
+    """Load ``finance/budget`` documents into budget versions (created if missing), audited per version.
+
+    Lines are upserted by (scope, month): a line an admin added stays; a landed line wins over an edited
+    one. Unchanged versions are not touched (no new row_version, no audit row), so reruns are silent.
+    """
+    report = BudgetImportReport()
+    wanted: dict[str, dict[tuple[str, str, date], dict[str, Any]]] = {}
+    async for document in reader(source="finance", kind="budget"):
+        try:
+            name, line = _raw_budget_line(document.payload)
+        except BadRequestError as error:
+            report.rejected += 1
+            session.add(
+                models.BatchRejection(
+                    run_id=run_id,
+                    source=document.source,
+                    kind=document.kind,
+                    content_hash=document.content_hash,
+                    reason=error.detail,
+                    payload=document.payload,
+                )
+            )
+            continue
+        wanted.setdefault(name, {})[(line["scope_level"], line["scope_code"], line["month"])] = line
+    for name, lines in sorted(wanted.items()):
+        version = (await session.execute(select(_BV).where(_BV.name == name))).scalar_one_or_none()
+        created = version is None
+        if version is None:
+            version = _BV(
+                id=uuid.uuid4(),
+                name=name,
+                description="Imported from the raw zone (finance/budget)",
+                created_by=BATCH_ACTOR,
+            )
+            session.add(version)
+            await session.flush()
+            report.versions_created += 1
+        current = {
+            (row.scope_level, row.scope_code, row.month): (row.amount, row.currency)
+            for row in (await session.execute(select(_BL).where(_BL.budget_version_id == version.id))).scalars()
+        }
+        changed = [
+            line for key, line in sorted(lines.items()) if current.get(key) != (line["amount"], line["currency"])
+        ]
+        if not changed:
+            continue
+        for start in range(0, len(changed), _BUDGET_CHUNK):
+            await _upsert_lines(session, version.id, changed[start : start + _BUDGET_CHUNK])
+        if not created:
+            await _touch_budget(session, version.id)
+        report.lines_changed += len(changed)
+        await record_audit(
+            session,
+            actor_subject=BATCH_ACTOR,
+            actor_roles=(),
+            action="budget.import.raw",
+            entity_type="budget",
+            entity_id=str(version.id),
+            after={"name": name, "changedLines": len(changed), "created": created, "runId": str(run_id)},
+        )
+    return report
