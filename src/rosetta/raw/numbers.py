@@ -14,6 +14,7 @@ that, from the CSV delimiter: ``;`` files come from decimal-comma locales).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ _NUMBER = re.compile(
     (?P<close>\))?\s*$""",
     re.VERBOSE,
 )
+_DIGIT = re.compile(r"[0-9]")
 _PLAIN_DECIMAL = re.compile(r"^[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$")
 
 
@@ -65,12 +67,13 @@ def _decimal_mark(body: str, default: DecimalMark) -> DecimalMark | None:
     return mark if mark == default else None
 
 
-def _valid_grouping(integer_part: str, separators: str) -> bool:
-    """``1 234 567``-style groups: a first group of 1-3 digits, then groups of exactly 3."""
-    groups = re.split(f"[{re.escape(separators)}]", integer_part)
-    if len(groups) == 1:
-        return groups[0].isdigit()
-    return 1 <= len(groups[0]) <= 3 and all(g.isdigit() for g in groups) and all(len(g) == 3 for g in groups[1:])
+@functools.cache
+def _grouping(separators: str) -> tuple[re.Pattern[str], dict[int, None]]:
+    """For one set of grouping separators: the valid-groups pattern and the table deleting them."""
+    separator = f"[{re.escape(separators)}]"
+    # "1 234 567"-style: a first group of 1-3 digits, then groups of exactly 3; or digits alone.
+    groups = re.compile(rf"^(?:[0-9]+|[0-9]{{1,3}}(?:{separator}[0-9]{{3}})+)$")
+    return groups, dict.fromkeys(map(ord, separators))
 
 
 def normalise_number(text: str, *, decimal_mark: DecimalMark = ".") -> str | None:
@@ -78,6 +81,10 @@ def normalise_number(text: str, *, decimal_mark: DecimalMark = ".") -> str | Non
 
     ``decimal_mark`` settles the ambiguous ``"1,234"`` / ``"1.234"`` shapes only.
     """
+    if text.isascii() and text.isdigit():
+        return text  # the common case, digits only: nothing to normalise
+    if not _DIGIT.search(text):
+        return None  # most text cells: no digit, no number
     match = _NUMBER.match(text)
     if match is None or (match["open"] is None) != (match["close"] is None):
         return None
@@ -94,12 +101,12 @@ def normalise_number(text: str, *, decimal_mark: DecimalMark = ".") -> str | Non
         integer_part, fraction = body[: body.rfind(mark)], body[body.rfind(mark) + 1 :]
         if not fraction.isdigit():
             return None
-    grouping = _GROUPING_SPACES + ",.".replace(mark or "", "")
+    valid_groups, separators = _grouping(_GROUPING_SPACES + ",.".replace(mark or "", ""))
     if integer_part == "":
         integer_part = "0"
-    elif not _valid_grouping(integer_part, grouping):
+    elif not valid_groups.match(integer_part):
         return None
-    digits = re.sub(f"[{re.escape(grouping)}]", "", integer_part)
+    digits = integer_part.translate(separators)
     negative = bool(match["open"]) or any(s in "-\u2212" for s in signs)
     return ("-" if negative else "") + digits + (f".{fraction}" if fraction else "")
 
