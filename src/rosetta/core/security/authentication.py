@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 from litestar import Litestar, Request
-from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -72,7 +72,7 @@ def authentication_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def token_validator_lifespan(settings: Settings) -> Any:
+def token_validator_lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """A lifespan hook owning the HTTP client the validator fetches keys and groups with."""
 
     @contextlib.asynccontextmanager
@@ -87,9 +87,3 @@ def token_validator_lifespan(settings: Settings) -> Any:
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     """The ``principal`` dependency: the authenticated caller (401 when there is none)."""
     return principal_of(request)
-
-
-def token_validator_of(state: State) -> TokenValidator:
-    """The process's validator (available once the app has started)."""
-    validator: TokenValidator = state.token_validator
-    return validator

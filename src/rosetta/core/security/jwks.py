@@ -60,21 +60,21 @@ class JwksCache:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
-        self.fetch_count = 0
 
     async def key_for(self, kid: str) -> PublicKey | None:
         """The key with this ``kid``, refetching (rate-limited) when it is unknown or the cache is stale."""
-        now = self._clock()
-        stale = self._fetched_at is None or now - self._fetched_at >= self._cache_seconds
-        if kid in self._keys and not stale:
+        if kid in self._keys and not self._stale():
             return self._keys[kid]
         async with self._lock:
             # Another request may have refreshed the keys while this one waited for the lock.
-            if kid not in self._keys or stale:
+            if kid not in self._keys or self._stale():
                 await self._refresh_if_allowed()
         if not self._keys and self._fetched_at is None:
             raise KeyUnavailableError("the issuer's signing keys cannot be fetched")
         return self._keys.get(kid)
+
+    def _stale(self) -> bool:
+        return self._fetched_at is None or self._clock() - self._fetched_at >= self._cache_seconds
 
     def _may_fetch(self) -> bool:
         if self._attempted_at is None:
@@ -82,9 +82,8 @@ class JwksCache:
         elapsed = self._clock() - self._attempted_at
         if self._fetched_at is None:
             return elapsed >= min(_FIRST_FETCH_RETRY_SECONDS, self._refetch_interval)
-        return elapsed >= self._refetch_interval or (
-            self._clock() - self._fetched_at >= self._cache_seconds and elapsed >= _FIRST_FETCH_RETRY_SECONDS
-        )
+        # Unknown kid: once per refetch interval. Stale cache while the issuer is down: retry every few seconds.
+        return elapsed >= self._refetch_interval or (self._stale() and elapsed >= _FIRST_FETCH_RETRY_SECONDS)
 
     async def _refresh_if_allowed(self) -> None:
         if not self._may_fetch():
@@ -118,7 +117,6 @@ class JwksCache:
         return location
 
     async def _fetch(self) -> dict[str, PublicKey]:
-        self.fetch_count += 1
         response = await self._client.get(await self._jwks_location())
         response.raise_for_status()
         document: Any = response.json()

@@ -15,6 +15,7 @@ the token itself is never logged. The signature check is authlib's JOSE implemen
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,8 +56,6 @@ class TrustedIssuer:
 
 
 def _b64_json(segment: str) -> Any:
-    import base64  # noqa: PLC0415 - only needed here
-
     padded = segment + "=" * (-len(segment) % 4)
     return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
 
