@@ -66,6 +66,7 @@ INDIRECT_SOURCE = "finance"
 COPY_CHUNK = 10_000
 PROGRESS_EVERY = 2_000
 SWAP_LOCK_TIMEOUT = "30s"
+REFRESH_WORK_MEM = "256MB"
 
 MATERIALIZED_VIEWS: tuple[str, ...] = (
     "mv_finops_cost_monthly",
@@ -944,6 +945,8 @@ class MonthRebuild:
         indirect, coefficient_rows = self._allocate(inputs, direct_cost, first_line=direct_rows + 1)
         await self.work.copy_records_to_table(facts, records=indirect, columns=_INDIRECT_COLUMNS)
         await self.work.copy_records_to_table(coefficients, records=coefficient_rows, columns=_COEFFICIENT_COLUMNS)
+        # Fresh tables have no statistics: without them the views' refresh plans joins on wild guesses.
+        await self.work.execute(f"ANALYZE {facts}")
         upper = next_month(inputs.month)
         for table, key in ((facts, "period_month, line_no"), (coefficients, _COEFFICIENT_KEY)):
             # The CHECK lets ATTACH PARTITION skip its validation scan; the key becomes the partition's PK.
@@ -1106,6 +1109,7 @@ class MonthRebuild:
             await self.work.copy_records_to_table(
                 "dim_application_month", records=hierarchy, columns=_HIERARCHY_COLUMNS
             )
+            await self.work.execute("ANALYZE dim_application_month")
             await self.work.execute("DELETE FROM fact_pool WHERE period_month = $1", month)
             await self.work.copy_records_to_table(
                 "fact_pool",
@@ -1181,6 +1185,8 @@ class MonthRebuild:
     async def refresh_views(self) -> None:
         """Refresh every dashboard view concurrently, in one transaction (consistent with each other)."""
         async with self.work.transaction():
+            # Room for the views' hash aggregates, so a refresh never falls back to sorting on text keys.
+            await self.work.execute(f"SET LOCAL work_mem = '{REFRESH_WORK_MEM}'")
             for view in MATERIALIZED_VIEWS:
                 await self.work.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
 
