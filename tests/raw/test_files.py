@@ -76,5 +76,5 @@ def test_trailing_empty_fields_are_tolerated_but_extra_values_are_not(tmp_path: 
 def test_sheet_is_refused_for_anything_but_a_workbook(tmp_path: Path) -> None:
     path = tmp_path / "costs.csv"
     path.write_text("a\n1\n", encoding="utf-8")
-    with pytest.raises(UnreadableFileError, match="--sheet applies to .xlsx workbooks only"):
+    with pytest.raises(UnreadableFileError, match=r"--sheet applies to \.xlsx workbooks only"):
         open_file(path, sheet="1")
