@@ -55,15 +55,13 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 
 DEFAULT_ENTITY_TYPES: tuple[str, ...] = ("SERVICE", "APPLICATION", "HTTP_CHECK", "SYNTHETIC_TEST")
+# The service metrics the monitoring context reads (availability = 100 x successCount / requestCount.server).
 DEFAULT_METRICS: tuple[str, ...] = (
     "builtin:service.response.time",
-    "builtin:service.errors.total.rate",
-    "builtin:service.errors.server.rate",
     "builtin:service.requestCount.total",
     "builtin:service.requestCount.server",
+    "builtin:service.errors.server.rate",
     "builtin:service.errors.server.successCount",
-    "builtin:synthetic.http.availability.location.total",
-    "builtin:synthetic.browser.availability.location.total",
 )
 # How far back a first pull reads when neither a mark nor --since says where to start.
 FIRST_PULL_LOOKBACK = {"problem": timedelta(days=30), "metric_series": timedelta(days=7), "entity": timedelta(days=365)}
