@@ -11,15 +11,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.engine import URL
 
-from conftest import make_migrated_databases, settings_for
+from realdb import drop_databases, make_migrated_databases, settings_for
 from rosetta.batch.jobs import registered_jobs
 from rosetta.batch.launcher import InProcessLauncher
-from rosetta.core.db import asyncpg_dsn
 from rosetta.core.http import create_app
 from rosetta.core.settings import DatabaseRole, Settings
 from rosetta.finops.api import context_api
@@ -33,16 +31,7 @@ def migrated_databases(server_url: URL, prefix: str) -> Iterator[dict[DatabaseRo
     try:
         yield urls
     finally:
-
-        async def drop() -> None:
-            connection = await asyncpg.connect(asyncpg_dsn(server_url))
-            try:
-                for url in urls.values():
-                    await connection.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-            finally:
-                await connection.close()
-
-        asyncio.run(drop())
+        asyncio.run(drop_databases(server_url, [url.database or "" for url in urls.values()]))
 
 
 def finops_settings(urls: dict[DatabaseRole, URL], issuer: Any) -> Settings:
@@ -57,8 +46,11 @@ def finops_app(settings: Settings) -> tuple[Litestar, InProcessLauncher]:
 
 
 async def finops_client(settings: Settings) -> AsyncIterator[tuple[AsyncTestClient[Litestar], InProcessLauncher]]:
-    """A client on :func:`finops_app` with its lifespan started (the launcher's runs awaited at the end)."""
+    """A client on :func:`finops_app` with its lifespan started.
+
+    The app runs on the client's own event loop: a test that triggers a run follows it through the API
+    (``GET batch/runs/{id}``) until it ends, rather than awaiting the launcher from the test's loop.
+    """
     app, launcher = finops_app(settings)
     async with AsyncTestClient(app=app) as client:
         yield client, launcher
-        await launcher.wait()

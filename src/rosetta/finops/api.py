@@ -8,22 +8,26 @@ Insights routes, whose numbers follow the Backstage plugin's types.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, Litestar, Request, Response, get, patch, post, put
-from litestar.params import Parameter
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Dependency, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from rosetta.core import runs
 from rosetta.core.audit import Auditor
+from rosetta.core.db import Databases
 from rosetta.core.errors import BadRequestError, NotFoundError
 from rosetta.core.etag import check_if_match, compute_etag
 from rosetta.core.http import ContextApi
@@ -33,6 +37,7 @@ from rosetta.core.runs import RunLauncher
 from rosetta.core.schemas import Page
 from rosetta.core.security.api import security_controller
 from rosetta.core.security.permissions import Permission, Principal, requires
+from rosetta.core.settings import Settings
 from rosetta.finops import queries, service
 from rosetta.finops.schemas import (
     LEVELS,
@@ -86,6 +91,52 @@ BasisParam = Annotated[
 ]
 
 
+# ----------------------------------------------------------------------------------------------- read pool
+
+
+@contextlib.asynccontextmanager
+async def read_pool(app: Litestar) -> AsyncIterator[None]:
+    """A second pool on finops_db for the dashboard reads: autocommit, no pre-ping.
+
+    A read is one SELECT on the materialized views; through the request session it would also pay
+    BEGIN/COMMIT and the pool's pre-ping (three more round trips with asyncpg), which at dashboard rates
+    costs more than the query. A connection that died (database restart) fails one read and is discarded.
+    """
+    databases: Databases = app.state.databases
+    settings: Settings = app.state.settings
+    engine = create_async_engine(
+        databases.engines["finops"].url,
+        pool_size=settings.db_pool_sizes.get("finops", settings.db_pool_size),
+        max_overflow=settings.db_max_overflow,
+        pool_recycle=1800,
+        isolation_level="AUTOCOMMIT",
+        connect_args={
+            "server_settings": {
+                "application_name": f"rosetta.{app.state.process}.read",
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "timezone": "UTC",
+                "default_transaction_read_only": "on",
+            },
+            "timeout": 10,
+        },
+    )
+    app.state.finops_reader = engine
+    try:
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def provide_reader(state: State) -> AsyncIterator[AsyncConnection]:
+    """Dependency ``reader``: a read-only autocommit connection of :func:`read_pool`."""
+    engine: AsyncEngine = state.finops_reader
+    async with engine.connect() as connection:
+        yield connection
+
+
+READER = {"reader": Provide(provide_reader)}
+
+
 # ----------------------------------------------------------------------------------------------- parameters
 
 
@@ -108,7 +159,7 @@ def parse_level(value: str) -> Level:
     return value
 
 
-async def period_range(session: AsyncSession, period_from: str | None, period_to: str | None) -> tuple[date, date]:
+async def period_range(session: queries.Reader, period_from: str | None, period_to: str | None) -> tuple[date, date]:
     """The ``from``/``to`` months, defaulting to the latest month with costs; 400 when from > to."""
     end = parse_period(period_to, "to") if period_to else await queries.latest_period(session)
     start = parse_period(period_from, "from") if period_from else end
@@ -223,12 +274,13 @@ class CostsController(Controller):
 
     path = "/costs"
     tags = ["costs"]
+    dependencies = READER
 
     @get("/summary", guards=READ)
     async def summary(
         self,
         *,
-        session: AsyncSession,
+        reader: AsyncConnection,
         period: str,
         environment: EnvironmentParam = None,
         currency: CurrencyParam = None,
@@ -236,7 +288,7 @@ class CostsController(Controller):
     ) -> CostSummary:
         """Total, direct, indirect and unallocated cost of a month, its changes and the top movers."""
         return await queries.cost_summary(
-            session,
+            reader,
             period=parse_period(period, "period"),
             environment=environment,
             currency=currency,
@@ -248,7 +300,7 @@ class CostsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
+        reader: AsyncConnection,
         level: str,
         parent: str | None = None,
         period_from: Annotated[str | None, Parameter(query="from")] = None,
@@ -262,11 +314,11 @@ class CostsController(Controller):
         """Cost of each node of ``level`` under ``parent`` over ``from``..``to``, with its share of the parent."""
         checked_level = parse_level(level)
         checked_basis = queries.check_basis(basis)
-        start, end = await period_range(session, period_from, period_to)
+        start, end = await period_range(reader, period_from, period_to)
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[Drilldown, str | None]:
             return await queries.drilldown(
-                session,
+                reader,
                 level=checked_level,
                 parent=parent,
                 start=start,
@@ -286,12 +338,13 @@ class ApplicationsController(Controller):
 
     path = "/applications"
     tags = ["costs"]
+    dependencies = READER
 
     @get("/{code:str}/costs", guards=READ)
     async def costs(
         self,
         *,
-        session: AsyncSession,
+        reader: AsyncConnection,
         code: str,
         period_to: Annotated[str | None, Parameter(query="to", description="Last month (YYYY-MM).")] = None,
         currency: CurrencyParam = None,
@@ -299,8 +352,8 @@ class ApplicationsController(Controller):
     ) -> ApplicationCosts:
         """13 months of an application's costs, by environment and category, and each allocated share."""
         checked_basis = queries.check_basis(basis)
-        end = parse_period(period_to, "to") if period_to else await queries.latest_period(session)
-        return await queries.application_costs(session, code=code, end=end, currency=currency, basis=checked_basis)
+        end = parse_period(period_to, "to") if period_to else await queries.latest_period(reader)
+        return await queries.application_costs(reader, code=code, end=end, currency=currency, basis=checked_basis)
 
 
 # ----------------------------------------------------------------------------------------------- budgets
@@ -598,6 +651,11 @@ class AllocationRulesController(Controller):
 # ----------------------------------------------------------------------------------------------- batch runs
 
 
+def _batch_run(record: dict[str, Any]) -> BatchRun:
+    # The record's keys are the table's snake_case columns, the struct's own field names.
+    return BatchRun(**{name: record[name] for name in BatchRun.__struct_fields__})
+
+
 def _run_cursor(run: BatchRun) -> str:
     return encode_cursor([run.queued_at, run.run_id])
 
@@ -615,7 +673,8 @@ class BatchRunsController(Controller):
         session: AsyncSession,
         auditor: Auditor,
         principal: Principal,
-        launcher: RunLauncher,
+        # A Protocol cannot be isinstance-checked: the launcher is the one the app was composed with.
+        launcher: Annotated[RunLauncher, Dependency(skip_validation=True)],
         data: BatchRunRequest | None = None,
     ) -> Response[BatchRunAccepted]:
         """Queue a run and start it; answer 202 with its ``runId`` and ``Location`` at once."""
@@ -648,7 +707,7 @@ class BatchRunsController(Controller):
                 queued_at, run_id = decode_cursor(page_cursor, (datetime, uuid.UUID))
                 before = (queued_at, run_id)
             records = await runs.list_runs(session, job=FINOPS_JOB, limit=page_limit + 1, before=before)
-            items = [msgspec.convert(record, BatchRun) for record in records[:page_limit]]
+            items = [_batch_run(record) for record in records[:page_limit]]
             return items, (_run_cursor(items[-1]) if len(records) > page_limit else None)
 
         return await list_response(request, fetch, limit=limit, cursor=cursor, filename="batch-runs")
@@ -659,7 +718,7 @@ class BatchRunsController(Controller):
         record = await runs.get_run(session, run_id)
         if record is None or record["job"] != FINOPS_JOB:
             raise NotFoundError(f"no FinOps batch run {run_id}")
-        return msgspec.convert(record, BatchRun)
+        return _batch_run(record)
 
 
 # ----------------------------------------------------------------------------------------------- Cost Insights
@@ -675,23 +734,24 @@ class CostInsightsController(Controller):
 
     path = "/cost-insights"
     tags = ["cost insights"]
+    dependencies = READER
 
     @get("/last-complete-billing-date", guards=READ)
-    async def last_complete_billing_date(self, session: AsyncSession) -> LastCompleteBillingDate:
+    async def last_complete_billing_date(self, reader: AsyncConnection) -> LastCompleteBillingDate:
         """The last day with complete costs."""
-        return LastCompleteBillingDate(date=await queries.last_complete_day(session))
+        return LastCompleteBillingDate(date=await queries.last_complete_day(reader))
 
     @get("/groups/{group:str}/daily", guards=READ)
-    async def group_daily(self, session: AsyncSession, group: str, intervals: IntervalsParam) -> CostInsightsCost:
+    async def group_daily(self, reader: AsyncConnection, group: str, intervals: IntervalsParam) -> CostInsightsCost:
         """Daily cost of every application an owner group owns, grouped by product."""
         window = queries.parse_intervals(intervals)
-        return await queries.group_daily_cost(session, group=group, window=window)
+        return await queries.group_daily_cost(reader, group=group, window=window)
 
     @get("/entities/{code:str}/daily", guards=READ)
-    async def entity_daily(self, session: AsyncSession, code: str, intervals: IntervalsParam) -> CostInsightsCost:
+    async def entity_daily(self, reader: AsyncConnection, code: str, intervals: IntervalsParam) -> CostInsightsCost:
         """Daily cost of one application (a Backstage catalog entity), grouped by environment."""
         window = queries.parse_intervals(intervals)
-        return await queries.application_daily_cost(session, code=code, window=window)
+        return await queries.application_daily_cost(reader, code=code, window=window)
 
 
 # ----------------------------------------------------------------------------------------------- app
@@ -704,6 +764,7 @@ def context_api() -> ContextApi:
         title=TITLE,
         description=DESCRIPTION,
         database="finops",
+        lifespan_hooks=(read_pool,),
         route_handlers=[
             security_controller(),
             CostsController,

@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from rosetta.core.errors import BadRequestError, NotFoundError
 from rosetta.core.pagination import decode_cursor, encode_cursor
@@ -44,6 +44,10 @@ from rosetta.finops.schemas import (
     Trendline,
 )
 from rosetta.finops.service import Measure, month_text
+
+# Read routes get an autocommit connection of the read pool (see ``rosetta.finops.api``); the comparison,
+# which also resolves budgets through the ORM, runs on the request's session. Both execute text SQL alike.
+Reader = AsyncConnection | AsyncSession
 
 Basis = Literal["billed", "effective"]
 BASES: tuple[Basis, ...] = ("effective", "billed")
@@ -82,13 +86,13 @@ def _invalid(field: str, message: str) -> BadRequestError:
 # ----------------------------------------------------------------------------------------------- reference points
 
 
-async def latest_period(session: AsyncSession) -> date:
+async def latest_period(session: Reader) -> date:
     """The latest month built by finops-batch (the current month when nothing is built yet)."""
     latest = (await session.execute(text("SELECT max(period) FROM mv_finops_period_control"))).scalar_one()
     return latest or datetime.now(UTC).date().replace(day=1)
 
 
-async def resolve_currency(session: AsyncSession, currency: str | None) -> str:
+async def resolve_currency(session: Reader, currency: str | None) -> str:
     """The requested currency, or the one carrying most of the mart's cost (amounts never mix currencies)."""
     if currency is not None:
         if not re.fullmatch(r"[A-Z]{3}", currency):
@@ -151,7 +155,7 @@ def _change(period: date, current: Decimal, previous: Decimal) -> PeriodChange:
 
 
 async def cost_summary(
-    session: AsyncSession,
+    session: Reader,
     *,
     period: date,
     environment: str | None = None,
@@ -240,7 +244,7 @@ ORDER BY page.total DESC, page.code DESC
 
 
 async def drilldown(
-    session: AsyncSession,
+    session: Reader,
     *,
     level: Level,
     parent: str | None,
@@ -337,12 +341,12 @@ ORDER BY period, pool_code
 KNOWN_APPLICATION_SQL = "SELECT 1 FROM dim_application WHERE application_code = :code LIMIT 1"
 
 
-async def _known_application(session: AsyncSession, code: str) -> bool:
+async def _known_application(session: Reader, code: str) -> bool:
     return (await session.execute(text(KNOWN_APPLICATION_SQL), {"code": code})).first() is not None
 
 
 async def application_costs(
-    session: AsyncSession,
+    session: Reader,
     *,
     code: str,
     end: date,
@@ -502,7 +506,7 @@ def _year_end(measure: Measure, ytd: Decimal, full_year: Decimal, months_elapsed
 
 
 async def compare(
-    session: AsyncSession,
+    session: Reader,
     *,
     left: Measure,
     right: Measure,
@@ -670,10 +674,8 @@ def cost_insights_cost(identifier: str, daily: dict[date, Decimal], window: Wind
         (old_start, old_end), (new_start, new_end) = window.periods[-2], window.periods[-1]
         old = sum((amount for day, amount in daily.items() if old_start <= day < old_end), _ZERO)
         new = sum((amount for day, amount in daily.items() if new_start <= day < new_end), _ZERO)
-        change_ratio = ratio(new - old, old)
-        change = ChangeStatistic(
-            amount=_cents(new - old), ratio=float(change_ratio) if change_ratio is not None else None
-        )
+        # Unrounded: the plugin formats the ratio itself.
+        change = ChangeStatistic(amount=_cents(new - old), ratio=float((new - old) / old) if old else None)
     return CostInsightsCost(
         id=identifier,
         aggregation=[
@@ -713,14 +715,14 @@ GROUP BY GROUPING SETS ((day), (day, product_code))
 """
 
 
-async def last_complete_day(session: AsyncSession) -> date:
+async def last_complete_day(session: Reader) -> date:
     """The last day with costs in the mart (yesterday when nothing is built yet)."""
     last = (await session.execute(text(LAST_DAY_SQL))).scalar_one()
     return last or datetime.now(UTC).date() - timedelta(days=1)
 
 
 async def _daily_cost(
-    session: AsyncSession,
+    session: Reader,
     *,
     sql: str,
     parameters: dict[str, Any],
@@ -753,7 +755,7 @@ async def _daily_cost(
 
 
 async def application_daily_cost(
-    session: AsyncSession, *, code: str, window: Window, currency: str | None = None
+    session: Reader, *, code: str, window: Window, currency: str | None = None
 ) -> CostInsightsCost:
     """Daily direct cost of one application (Cost Insights entity), grouped by environment."""
     cost, found = await _daily_cost(
@@ -772,7 +774,7 @@ async def application_daily_cost(
 
 
 async def group_daily_cost(
-    session: AsyncSession, *, group: str, window: Window, currency: str | None = None
+    session: Reader, *, group: str, window: Window, currency: str | None = None
 ) -> CostInsightsCost:
     """Daily direct cost of the applications an owner group owns, grouped by product."""
     # Backstage passes group refs ("group:default/team-x") or bare names; the CMDB keeps bare names.

@@ -1,0 +1,396 @@
+"""finops-api under load: drill-down and application endpoints vs the same SQL straight through asyncpg.
+
+    .venv/bin/python bench/finops_api.py [--size large] [--granularity month] [--duration 15] [--clients 32]
+
+1. Prepares a data mart the real way, once per data directory: embedded PostgreSQL in ``--data-dir``,
+   migrated databases, the demo world of ``--size`` landed in the raw zone, then finops-batch
+   (``--rebuild`` forces it again). ``--granularity month`` lands one cost line per month instead of per
+   day (same money, 30x fewer source lines: what keeps the large world's preparation in minutes on a
+   laptop; the dashboards' monthly views hold the same number of rows either way).
+2. Serves ``rosetta serve finops``'s app with uvicorn in a child process on 127.0.0.1 (one worker),
+   trusting the development issuer; the load generator mints a ``Rosetta_User`` token.
+3. For each endpoint, ``--clients`` concurrent httpx.AsyncClient workers send requests for
+   ``--duration`` seconds (random but seeded parameters from the real hierarchy), then the same number of
+   asyncpg workers run, for the same duration, exactly the statements the endpoint runs (the SQL text
+   comes from ``rosetta.finops.queries``) with the same parameters.
+4. Prints p50 / p99 latency and requests per second for each, and the API / SQL throughput ratio
+   (goal: at least 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+
+REPO = Path(__file__).resolve().parents[1]
+PREFIX = "/api/finops/v1"
+CURRENCY = "EUR"
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def configure(data_dir: Path) -> None:
+    """Point every setting at the bench's own data directory (embedded PostgreSQL), before any import."""
+    for key in [key for key in os.environ if key.startswith("ROSETTA_")]:
+        del os.environ[key]
+    os.environ["ROSETTA_DATA_DIR"] = str(data_dir)
+    os.environ["ROSETTA_ENV"] = "dev"
+    os.environ["ROSETTA_LOG_LEVEL"] = "WARNING"
+
+
+async def prepare(size: str, granularity: str, seed: int, rebuild: bool) -> None:
+    """Migrate the databases, then land the world and run finops-batch unless the mart is already built."""
+    from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
+    from rosetta.batch.runner import execute  # noqa: PLC0415
+    from rosetta.core import migrations  # noqa: PLC0415
+    from rosetta.core.db import Databases, asyncpg_dsn, create_missing_databases, database_urls  # noqa: PLC0415
+    from rosetta.core.settings import get_settings  # noqa: PLC0415
+    from rosetta.demo.landing import land_world  # noqa: PLC0415
+    from rosetta.demo.world import Granularity, WorldSize, build_world  # noqa: PLC0415
+    from rosetta.raw.store import opened_raw_store  # noqa: PLC0415
+
+    settings = get_settings()
+    urls = await asyncio.to_thread(database_urls, settings, migrations.MIGRATION_ORDER)
+    await create_missing_databases(urls)
+    for role in migrations.MIGRATION_ORDER:
+        await asyncio.to_thread(migrations.upgrade, role, urls[role])
+    connection = await asyncpg.connect(asyncpg_dsn(urls["finops"]))
+    try:
+        built = await connection.fetchval("SELECT count(*) FROM mv_finops_period_control")
+    finally:
+        await connection.close()
+    if built and not rebuild:
+        print(f"data mart already built ({built} month-currency rows); --rebuild to start over")
+        return
+    started = time.perf_counter()
+    world = build_world(WorldSize(size), seed=seed)
+    async with opened_raw_store(settings, process="bench") as store:
+        landed = await land_world(store, world, Granularity(granularity))
+    lines = sum(kind.read for kind in landed)
+    print(f"landed {world.origin}: {lines} documents in {time.perf_counter() - started:.1f}s")
+    started = time.perf_counter()
+    spec = registered_jobs()["finops"]
+    databases = Databases.open(settings, spec.all_databases, process="bench.batch", urls=urls)
+    try:
+        context = await execute(spec, {}, databases=databases, settings=settings)
+    finally:
+        await databases.dispose()
+    print(f"finops-batch: read {context.read}, written {context.written} in {time.perf_counter() - started:.1f}s")
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+def serve(port: int) -> None:
+    """Child process: the finops app (plus the development issuer) under uvicorn, one worker."""
+    import uvicorn  # noqa: PLC0415
+
+    from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
+    from rosetta.batch.launcher import InProcessLauncher  # noqa: PLC0415
+    from rosetta.core.http import create_app  # noqa: PLC0415
+    from rosetta.core.security.dev_idp import dev_idp_router, dev_issuer_settings  # noqa: PLC0415
+    from rosetta.core.settings import data_dir, get_settings  # noqa: PLC0415
+    from rosetta.finops.api import context_api  # noqa: PLC0415
+
+    base = f"http://127.0.0.1:{port}"
+    settings = get_settings()
+    settings = settings.model_copy(update={"oidc_issuers": [dev_issuer_settings(base)]})
+    app = create_app(
+        [context_api()],
+        process="bench",
+        settings=settings,
+        launcher=InProcessLauncher(registered_jobs(), settings),
+        extra_route_handlers=[dev_idp_router(data_dir(), base)],
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@contextlib.contextmanager
+def server_process(port: int, data_dir: Path) -> Iterator[str]:
+    """Start :func:`serve` in a child process and wait until it is ready."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--data-dir", str(data_dir), "serve", "--port", str(port)]
+    child = subprocess.Popen(command, cwd=REPO)  # noqa: S603 - our own interpreter and script
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the API server did not start")
+            time.sleep(0.3)
+        yield base
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def user_token() -> str:
+    """A development token of a plain user (reading is all the bench does)."""
+    from rosetta.core.security.dev_idp import load_or_create_key, mint_token  # noqa: PLC0415
+    from rosetta.core.settings import data_dir  # noqa: PLC0415
+
+    return mint_token(load_or_create_key(data_dir()), user="bench", groups=["Rosetta_User"], ttl_seconds=3600)
+
+
+# ---------------------------------------------------------------------------------------------- workload
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Real parameters to draw requests from."""
+
+    months: list[date]
+    parents: dict[str, list[str]]  # level -> codes that have children at the next level down
+    applications: list[str]
+
+
+_CHILD = {"domain": None, "family": "domain", "product": "family", "application": "product"}
+
+
+async def workload(dsn: str) -> Workload:
+    """Months, parent codes per level and application codes, from the views."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        months = [row["period"] for row in await connection.fetch("SELECT DISTINCT period FROM mv_finops_period_control ORDER BY 1")]
+        parents: dict[str, list[str]] = {}
+        for level in ("domain", "family", "product"):
+            rows = await connection.fetch(
+                "SELECT DISTINCT parent_code FROM mv_finops_cost_rollup_monthly WHERE parent_level = $1 ORDER BY 1",
+                level,
+            )
+            parents[level] = [row["parent_code"] for row in rows]
+        applications = [
+            row["code"]
+            for row in await connection.fetch(
+                "SELECT DISTINCT code FROM mv_finops_cost_rollup_monthly WHERE level = 'application' ORDER BY 1"
+            )
+        ]
+    finally:
+        await connection.close()
+    return Workload(months=months, parents=parents, applications=applications)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: its URL for the API, and the statements (SQL, parameters) it runs in PostgreSQL."""
+
+    url: str
+    statements: list[tuple[str, dict[str, Any]]]
+
+
+def drilldown_call(rng: random.Random, load: Workload) -> Call:
+    """A drill-down: a random level under a random parent, one month or a quarter."""
+    from rosetta.finops import queries  # noqa: PLC0415
+
+    level = rng.choice(["domain", "family", "product", "application"])
+    parent_level = _CHILD[level]
+    parent = rng.choice(load.parents[parent_level]) if parent_level else None
+    end_index = rng.randrange(len(load.months))
+    start = load.months[max(0, end_index - rng.choice([0, 2]))]
+    end = load.months[end_index]
+    query = f"level={level}&from={start:%Y-%m}&to={end:%Y-%m}&currency={CURRENCY}&limit=50"
+    if parent:
+        query += f"&parent={parent}"
+    parameters = {
+        "level": level,
+        "currency": CURRENCY,
+        "start": start,
+        "end": end,
+        "parent": parent,
+        "environment": None,
+        "after_total": None,
+        "after_code": None,
+        "limit": 51,
+    }
+    return Call(
+        url=f"{PREFIX}/costs/drilldown?{query}",
+        statements=[(queries.DRILLDOWN_SQL.format(amount="effective_cost"), parameters)],
+    )
+
+
+def application_call(rng: random.Random, load: Workload) -> Call:
+    """An application page: 13 months ending at the last month."""
+    from rosetta.finops import queries  # noqa: PLC0415
+
+    code = rng.choice(load.applications)
+    end = load.months[-1]
+    parameters = {"code": code, "currency": CURRENCY, "start": queries.add_months(end, -12), "end": end}
+    return Call(
+        url=f"{PREFIX}/applications/{code}/costs?to={end:%Y-%m}&currency={CURRENCY}",
+        statements=[
+            (queries.APPLICATION_SQL.format(amount="effective_cost"), parameters),
+            (queries.ALLOCATIONS_SQL, parameters),
+        ],
+    )
+
+
+def positional(sql: str, parameters: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``:name`` SQL to asyncpg's ``$n`` form, as SQLAlchemy's asyncpg dialect compiles it."""
+    compiled = text(sql).compile(dialect=asyncpg_dialect.dialect())
+    return str(compiled), [parameters[name] for name in compiled.positiontup or []]
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+@dataclass
+class Result:
+    """Latencies (seconds) of the requests completed within the duration."""
+
+    latencies: list[float]
+    elapsed: float
+    errors: int
+
+    def line(self, label: str) -> str:
+        ordered = sorted(self.latencies)
+        p50 = statistics.median(ordered) * 1000 if ordered else float("nan")
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000 if ordered else float("nan")
+        return (
+            f"{label:<34} {len(ordered):>7} req  {self.rps:>8.1f} req/s  p50 {p50:>7.2f} ms  p99 {p99:>7.2f} ms"
+            f"  errors {self.errors}"
+        )
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+
+async def hammer(clients: int, duration: float, one: Callable[[int], Awaitable[bool]]) -> Result:
+    """``clients`` workers calling ``one(worker)`` back to back until ``duration`` has passed."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + duration
+
+    async def worker(index: int) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            if await one(index):
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(index) for index in range(clients)))
+    return Result(latencies=latencies, elapsed=time.perf_counter() - started, errors=errors)
+
+
+async def run_api(base: str, token: str, calls: list[Call], clients: int, duration: float) -> Result:
+    """The endpoint over HTTP, one keep-alive connection per worker."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=60) as client:
+        for call in calls[:clients]:  # warm up: JWKS fetch, prepared statements, connection pools
+            (await client.get(call.url)).raise_for_status()
+        counter = iter(range(10**9))
+
+        async def one(_: int) -> bool:
+            response = await client.get(calls[next(counter) % len(calls)].url)
+            return response.status_code == 200
+
+        return await hammer(clients, duration, one)
+
+
+async def run_sql(dsn: str, calls: list[Call], clients: int, duration: float) -> Result:
+    """The same statements through asyncpg, one pooled connection per worker, rows decoded as the API does."""
+    prepared = [[positional(sql, parameters) for sql, parameters in call.statements] for call in calls]
+    async with asyncpg.create_pool(
+        dsn, min_size=clients, max_size=clients, server_settings={"application_name": "bench.sql"}
+    ) as pool:
+        counter = iter(range(10**9))
+
+        async def one(_: int) -> bool:
+            statements = prepared[next(counter) % len(prepared)]
+            async with pool.acquire() as connection:
+                for sql, arguments in statements:
+                    await connection.fetch(sql, *arguments)
+            return True
+
+        for statements in prepared[:clients]:
+            async with pool.acquire() as connection:
+                for sql, arguments in statements:
+                    await connection.fetch(sql, *arguments)
+        return await hammer(clients, duration, one)
+
+
+async def measure(args: argparse.Namespace) -> None:
+    """Prepare, serve, and compare each endpoint with its SQL."""
+    from rosetta.core.db import asyncpg_dsn, database_urls  # noqa: PLC0415
+    from rosetta.core.settings import get_settings  # noqa: PLC0415
+
+    await prepare(args.size, args.granularity, args.seed, args.rebuild)
+    if args.prepare_only:
+        return
+    dsn = asyncpg_dsn((await asyncio.to_thread(database_urls, get_settings(), ("finops",)))["finops"])
+    load = await workload(dsn)
+    rng = random.Random(args.seed)  # noqa: S311 - a reproducible workload, not security
+    suites = {
+        "drilldown": [drilldown_call(rng, load) for _ in range(2000)],
+        "application": [application_call(rng, load) for _ in range(2000)],
+    }
+    print(
+        f"world {args.size} ({args.granularity} source lines): {len(load.months)} months, "
+        f"{len(load.applications)} applications; {args.clients} clients, {args.duration:.0f}s per run"
+    )
+    token = user_token()
+    with server_process(args.port, args.data_dir) as base:
+        for name, calls in suites.items():
+            api = await run_api(base, token, calls, args.clients, args.duration)
+            sql = await run_sql(dsn, calls, args.clients, args.duration)
+            print(api.line(f"API  GET {name}"))
+            print(sql.line(f"SQL  {name} (asyncpg)"))
+            print(f"{'':<34} API/SQL throughput ratio {api.rps / sql.rps:.2f} (goal >= 0.5)")
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="default: <tmp>/rosetta-bench/finops-api-<size>-<granularity>"
+    )
+    parser.add_argument("--size", choices=["small", "medium", "large"], default="large")
+    parser.add_argument("--granularity", choices=["day", "month"], default="month")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rebuild", action="store_true", help="land the world and run finops-batch again")
+    parser.add_argument("--prepare-only", action="store_true", help="build the data mart, measure nothing")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
+    parser.add_argument("--port", type=int, default=8765)
+    sub = parser.add_subparsers(dest="command")
+    serve_parser = sub.add_parser("serve", help="(internal) the API server process")
+    serve_parser.add_argument("--port", type=int, dest="serve_port", default=8765)
+    args = parser.parse_args()
+    if args.data_dir is None:
+        args.data_dir = Path(tempfile.gettempdir()) / "rosetta-bench" / f"finops-api-{args.size}-{args.granularity}"
+    args.data_dir = args.data_dir.resolve()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    configure(args.data_dir)
+    if args.command == "serve":
+        serve(args.serve_port)
+        return
+    asyncio.run(measure(args))
+
+
+if __name__ == "__main__":
+    main()

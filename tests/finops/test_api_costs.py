@@ -1,0 +1,406 @@
+"""finops-api read routes on the small demo world, built the real way: landed in the raw zone, then finops-batch.
+
+Coherence is checked through the API only: for every month, the summary's parts add up to its total and to
+the source costs the batch read (its control totals), each drill-down level adds up to the level above, and
+an application's page explains its indirect cost by the allocated shares it lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from api_support import API, finops_client, finops_settings, migrated_databases
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy.engine import URL
+
+from realdb import settings_for
+from rosetta.batch.jobs import registered_jobs
+from rosetta.batch.runner import execute
+from rosetta.core.db import Databases, asyncpg_dsn
+from rosetta.core.settings import DatabaseRole
+from rosetta.demo.landing import land_world
+from rosetta.demo.world import WorldSize, build_world
+from rosetta.raw.store import opened_raw_store
+
+Client = AsyncTestClient[Litestar]
+D = Decimal
+CHILD = {"domain": "family", "family": "product", "product": "application"}
+
+
+@pytest.fixture(scope="module")
+def world_urls(server_url: URL) -> Iterator[dict[DatabaseRole, URL]]:
+    yield from migrated_databases(server_url, "fcost")
+
+
+@pytest.fixture(scope="module")
+async def demo_mart(world_urls: dict[DatabaseRole, URL]) -> list[asyncpg.Record]:
+    """Land the small world (seed 1), run finops-batch once; return the batch's control totals per month."""
+    settings = settings_for(world_urls)
+    async with opened_raw_store(settings, process="test") as store:
+        await land_world(store, build_world(WorldSize.SMALL, seed=1))
+    spec = registered_jobs()["finops"]
+    databases = Databases.open(settings, spec.all_databases, process="test", urls=world_urls)
+    try:
+        await execute(spec, {}, databases=databases, settings=settings)
+    finally:
+        await databases.dispose()
+    connection = await asyncpg.connect(asyncpg_dsn(world_urls["finops"]))
+    try:
+        return list(
+            await connection.fetch(
+                "SELECT period_month AS period, currency, source_effective, pool_amount FROM fact_period_control"
+                " ORDER BY period_month"
+            )
+        )
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+async def client(
+    world_urls: dict[DatabaseRole, URL], demo_mart: list[asyncpg.Record], identity_server: Any
+) -> AsyncIterator[Client]:
+    async for api, _ in finops_client(finops_settings(world_urls, identity_server.entra)):
+        yield api
+
+
+@pytest.fixture(scope="module")
+def as_user(auth_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth_headers("Rosetta_User", subject="uma")
+
+
+@pytest.fixture(scope="module")
+def as_finops(auth_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth_headers("Rosetta_FinOps_Admin", subject="fiona")
+
+
+@pytest.fixture(scope="module")
+def months(demo_mart: list[asyncpg.Record]) -> list[date]:
+    periods = sorted({row["period"] for row in demo_mart})
+    assert len(periods) == 13
+    return periods
+
+
+async def get(client: Client, headers: dict[str, str], path: str, **params: Any) -> dict[str, Any]:
+    response = await client.get(f"{API}{path}", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def drill(client: Client, headers: dict[str, str], month: date, level: str, parent: str | None) -> dict[str, Any]:
+    params = {"level": level, "from": f"{month:%Y-%m}", "to": f"{month:%Y-%m}", "limit": 500}
+    if parent is not None:
+        params["parent"] = parent
+    body = await get(client, headers, "/costs/drilldown", **params)
+    assert body["next"] is None
+    return body
+
+
+# ----------------------------------------------------------------------------------------------- coherence
+
+
+async def test_summary_parts_add_up_to_the_landed_source_costs_every_month(
+    client: Client, as_user: dict[str, str], demo_mart: list[asyncpg.Record], months: list[date]
+) -> None:
+    source = {(row["period"], row["currency"]): row["source_effective"] + row["pool_amount"] for row in demo_mart}
+    for month in months:
+        summary = await get(client, as_user, "/costs/summary", period=f"{month:%Y-%m}")
+        # Amounts are decimal strings on the wire, never JSON numbers.
+        assert all(isinstance(summary[key], str) for key in ("total", "direct", "indirect", "unallocated"))
+        total = D(summary["total"])
+        assert D(summary["direct"]) + D(summary["indirect"]) + D(summary["unallocated"]) == total
+        assert total == source[(month, summary["currency"])]
+        assert D(summary["unallocated"]) > 0  # the demo world has untagged cloud lines and they are shown
+        assert len(summary["topMovers"]) == 10
+
+
+async def test_each_drilldown_level_adds_up_to_the_level_above_every_month(
+    client: Client, as_user: dict[str, str], months: list[date]
+) -> None:
+    for month in months:
+        summary = await get(client, as_user, "/costs/summary", period=f"{month:%Y-%m}")
+        domains = await drill(client, as_user, month, "domain", None)
+        assert D(domains["total"]) == D(summary["total"])
+        assert sum(D(row["total"]) for row in domains["items"]) == D(summary["total"])
+        queue = [("domain", row) for row in domains["items"]]
+        while queue:
+            level, node = queue.pop()
+            assert D(node["direct"]) + D(node["indirect"]) == D(node["total"])
+            if level not in CHILD:
+                continue
+            children = await drill(client, as_user, month, CHILD[level], node["code"])
+            assert D(children["total"]) == D(node["total"]), (month, level, node["code"])
+            assert D(children["direct"]) == D(node["direct"])
+            assert D(children["indirect"]) == D(node["indirect"])
+            assert sum(D(row["total"]) for row in children["items"]) == D(node["total"])
+            shares = [D(row["shareOfParent"]) for row in children["items"] if row["shareOfParent"] is not None]
+            assert abs(sum(shares) - 1) <= D("0.0001") * len(shares)
+            queue.extend((CHILD[level], row) for row in children["items"])
+
+
+async def test_a_quarter_drilldown_is_the_sum_of_its_months(
+    client: Client, as_user: dict[str, str], months: list[date]
+) -> None:
+    quarter = await get(
+        client,
+        as_user,
+        "/costs/drilldown",
+        level="family",
+        **{"from": f"{months[-3]:%Y-%m}", "to": f"{months[-1]:%Y-%m}"},
+    )
+    by_month = [await drill(client, as_user, month, "family", None) for month in months[-3:]]
+    assert D(quarter["total"]) == sum(D(page["total"]) for page in by_month)
+    expected: dict[str, Decimal] = {}
+    for page in by_month:
+        for row in page["items"]:
+            expected[row["code"]] = expected.get(row["code"], D(0)) + D(row["total"])
+    assert {row["code"]: D(row["total"]) for row in quarter["items"]} == expected
+
+
+async def test_drilldown_pages_and_csv_export_cover_every_node_once(
+    client: Client, as_user: dict[str, str], months: list[date]
+) -> None:
+    params = {"level": "application", "from": f"{months[0]:%Y-%m}", "to": f"{months[-1]:%Y-%m}"}
+    everything = await get(client, as_user, "/costs/drilldown", limit=500, **params)
+    paged: list[dict[str, Any]] = []
+    url: str | None = f"{API}/costs/drilldown?level=application&from={params['from']}&to={params['to']}&limit=7"
+    while url is not None:
+        page = (await client.get(url, headers=as_user)).json()
+        assert len(page["items"]) <= 7
+        assert page["total"] == everything["total"]
+        paged.extend(page["items"])
+        url = page["next"]
+    assert paged == everything["items"]
+    totals = [D(row["total"]) for row in paged]
+    assert totals == sorted(totals, reverse=True)
+
+    exported = await client.get(
+        f"{API}/costs/drilldown", params={**params, "limit": 5}, headers={**as_user, "Accept": "text/csv"}
+    )
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(row["code"], row["total"]) for row in rows] == [(item["code"], item["total"]) for item in paged]
+
+
+async def test_environment_filter_splits_the_total(client: Client, as_user: dict[str, str], months: list[date]) -> None:
+    month = f"{months[-1]:%Y-%m}"
+    whole = await get(client, as_user, "/costs/summary", period=month)
+    environments = ["prod", "preprod", "test", "dev", "shared", "unknown"]
+    parts = [await get(client, as_user, "/costs/summary", period=month, environment=name) for name in environments]
+    assert sum(D(part["total"]) for part in parts) == D(whole["total"])
+    # Shared pools are charged to applications, not to one of their environments.
+    assert D(parts[environments.index("shared")]["direct"]) == 0
+    assert sum(D(part["indirect"]) for part in parts[:4]) == 0
+
+
+# ----------------------------------------------------------------------------------------------- application page
+
+
+async def test_application_page_explains_its_indirect_cost(
+    client: Client, as_user: dict[str, str], months: list[date]
+) -> None:
+    top = (await drill(client, as_user, months[-1], "application", None))["items"]
+    code = next(row["code"] for row in top if row["code"] != "UNALLOCATED" and D(row["indirect"]) > 0)
+    page = await get(client, as_user, f"/applications/{code}/costs")
+    assert page["periodTo"] == f"{months[-1]:%Y-%m}"
+    assert [month["period"] for month in page["months"]] == [f"{month:%Y-%m}" for month in months]
+    total, direct, indirect = D(page["total"]), D(page["direct"]), D(page["indirect"])
+    assert direct + indirect == total
+    assert sum(D(month["total"]) for month in page["months"]) == total
+    assert sum(D(row["total"]) for row in page["byEnvironment"]) == total
+    assert sum(D(row["total"]) for row in page["byServiceCategory"]) == total
+    # "Why does my app pay this?": every euro of indirect cost comes from a listed share of a pool.
+    assert page["allocations"]
+    assert sum(D(line["amount"]) for line in page["allocations"]) == indirect
+    for line in page["allocations"]:
+        assert line["method"] == f"{line['ruleId']}@{line['ruleVersion']}"
+        assert D("0") <= D(line["ratio"]) <= D("1")
+        assert line["keyType"] in ("even", "direct_cost", "usage", "fixed")
+    # The same numbers as the drill-down for the last month.
+    last = next(row for row in top if row["code"] == code)
+    assert D(page["months"][-1]["total"]) == D(last["total"])
+
+
+# ----------------------------------------------------------------------------------------------- comparison
+
+
+async def test_budget_comparison_against_actuals_and_a_pricing_view(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+) -> None:
+    last = months[-1]
+    products = (await drill(client, as_user, last, "product", None))["items"]
+    first, second = products[0], products[1]
+    lines = [
+        {"scopeLevel": "product", "scopeCode": first["code"], "period": f"{last:%Y-%m}", "amount": "1000.00"},
+        {"scopeLevel": "product", "scopeCode": second["code"], "period": f"{last:%Y-%m}", "amount": "500.00"},
+        {"scopeLevel": "product", "scopeCode": first["code"], "period": f"{last.year}-12", "amount": "300.00"},
+    ]
+    created = await client.post(f"{API}/budgets", json={"name": "Comparison budget", "lines": lines}, headers=as_finops)
+    assert created.status_code == 201, created.text
+    budget_id = created.json()["id"]
+
+    compared = await get(
+        client, as_user, "/budgets/comparison", right=f"budget:{budget_id}", level="product", limit=500,
+        **{"from": f"{last:%Y-%m}", "to": f"{last:%Y-%m}"},
+    )  # fmt: skip
+    rows = {row["code"]: row for row in compared["items"]}
+    row = rows[first["code"]]
+    assert D(row["left"]) == D(first["total"])
+    assert D(row["right"]) == D("1000.00")
+    assert D(row["variance"]) == D(first["total"]) - D("1000.00")
+    assert D(row["variancePct"]) == ((D(row["variance"]) * 100) / D("1000.00")).quantize(D("0.01"))
+    assert D(row["rightYearEnd"]) == D("1300.00")  # a budget's year end is its full-year total
+    assert D(compared["totalRight"]) == D("1500.00")
+    assert D(compared["totalLeft"]) == sum(D(product["total"]) for product in products)
+
+    # The same budget at family level: product lines roll up through the hierarchy of their month.
+    families = await get(
+        client, as_user, "/budgets/comparison", right=f"budget:{budget_id}", level="family", limit=500,
+        **{"from": f"{last:%Y-%m}", "to": f"{last:%Y-%m}"},
+    )  # fmt: skip
+    assert D(families["totalRight"]) == D("1500.00")
+    assert D(families["totalLeft"]) == D(compared["totalLeft"])
+
+    # A pricing view values the same quantities: a zero rate card values everything at zero.
+    view = await client.post(
+        f"{API}/pricing-views",
+        json={
+            "name": "Free compute",
+            "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0"}],
+        },
+        headers=as_finops,
+    )
+    valued = await get(
+        client, as_user, "/budgets/comparison", left=f"pricing-view:{view.json()['id']}", right=f"budget:{budget_id}",
+        level="domain", **{"from": f"{last:%Y-%m}", "to": f"{last:%Y-%m}"},
+    )  # fmt: skip
+    assert D(valued["totalLeft"]) == 0
+    assert D(valued["totalRight"]) == D("1500.00")
+
+
+async def test_pricing_view_values_quantities_with_its_rates(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+) -> None:
+    last = f"{months[-1]:%Y-%m}"
+    unit_price = D("0.05")
+    view = await client.post(
+        f"{API}/pricing-views",
+        json={
+            "name": "Catalogue",
+            "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": str(unit_price)}],
+        },
+        headers=as_finops,
+    )
+    doubled = await client.post(
+        f"{API}/pricing-views",
+        json={
+            "name": "Catalogue",
+            "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": str(unit_price * 2)}],
+        },
+        headers=as_finops,
+    )
+    left = f"pricing-view:{doubled.json()['id']}"
+    right = f"pricing-view:{view.json()['id']}"
+    compared = await get(
+        client, as_user, "/budgets/comparison", left=left, right=right, level="domain", **{"from": last, "to": last}
+    )
+    assert D(compared["totalRight"]) > 0
+    # Same quantities, twice the rate: twice the value, a +100 % variance on every row with a value.
+    assert D(compared["totalLeft"]) == 2 * D(compared["totalRight"])
+    assert D(compared["totalVariancePct"]) == D("100.00")
+
+
+# ----------------------------------------------------------------------------------------------- Cost Insights
+
+
+async def test_cost_insights_daily_series_for_an_application_and_a_group(
+    client: Client, as_user: dict[str, str], months: list[date], world_urls: dict[DatabaseRole, URL]
+) -> None:
+    billing = await get(client, as_user, "/cost-insights/last-complete-billing-date")
+    last_day = date.fromisoformat(billing["date"])
+    assert last_day.replace(day=1) == months[-1]
+    end = last_day.fromordinal(last_day.toordinal() + 1)
+    intervals = f"R2/P30D/{end:%Y-%m-%d}"
+    top = (await drill(client, as_user, months[-1], "application", None))["items"]
+    code = next(row["code"] for row in top if row["code"] != "UNALLOCATED")
+
+    cost = await get(client, as_user, f"/cost-insights/entities/{code}/daily", intervals=intervals)
+    assert cost["id"] == code
+    days = [point["date"] for point in cost["aggregation"]]
+    assert len(days) == 60
+    assert days[-1] == f"{last_day:%Y-%m-%d}"
+    assert all(isinstance(point["amount"], (int, float)) for point in cost["aggregation"])  # plugin's types
+    old = sum(point["amount"] for point in cost["aggregation"][:30])
+    new = sum(point["amount"] for point in cost["aggregation"][30:])
+    assert cost["change"]["amount"] == pytest.approx(new - old, abs=0.01)
+    assert cost["change"]["ratio"] == pytest.approx((new - old) / old, rel=1e-3)
+    assert set(cost["trendline"]) == {"slope", "intercept"}
+    environments = cost["groupedCosts"]["environment"]
+    for index in (0, 29, 59):
+        assert sum(series["aggregation"][index]["amount"] for series in environments) == pytest.approx(
+            cost["aggregation"][index]["amount"], abs=0.01 * len(environments)
+        )
+
+    # Cost Insights groups are the CMDB owner groups.
+    connection = await asyncpg.connect(asyncpg_dsn(world_urls["finops"]))
+    try:
+        group = await connection.fetchval(
+            "SELECT owner_group FROM dim_application_month WHERE application_code = $1 ORDER BY period DESC LIMIT 1",
+            code,
+        )
+    finally:
+        await connection.close()
+    group_cost = await get(client, as_user, f"/cost-insights/groups/{group}/daily", intervals=intervals)
+    assert group_cost["id"] == group
+    # The group's cost includes its application's, every day.
+    for index in (0, 30, 59):
+        assert group_cost["aggregation"][index]["amount"] >= cost["aggregation"][index]["amount"]
+    products = group_cost["groupedCosts"]["product"]
+    assert sum(series["aggregation"][-1]["amount"] for series in products) == pytest.approx(
+        group_cost["aggregation"][-1]["amount"], abs=0.01 * len(products)
+    )
+    unknown = await get(client, as_user, "/cost-insights/groups/nobody/daily", intervals=intervals)
+    assert not any(point["amount"] for point in unknown["aggregation"])
+
+
+async def test_batch_runs_are_listed_and_a_run_is_triggered_by_an_admin(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+) -> None:
+    runs = await get(client, as_user, "/batch/runs")
+    assert runs["items"][0]["status"] == "succeeded"
+    assert runs["items"][0]["readCount"] > 0
+    assert {step["name"] for step in runs["items"][0]["steps"]}
+
+    before = await get(client, as_user, "/costs/summary", period=f"{months[-1]:%Y-%m}")
+    triggered = await client.post(f"{API}/batch/runs", json={"period": f"{months[-1]:%Y-%m}"}, headers=as_finops)
+    assert triggered.status_code == 202, triggered.text
+    location = triggered.headers["location"]
+    assert location == triggered.json()["location"]
+    assert location.endswith(triggered.json()["runId"])
+    run = await get(client, as_user, location.removeprefix(API))
+    assert run["parameters"] == {"period": f"{months[-1]:%Y-%m}"}
+    assert run["requestedBy"] == "oid-fiona"
+    deadline = time.monotonic() + 180
+    while run["status"] in ("queued", "running") and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        run = await get(client, as_user, location.removeprefix(API))
+    assert run["status"] == "succeeded", run
+    assert run["counters"]["periods"] == [f"{months[-1]:%Y-%m}"]
+    assert all(step["seconds"] >= 0 for step in run["steps"])
+    # Rebuilding a month with the same inputs changes none of its numbers.
+    summary = await get(client, as_user, "/costs/summary", period=f"{months[-1]:%Y-%m}")
+    assert summary == before
+    bad = await client.post(f"{API}/batch/runs", json={"from": "2026-05", "to": "2026-01"}, headers=as_finops)
+    assert bad.status_code == 400
+    assert bad.headers["content-type"].startswith("application/problem+json")
