@@ -51,4 +51,3 @@ def settings_for(urls: dict[DatabaseRole, URL], **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
-
