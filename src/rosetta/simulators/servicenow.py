@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import ge, gt, le, lt
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -165,12 +166,21 @@ def parse_encoded_query(text: str) -> EncodedQuery:
     return EncodedQuery(tuple(groups), tuple(order), invalid)
 
 
-_NUMERIC = re.compile(r"^-?\d{1,15}(\.\d+)?$")
-
-
 def _number(value: str) -> float | None:
     """Integer and decimal fields (state, priority...) compare numerically; GUIDs and dates never do."""
-    return float(value) if _NUMERIC.match(value) else None
+    digits = value[1:] if value.startswith("-") else value
+    whole, _, fraction = digits.partition(".")
+    if not (whole.isascii() and whole.isdigit() and len(whole) <= 15) or (fraction and not fraction.isdigit()):
+        return None
+    return float(value)
+
+
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": gt,
+    ">=": ge,
+    "<": lt,
+    "<=": le,
+}
 
 
 def _compare(left: str, right: str) -> int:
@@ -208,6 +218,7 @@ class ServiceNowSimulator:
         self.faults = faults or FaultInjector()
         self._field_cache: dict[str, set[str]] = {}
         self._index_cache: dict[str, dict[str, dict[str, str]]] = {}
+        self._order_cache: dict[tuple[str, tuple[tuple[str, bool], ...]], list[dict[str, str]]] = {}
         self.app: SimulatorApp = build_simulator(
             "servicenow", self._handlers(), faults=self.faults, render_error=_render_fault
         )
@@ -218,6 +229,7 @@ class ServiceNowSimulator:
         """Insert or replace a record by ``sys_id`` (tests use it to change data between pulls)."""
         self._field_cache.clear()
         self._index_cache.clear()
+        self._order_cache.clear()
         rows = self.tables.setdefault(table, [])
         for index, row in enumerate(rows):
             if row["sys_id"] == record["sys_id"]:
@@ -275,32 +287,41 @@ class ServiceNowSimulator:
             return moment.replace(second=0).strftime(_SN_TIME)
         return value
 
-    def _holds(self, table: str, record: Mapping[str, str], condition: Condition) -> bool:
-        value = self._value(table, record, condition.field)
+    def _getter(self, table: str, path: str) -> Callable[[Mapping[str, str]], str]:
+        if "." not in path:
+            return lambda record: record.get(path, "")
+        return lambda record: self._value(table, record, path)
+
+    def _predicate(self, table: str, condition: Condition) -> Callable[[Mapping[str, str]], bool]:
+        """A test of one condition, with its value resolved once (not once per row)."""
+        value_of = self._getter(table, condition.field)
         operator, wanted = condition.operator, self._literal(condition.value)
         if operator == "=":
-            return value == wanted
+            return lambda row: value_of(row) == wanted
         if operator == "!=":
-            return value != wanted
+            return lambda row: value_of(row) != wanted
         if operator in (">", ">=", "<", "<="):
-            if value == "":
-                return False
-            order = _compare(value, wanted)
-            return {">": order > 0, ">=": order >= 0, "<": order < 0, "<=": order <= 0}[operator]
+            compare = _COMPARISONS[operator]
+            if _number(wanted) is None:  # a date or a string: compared as text, no per-row number parsing
+                return lambda row: (value := value_of(row)) != "" and compare(value, wanted)
+            return lambda row: (value := value_of(row)) != "" and compare(_compare(value, wanted), 0)
         if operator in ("IN", "NOT IN"):
-            return (value in wanted.split(",")) == (operator == "IN")
+            choices, inside = frozenset(wanted.split(",")), operator == "IN"
+            return lambda row: (value_of(row) in choices) == inside
+        lowered = wanted.lower()
         if operator in ("LIKE", "NOT LIKE", "NOTLIKE"):
-            return (wanted.lower() in value.lower()) == (operator == "LIKE")
+            like = operator == "LIKE"
+            return lambda row: (lowered in value_of(row).lower()) == like
         if operator == "STARTSWITH":
-            return value.lower().startswith(wanted.lower())
+            return lambda row: value_of(row).lower().startswith(lowered)
         if operator == "ENDSWITH":
-            return value.lower().endswith(wanted.lower())
+            return lambda row: value_of(row).lower().endswith(lowered)
         if operator == "ISEMPTY":
-            return value == ""
+            return lambda row: value_of(row) == ""
         if operator == "ISNOTEMPTY":
-            return value != ""
-        low, _, high = wanted.partition("@")
-        return value != "" and _compare(value, self._literal(low)) >= 0 and _compare(value, self._literal(high)) <= 0
+            return lambda row: value_of(row) != ""
+        low, _, high = (self._literal(bound) for bound in wanted.partition("@"))
+        return lambda row: (value := value_of(row)) != "" and _compare(value, low) >= 0 and _compare(value, high) <= 0
 
     def select(self, table: str, query_text: str) -> list[dict[str, str]]:
         """The rows of ``table`` matching an encoded query, in the order it asks for."""
@@ -311,21 +332,31 @@ class ServiceNowSimulator:
         if (query.invalid or not known_query) and self.invalid_query_returns_no_rows:
             return []
         # The real instance drops conditions on unknown fields: the result gets wider, not empty.
-        groups = [[[c for c in clause if self._known(table, c.field)] for clause in group] for group in query.groups]
-        groups = [[clause for clause in group if clause] for group in groups]
-        rows = [
-            row
-            for row in self.tables.get(table, ())
-            if not groups
-            or any(all(any(self._holds(table, row, c) for c in clause) for clause in group) for group in groups)
+        groups = [
+            [[self._predicate(table, c) for c in clause if self._known(table, c.field)] for clause in group]
+            for group in query.groups
         ]
-        for field, descending in reversed(query.order):
-            if self._known(table, field):
+        groups = [[clause for clause in group if clause] for group in groups]
+        order = tuple((field, descending) for field, descending in query.order if self._known(table, field))
+        return [
+            row
+            for row in self._ordered(table, order)
+            if not groups or any(all(any(test(row) for test in clause) for clause in group) for group in groups)
+        ]
+
+    def _ordered(self, table: str, order: tuple[tuple[str, bool], ...]) -> list[dict[str, str]]:
+        """The table's rows in ``order``, sorted once and kept until the data changes (filtering keeps order)."""
+        key = (table, order)
+        if key not in self._order_cache:
+            rows = list(self.tables.get(table, ()))
+            for field, descending in reversed(order):
                 rows.sort(key=self._sorter(table, field), reverse=descending)
-        return rows
+            self._order_cache[key] = rows
+        return self._order_cache[key]
 
     def _sorter(self, table: str, field: str) -> Callable[[Mapping[str, str]], tuple[int, float, str]]:
-        return lambda row: sort_key(self._value(table, row, field))
+        value_of = self._getter(table, field)
+        return lambda row: sort_key(value_of(row))
 
     # ------------------------------------------------------------------------------------------ rendering
 
