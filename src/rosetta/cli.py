@@ -299,6 +299,7 @@ def dev(
         # The dev issuer's JWKS is fetched from this process itself, on loopback when listening everywhere.
         local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
         typer.echo("rosetta dev: get a token with: rosetta token --group Rosetta_Admin --user alice", err=True)
+        typer.echo(f"rosetta dev: simulators at {local}/_sim/{{dynatrace,servicenow,argocd}}", err=True)
         uvicorn.run(build_app("all", dev=True, dev_url=local), host=host, port=port, log_config=None)
     finally:
         stop_embedded_servers()
