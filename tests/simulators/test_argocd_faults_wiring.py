@@ -12,7 +12,7 @@ from rosetta.core.settings import ExternalSystem, Settings
 from rosetta.ref.api import context_api as ref_api
 from rosetta.simulators import argocd, dynatrace
 from rosetta.simulators.argocd import ArgoCdSimulator
-from rosetta.simulators.compose import build_simulators, composed_app, development_wiring
+from rosetta.simulators.compose import SERVICENOW_TOKEN, build_simulators, composed_app, development_wiring
 from rosetta.simulators.dataset import load_dataset, write_dataset
 from rosetta.simulators.faults import FaultInjector, FaultRule
 from rosetta.simulators.servicenow import ServiceNowSimulator
@@ -104,12 +104,16 @@ async def test_simulate_all_mounts_every_system_under_sim(tmp_path: Path) -> Non
                 "/dynatrace/api/v2/slo", headers={"Authorization": f"Api-Token {dynatrace.DEFAULT_TOKEN}"}
             )
             sn = await client.get("/servicenow/api/now/table/cmdb_ci_service", auth=("rosetta", "rosetta"))
+            oauth = await client.get(
+                "/servicenow/api/now/table/cmdb_ci_service", headers={"Authorization": f"Bearer {SERVICENOW_TOKEN}"}
+            )
             ar = await client.get("/argocd/api/v1/applications", headers=BEARER)
 
     assert dt.json()["totalCount"] == 3
     service = sn.json()["result"][0]
     assert service["busines_criticality"].startswith("1 - ")  # the real schema's spelling
     assert len(ar.json()["items"]) == 3
+    assert oauth.json() == sn.json()
 
 
 async def test_dev_wiring_mounts_the_simulators_outside_the_apis_and_points_unconfigured_connectors(

@@ -6,8 +6,9 @@ platform app (outside every context's API and OpenAPI document) and points the c
 real one (``/api/v2``, ``/api/now/table``, ``/api/v1``).
 
 Credentials the simulators accept (and the connectors are given in development):
-Dynatrace ``Api-Token`` :data:`rosetta.simulators.dynatrace.DEFAULT_TOKEN`; ServiceNow Basic
-``rosetta``/``rosetta``; Argo CD ``Bearer`` :data:`rosetta.simulators.argocd.DEFAULT_TOKEN`.
+Dynatrace ``Api-Token`` :data:`rosetta.simulators.dynatrace.DEFAULT_TOKEN`;
+ServiceNow Basic ``rosetta``/``rosetta`` or ``Bearer`` :data:`SERVICENOW_TOKEN`;
+Argo CD ``Bearer`` :data:`rosetta.simulators.argocd.DEFAULT_TOKEN`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ SystemName = Literal["dynatrace", "servicenow", "argocd"]
 SYSTEMS: tuple[SystemName, ...] = ("dynatrace", "servicenow", "argocd")
 MOUNT_PREFIX = "/_sim"
 SERVICENOW_USER = ("rosetta", "rosetta")
+SERVICENOW_TOKEN = "servicenow-simulator-token"  # noqa: S105 - a simulator's well-known OAuth bearer token
 
 # Path of each system's API under its app's root (what a connector's base URL ends with).
 API_ROOT: dict[SystemName, str] = {"dynatrace": "/api/v2", "servicenow": "", "argocd": ""}
@@ -63,7 +65,10 @@ def build_simulators(dataset: Dataset, systems: Iterable[SystemName] = SYSTEMS, 
         built.dynatrace = dynatrace.DynatraceSimulator(dataset.dynatrace, faults=FaultInjector(seed=seed))
     if "servicenow" in wanted:
         built.servicenow = servicenow.ServiceNowSimulator(
-            dataset.servicenow, users={SERVICENOW_USER[0]: SERVICENOW_USER[1]}, faults=FaultInjector(seed=seed)
+            dataset.servicenow,
+            users={SERVICENOW_USER[0]: SERVICENOW_USER[1]},
+            tokens={SERVICENOW_TOKEN},
+            faults=FaultInjector(seed=seed),
         )
     if "argocd" in wanted:
         built.argocd = argocd.ArgoCdSimulator(dataset.argocd_applications, faults=FaultInjector(seed=seed))
