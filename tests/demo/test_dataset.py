@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from rosetta.demo import argocd, servicenow
 from rosetta.demo.landing import dataset_present, write_simulator_dataset
+from rosetta.demo.operations import world_operations
 from rosetta.demo.world import WorldSize, build_world
 from rosetta.simulators.dataset import load_dataset
 
@@ -197,3 +199,22 @@ def test_problems_show_in_the_error_series(dataset_dir: Path) -> None:
             (inside if hit else outside).append(value)
     assert inside, "some error problems fall in the metric window"
     assert mean(inside) > 5 * mean(outside)
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_other_seeds_keep_the_invariants(seed: int) -> None:
+    world = build_world(WorldSize.SMALL, seed=seed)
+    operations = world_operations(world)
+    services = {record["sys_id"] for record in servicenow.services(world)}
+    changes = {record["sys_id"]: record for record in servicenow.change_requests(world, operations)}
+    incidents = list(servicenow.incidents(world, operations))
+    end = "2026-11-01 00:00:00"
+    assert any(incident["caused_by"] for incident in incidents)
+    for record in [*incidents, *changes.values()]:
+        assert record["sys_updated_on"] <= end
+        assert record["business_service"] in services
+    for incident in incidents:
+        assert not incident["caused_by"] or incident["caused_by"] in changes
+        assert not incident["rfc"] or incident["rfc"] in changes
+    histories = [application["status"]["history"] for application in argocd.applications(world, operations)]
+    assert all(history for history in histories)

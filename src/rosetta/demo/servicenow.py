@@ -255,7 +255,8 @@ def _incident(world: World, incident: Incident, number: int, end: datetime) -> d
         state = "7"
     else:
         state = "6"
-    updated = closed if state == "7" else (resolved or incident.opened_at + timedelta(minutes=20))
+    # An open incident was last touched shortly after it opened (never after the end of the world).
+    updated = closed if state == "7" else (resolved or min(incident.opened_at + timedelta(minutes=20), end))
     priority = min(5, incident.impact + incident.urgency - 1)
     description = incident.short_description
     if incident.problem is not None:
