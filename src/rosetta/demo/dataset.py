@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -121,14 +121,17 @@ def write_dataset(world: World, operations: list[Operations], directory: Path) -
             handle.extend(items)
         record(handle)
 
-    manifest = {"origin": world.origin, "files": dict(sorted(files.items()))}
+    files = dict(sorted(files.items()))
     temporary = directory / ".manifest.json.partial"
-    temporary.write_bytes(msgspec.json.format(_encoder.encode(manifest), indent=2) + b"\n")
+    manifest = _encoder.encode({"origin": world.origin, "files": files})
+    temporary.write_bytes(msgspec.json.format(manifest, indent=2) + b"\n")
     os.replace(temporary, directory / "manifest.json")
-    return manifest["files"]  # type: ignore[return-value]
+    return files
 
 
-def _write_metrics(world: World, operations: list[Operations], directory: Path, record: Any) -> list[dict[str, Any]]:
+def _write_metrics(
+    world: World, operations: list[Operations], directory: Path, record: Callable[[JsonArrayFile], None]
+) -> list[dict[str, Any]]:
     """One file per metric key, every service's series in each; returns the SLOs evaluated on the way."""
     slos: list[dict[str, Any]] = []
     with ExitStack() as stack:
