@@ -438,3 +438,28 @@ async def test_group_overage_resolved_through_microsoft_graph(
         assert idp.graph_requests == before + 3
         assert (await client.get(ME, headers=bearer(token))).status_code == 200
         assert idp.graph_requests == before + 3
+
+
+async def test_adfs_style_single_valued_group_claim_with_custom_claim_names(
+    app_factory: Callable[..., Litestar], idp: IdentityServer
+) -> None:
+    # ADFS emits short claim names chosen by the transform rules, and a single value as a plain string.
+    issuers = [idp.entra.settings(kind="adfs", groups_claim="group", roles_claim="role")]
+    async with AsyncTestClient(app=app_factory(oidc_issuers=issuers)) as client:
+        token = idp.entra.make_token(claims={"group": "Rosetta_Referentiel_Admin", "upn": "bob@corp.example"})
+        me = (await client.get(ME, headers=bearer(token))).json()
+    assert me["roles"] == ["referentiel_admin"]
+    # ADFS has no oid convention: the subject is the token's sub.
+    assert me["subject"] == "alice"
+
+
+async def test_group_source_unreachable_answers_503_and_is_not_cached(
+    app_factory: Callable[..., Litestar], idp: IdentityServer
+) -> None:
+    broken = [idp.backstage.settings(group_source="backstage_userinfo", backstage_base_url=f"{idp.url}/nowhere")]
+    async with AsyncTestClient(app=app_factory(oidc_issuers=broken)) as client:
+        token = idp.backstage.make_token(subject="user:default/jdoe")
+        for _ in range(2):
+            response = await client.get(ME, headers=bearer(token))
+            assert response.status_code == 503
+            assert "Backstage cannot be reached" in response.json()["detail"]
