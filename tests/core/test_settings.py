@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,13 @@ import pytest
 
 from rosetta.core.errors import ConfigurationError
 from rosetta.core.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other tests export the session's database URLs; these tests read the environment from scratch."""
+    for key in [key for key in os.environ if key.startswith("ROSETTA_") and not key.startswith("ROSETTA_TEST_")]:
+        monkeypatch.delenv(key)
 
 
 def test_defaults_use_the_embedded_database() -> None:
