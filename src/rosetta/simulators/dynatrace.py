@@ -728,7 +728,7 @@ def _slot_values(
         if point_start + interval > data_end or point_start >= first + slots * resolution:
             break
         value = series.values[index]
-        if value is None or point_start < first:
+        if value is None or math.isnan(value) or point_start < first:  # NaN is a null point of a loaded dataset
             continue
         buckets[(point_start - first) // resolution].append(float(value))
     return [_aggregate(bucket, aggregation, percentile) for bucket in buckets]
