@@ -375,7 +375,11 @@ async def test_cost_insights_daily_series_for_an_application_and_a_group(
 
 
 async def test_batch_runs_are_listed_and_a_run_is_triggered_by_an_admin(
-    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+    client: Client,
+    as_user: dict[str, str],
+    as_finops: dict[str, str],
+    months: list[date],
+    auth_headers: Callable[..., dict[str, str]],
 ) -> None:
     runs = await get(client, as_user, "/batch/runs")
     assert runs["items"][0]["status"] == "succeeded"
@@ -401,6 +405,10 @@ async def test_batch_runs_are_listed_and_a_run_is_triggered_by_an_admin(
     # Rebuilding a month with the same inputs changes none of its numbers.
     summary = await get(client, as_user, "/costs/summary", period=f"{months[-1]:%Y-%m}")
     assert summary == before
+    audited = await get(
+        client, auth_headers("Rosetta_Admin"), "/audit", entityType="batch_run", entityId=triggered.json()["runId"]
+    )
+    assert [(row["action"], row["actorSubject"]) for row in audited["items"]] == [("batch.run.trigger", "oid-fiona")]
     bad = await client.post(f"{API}/batch/runs", json={"from": "2026-05", "to": "2026-01"}, headers=as_finops)
     assert bad.status_code == 400
     assert bad.headers["content-type"].startswith("application/problem+json")
