@@ -125,23 +125,27 @@ class MongoRawStore:
         *,
         app_name: str = "rosetta.raw",
         chunk_size: int = 5_000,
-        server_selection_timeout_ms: int = 10_000,
+        server_selection_timeout_ms: int | None = None,
     ) -> None:
-        """Prepare a store on database ``database`` of the server at ``url``; nothing connects yet."""
+        """Prepare a store on database ``database`` of the server at ``url``; nothing connects yet.
+
+        The server-selection timeout (how long a call waits for an unreachable server) is, in order:
+        ``server_selection_timeout_ms``, the URL's ``serverSelectionTimeoutMS``, 10 seconds.
+        """
         if chunk_size < 1:
             raise ConfigurationError("chunk_size must be at least 1")
+        options: dict[str, Any] = {}
+        if server_selection_timeout_ms is not None:
+            options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
+        elif "serverselectiontimeoutms=" not in url.lower():
+            options["serverSelectionTimeoutMS"] = 10_000
         self._client: AsyncMongoClient[Document] = AsyncMongoClient(
-            url,
-            appname=app_name,
-            uuidRepresentation="standard",
-            tz_aware=True,
-            tzinfo=UTC,
-            serverSelectionTimeoutMS=server_selection_timeout_ms,
+            url, appname=app_name, uuidRepresentation="standard", tz_aware=True, tzinfo=UTC, **options
         )
-        options: CodecOptions[Document] = CodecOptions(
+        codec: CodecOptions[Document] = CodecOptions(
             document_class=dict, tz_aware=True, tzinfo=UTC, uuid_representation=UuidRepresentation.STANDARD
         )
-        self._db: AsyncDatabase[Document] = self._client.get_database(database, codec_options=options)
+        self._db: AsyncDatabase[Document] = self._client.get_database(database, codec_options=codec)
         self._chunk_size = chunk_size
         self._indexes_ready = False
         self._index_lock = asyncio.Lock()
