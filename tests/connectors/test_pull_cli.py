@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from cli_support import cli_env, rosetta
+from litestar.testing import AsyncTestClient
 
-from rosetta.core.settings import Settings
+from rosetta.cli import build_app
+from rosetta.core.settings import Settings, get_settings
 from rosetta.simulators.dataset import Dataset, write_dataset
 from rosetta.simulators.servicenow import ServiceNowSimulator
 from simulators.world import fixture_dataset, serving
@@ -101,3 +104,29 @@ async def test_rosetta_simulate_serves_a_dataset_directory_and_refuses_a_taken_p
     assert "address already in use" in _one_line(taken).lower()
     assert missing.returncode == 2
     assert _one_line(missing).endswith("nope: not a directory")
+
+
+async def test_rosetta_dev_app_mounts_the_simulators_and_points_unconfigured_connectors_at_them(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_dataset(tmp_path / "simulators", fixture_dataset())
+    monkeypatch.setenv("ROSETTA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ROSETTA_ARGOCD__URL", "https://argocd.example")
+    get_settings.cache_clear()
+    try:
+        app = build_app("all", dev=True, dev_url="http://127.0.0.1:8123")
+    finally:
+        get_settings.cache_clear()
+    configured: Settings = app.state.settings
+    async with AsyncTestClient(app=app) as client:
+        incidents = await client.get(
+            "/_sim/servicenow/api/now/table/incident", params={"sysparm_limit": "1"}, auth=("rosetta", "rosetta")
+        )
+        document = (await client.get("/api/monitoring/v1/openapi.json")).json()
+
+    assert configured.servicenow.url == "http://127.0.0.1:8123/_sim/servicenow"
+    assert configured.dynatrace.url == "http://127.0.0.1:8123/_sim/dynatrace/api/v2"
+    assert configured.argocd.url == "https://argocd.example"  # configured: left alone
+    assert incidents.status_code == 200
+    assert incidents.headers["X-Total-Count"] == "1234"
+    assert not any(path.startswith("/_sim") for path in document["paths"])
