@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Coroutine
 from enum import StrEnum
@@ -242,21 +243,42 @@ def _app_factory_all() -> Litestar:
     return build_app(os.environ.get("ROSETTA_SERVE_TARGET", "all"))
 
 
-def _serve(app_or_factory: Any, *, host: str, port: int, workers: int, settings: Settings) -> None:
+def _exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM (Kubernetes, ``kill``) unwind like Ctrl-C.
+
+    uvicorn re-raises the signal it caught once it has shut down; with the default SIGTERM action the
+    process would die on the spot, skipping ``finally`` blocks and ``atexit`` (the embedded PostgreSQL
+    would be left running).
+    """
+
+    def raise_system_exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, raise_system_exit)
+
+
+def _serve(app_or_factory: Any, *, host: str, port: int, workers: int = 1) -> None:
+    """Serve an app with uvicorn until SIGINT/SIGTERM, then release the embedded database if one was used."""
     import uvicorn  # noqa: PLC0415
 
-    if workers > 1:
-        uvicorn.run(
-            "rosetta.cli:_app_factory_all",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            proxy_headers=True,
-        )
-        return
-    uvicorn.run(app_or_factory, host=host, port=port, log_config=None, proxy_headers=True)
+    from rosetta.core.embedded import stop_embedded_servers  # noqa: PLC0415
+
+    _exit_cleanly_on_sigterm()
+    try:
+        if workers > 1:
+            uvicorn.run(
+                "rosetta.cli:_app_factory_all",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_config=None,
+                proxy_headers=True,
+            )
+        else:
+            uvicorn.run(app_or_factory, host=host, port=port, log_config=None, proxy_headers=True)
+    finally:
+        stop_embedded_servers()
 
 
 @app.command()
@@ -270,7 +292,7 @@ def serve(
     settings = _settings()
     _configure_logging(settings)
     os.environ["ROSETTA_SERVE_TARGET"] = target.value
-    _serve(build_app(target.value), host=host, port=port, workers=workers, settings=settings)
+    _serve(build_app(target.value), host=host, port=port, workers=workers)
 
 
 @app.command()
@@ -288,19 +310,18 @@ def dev(
     from rosetta.core.embedded import stop_embedded_servers  # noqa: PLC0415
     from rosetta.core.migrations import MIGRATION_ORDER  # noqa: PLC0415
 
+    _exit_cleanly_on_sigterm()
     try:
         for line in _run(_prepare_databases(settings, MIGRATION_ORDER, migrate=True)):
             typer.echo(f"rosetta dev: {line}", err=True)
         _load_demo_world(settings)
         base = f"http://{host}:{port}"
         typer.echo(f"rosetta dev: serving {base}  (docs: {base}/api/finops/v1/docs, health: {base}/readyz)", err=True)
-        import uvicorn  # noqa: PLC0415
-
         # The dev issuer's JWKS is fetched from this process itself, on loopback when listening everywhere.
         local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
         typer.echo("rosetta dev: get a token with: rosetta token --group Rosetta_Admin --user alice", err=True)
         typer.echo(f"rosetta dev: simulators at {local}/_sim/{{dynatrace,servicenow,argocd}}", err=True)
-        uvicorn.run(build_app("all", dev=True, dev_url=local), host=host, port=port, log_config=None)
+        _serve(build_app("all", dev=True, dev_url=local), host=host, port=port)
     finally:
         stop_embedded_servers()
 

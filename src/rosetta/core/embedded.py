@@ -46,9 +46,25 @@ def embedded_server_url(data_dir: Path) -> URL:
     return URL.create("postgresql+asyncpg", username="postgres", database="postgres", query={"host": str(pgdata)})
 
 
+def _forget_dead_processes(server: Any) -> None:
+    """Drop the processes that died without leaving (SIGKILL, OOM) from pgserver's list of holders.
+
+    pgserver stops the server only when the last registered process leaves; a killed ``rosetta batch``
+    never leaves, and would keep the server running after ``rosetta dev`` exits.
+    """
+    import psutil  # noqa: PLC0415 - a pgserver dependency, only needed here
+
+    with server._lock:  # pgserver's inter-process lock on the holder list
+        holders = server.global_process_id_list.get()
+        alive = [pid for pid in holders if psutil.pid_exists(pid)]
+        if alive != holders:
+            server.global_process_id_list.put(alive)
+
+
 def stop_embedded_servers() -> None:
     """Release this process's hold on every embedded server; the last holder stops it."""
     with _lock:
         for server in _servers.values():
+            _forget_dead_processes(server)
             server.cleanup()
         _servers.clear()
