@@ -38,8 +38,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "/api/finops/v1"
@@ -259,9 +257,11 @@ def application_call(rng: random.Random, load: Workload) -> Call:
 
 
 def positional(sql: str, parameters: dict[str, Any]) -> tuple[str, list[Any]]:
-    """``:name`` SQL to asyncpg's ``$n`` form, as SQLAlchemy's asyncpg dialect compiles it."""
-    compiled = text(sql).compile(dialect=asyncpg_dialect.dialect())
-    return str(compiled), [parameters[name] for name in compiled.positiontup or []]
+    """``:name`` SQL in asyncpg's ``$n`` form with its arguments, exactly as the API's reader sends it."""
+    from rosetta.finops import queries  # noqa: PLC0415
+
+    query, names = queries.positional(sql)
+    return query, [parameters[name] for name in names]
 
 
 # ---------------------------------------------------------------------------------------------- CPU accounting

@@ -23,7 +23,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Dependency, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from rosetta.core import runs
 from rosetta.core.audit import Auditor
@@ -127,11 +127,11 @@ async def read_pool(app: Litestar) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-async def provide_reader(state: State) -> AsyncIterator[AsyncConnection]:
+async def provide_reader(state: State) -> AsyncIterator[queries.ViewReader]:
     """Dependency ``reader``: a read-only autocommit connection of :func:`read_pool`."""
     engine: AsyncEngine = state.finops_reader
     async with engine.connect() as connection:
-        yield connection
+        yield await queries.ViewReader.of_session(connection)
 
 
 READER = {"reader": Provide(provide_reader)}
@@ -159,7 +159,9 @@ def parse_level(value: str) -> Level:
     return value
 
 
-async def period_range(session: queries.Reader, period_from: str | None, period_to: str | None) -> tuple[date, date]:
+async def period_range(
+    session: queries.ViewReader, period_from: str | None, period_to: str | None
+) -> tuple[date, date]:
     """The ``from``/``to`` months, defaulting to the latest month with costs; 400 when from > to."""
     end = parse_period(period_to, "to") if period_to else await queries.latest_period(session)
     start = parse_period(period_from, "from") if period_from else end
@@ -280,7 +282,7 @@ class CostsController(Controller):
     async def summary(
         self,
         *,
-        reader: AsyncConnection,
+        reader: queries.ViewReader,
         period: str,
         environment: EnvironmentParam = None,
         currency: CurrencyParam = None,
@@ -300,7 +302,7 @@ class CostsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        reader: AsyncConnection,
+        reader: queries.ViewReader,
         level: str,
         parent: str | None = None,
         period_from: Annotated[str | None, Parameter(query="from")] = None,
@@ -344,7 +346,7 @@ class ApplicationsController(Controller):
     async def costs(
         self,
         *,
-        reader: AsyncConnection,
+        reader: queries.ViewReader,
         code: str,
         period_to: Annotated[str | None, Parameter(query="to", description="Last month (YYYY-MM).")] = None,
         currency: CurrencyParam = None,
@@ -427,7 +429,8 @@ class BudgetsController(Controller):
         """
         checked_level = parse_level(level)
         checked_basis = queries.check_basis(basis)
-        start, end = await period_range(session, period_from, period_to)
+        reader = await queries.ViewReader.of_session(session)
+        start, end = await period_range(reader, period_from, period_to)
         left_measure = await service.measure(session, left, field="left")
         right_measure = await service.measure(session, right, field="right")
         if start.year != end.year:
@@ -438,7 +441,7 @@ class BudgetsController(Controller):
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[BudgetComparison, str | None]:
             return await queries.compare(
-                session,
+                reader,
                 left=left_measure,
                 right=right_measure,
                 level=checked_level,
@@ -737,18 +740,18 @@ class CostInsightsController(Controller):
     dependencies = READER
 
     @get("/last-complete-billing-date", guards=READ)
-    async def last_complete_billing_date(self, reader: AsyncConnection) -> LastCompleteBillingDate:
+    async def last_complete_billing_date(self, reader: queries.ViewReader) -> LastCompleteBillingDate:
         """The last day with complete costs."""
         return LastCompleteBillingDate(date=await queries.last_complete_day(reader))
 
     @get("/groups/{group:str}/daily", guards=READ)
-    async def group_daily(self, reader: AsyncConnection, group: str, intervals: IntervalsParam) -> CostInsightsCost:
+    async def group_daily(self, reader: queries.ViewReader, group: str, intervals: IntervalsParam) -> CostInsightsCost:
         """Daily cost of every application an owner group owns, grouped by product."""
         window = queries.parse_intervals(intervals)
         return await queries.group_daily_cost(reader, group=group, window=window)
 
     @get("/entities/{code:str}/daily", guards=READ)
-    async def entity_daily(self, reader: AsyncConnection, code: str, intervals: IntervalsParam) -> CostInsightsCost:
+    async def entity_daily(self, reader: queries.ViewReader, code: str, intervals: IntervalsParam) -> CostInsightsCost:
         """Daily cost of one application (a Backstage catalog entity), grouped by environment."""
         window = queries.parse_intervals(intervals)
         return await queries.application_daily_cost(reader, code=code, window=window)
