@@ -36,10 +36,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -686,15 +686,7 @@ class MonthRebuild:
         ):
             targets[(row["rule_id"], row["version"])].append((row["application_code"], row["percentage"]))
         self.rules = [
-            Rule(
-                row["rule_id"],
-                row["version"],
-                row["pool_code"],
-                row["method"],
-                row["driver"],
-                row["valid_from"],
-                tuple(targets.get((row["rule_id"], row["version"]), ())),
-            )
+            Rule(**dict(row.items()), targets=tuple(targets.get((row["rule_id"], row["version"]), ())))
             for row in await self.work.fetch(
                 "SELECT rule_id, version, pool_code, method, driver, valid_from FROM allocation_rule"
             )
@@ -718,38 +710,8 @@ class MonthRebuild:
             await self.work.execute("DELETE FROM dim_application WHERE application_code <> $1", UNALLOCATED)
             await self.work.copy_records_to_table(
                 "dim_application",
-                records=[
-                    (
-                        v.code,
-                        v.valid_from,
-                        v.valid_to,
-                        v.name,
-                        v.product_code,
-                        v.product_name,
-                        v.family_code,
-                        v.family_name,
-                        v.domain_code,
-                        v.domain_name,
-                        v.owner_group,
-                        v.status,
-                    )
-                    for v in versions
-                    if v.code != UNALLOCATED
-                ],
-                columns=[
-                    "application_code",
-                    "valid_from",
-                    "valid_to",
-                    "name",
-                    "product_code",
-                    "product_name",
-                    "family_code",
-                    "family_name",
-                    "domain_code",
-                    "domain_name",
-                    "owner_group",
-                    "status",
-                ],
+                records=[astuple(version) for version in versions if version.code != UNALLOCATED],
+                columns=_APPLICATION_COLUMNS,
             )
             levels = (
                 ("dim_product", "product_code", lambda v: (v.product_code, v.product_name, v.family_code)),
@@ -946,8 +908,8 @@ class MonthRebuild:
         ):
             direct_cost[row["currency"]][row["application_code"]] = row["cost"]
         indirect, coefficient_rows = self._allocate(inputs, direct_cost, first_line=direct_rows + 1)
-        await self.work.copy_records_to_table(facts, records=indirect, columns=_INDIRECT_COLUMNS)
-        await self.work.copy_records_to_table(coefficients, records=coefficient_rows, columns=_COEFFICIENT_COLUMNS)
+        await self.work.copy_records_to_table(facts, records=indirect, columns=IndirectRow._fields)
+        await self.work.copy_records_to_table(coefficients, records=coefficient_rows, columns=CoefficientRow._fields)
         # Fresh tables have no statistics: without them the views' refresh plans joins on wild guesses.
         await self.work.execute(f"ANALYZE {facts}")
         upper = next_month(inputs.month)
@@ -959,17 +921,17 @@ class MonthRebuild:
                 f" ADD CONSTRAINT {table}_pkey PRIMARY KEY ({key})"
             )
         self.report.written += direct_rows + len(indirect)
-        codes = {row[3] for row in coefficient_rows} | {
+        codes = {row.target_application_code for row in coefficient_rows} | {
             row["application_code"] for row in await self.work.fetch(f"SELECT DISTINCT application_code FROM {facts}")
         }
         return facts, coefficients, self._hierarchy_rows(inputs.month, codes)
 
     def _allocate(
         self, inputs: MonthInputs, direct_cost: Mapping[str, Mapping[str, Decimal]], *, first_line: int
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    ) -> tuple[list[IndirectRow], list[CoefficientRow]]:
         """Split every pool of the month; return the indirect fact rows and the coefficient rows."""
-        indirect: list[tuple[Any, ...]] = []
-        coefficients: list[tuple[Any, ...]] = []
+        indirect: list[IndirectRow] = []
+        coefficients: list[CoefficientRow] = []
         valid = self.catalogue.valid_in(inputs.month)
         counters = self.report.counters
         for (pool_code, currency), amount in sorted(inputs.pools.items()):
@@ -991,47 +953,46 @@ class MonthRebuild:
             digest = inputs_hash(pool_code=pool_code, pool=amount, method=rule.method, weights=weights)
             inputs.rules[(pool_code, currency)] = rule
             for share in _kept_shares(allocation):
-                key_type = "unallocated" if allocation.unallocated else rule.method
                 coefficients.append(
-                    (
-                        inputs.month,
-                        pool_code,
-                        currency,
-                        share.target,
-                        rule.rule_id,
-                        rule.version,
-                        key_type,
-                        rule.driver,
-                        share.weight,
-                        share.ratio,
-                        amount,
-                        share.amount,
-                        share.rounding_adjustment,
-                        digest,
-                        self.run_id,
+                    CoefficientRow(
+                        period_month=inputs.month,
+                        pool_code=pool_code,
+                        currency=currency,
+                        target_application_code=share.target,
+                        allocation_rule_id=rule.rule_id,
+                        allocation_rule_version=rule.version,
+                        key_type="unallocated" if allocation.unallocated else rule.method,
+                        driver=rule.driver,
+                        weight=share.weight,
+                        ratio=share.ratio,
+                        pool_amount=amount,
+                        allocated_amount=share.amount,
+                        rounding_adjustment=share.rounding_adjustment,
+                        inputs_hash=digest,
+                        run_id=self.run_id,
                     )
                 )
                 indirect.append(
-                    (
-                        inputs.month,
-                        first_line + len(indirect),
-                        inputs.month,
-                        "month",
-                        share.target,
-                        SHARED_ENVIRONMENT,
-                        self.pool_categories.get(pool_code, "Other"),
-                        self.pool_names.get(pool_code, pool_code),
-                        INDIRECT_PROVIDER,
-                        "indirect",
-                        share.amount,
-                        share.amount,
-                        currency,
-                        INDIRECT_SOURCE,
-                        rule.rule_id,
-                        rule.version,
-                        pool_code,
-                        share.ratio,
-                        self.run_id,
+                    IndirectRow(
+                        period_month=inputs.month,
+                        line_no=first_line + len(indirect),
+                        period=inputs.month,
+                        granularity="month",
+                        application_code=share.target,
+                        environment_code=SHARED_ENVIRONMENT,
+                        service_category=self.pool_categories.get(pool_code, "Other"),
+                        service_name=self.pool_names.get(pool_code, pool_code),
+                        provider=INDIRECT_PROVIDER,
+                        cost_type="indirect",
+                        billed_cost=share.amount,
+                        effective_cost=share.amount,
+                        currency=currency,
+                        source=INDIRECT_SOURCE,
+                        allocation_rule_id=rule.rule_id,
+                        allocation_rule_version=rule.version,
+                        source_pool=pool_code,
+                        allocated_ratio=share.ratio,
+                        run_id=self.run_id,
                     )
                 )
         return indirect, coefficients
@@ -1208,18 +1169,54 @@ class MonthRebuild:
             )
 
 
+_APPLICATION_COLUMNS = ("application_code", *(column.name for column in fields(AppVersion)[1:]))
 UNALLOCATED_VERSION_HIERARCHY = (UNALLOCATED, "Unallocated", UNALLOCATED, "Unallocated", UNALLOCATED, "Unallocated")
 
-_INDIRECT_COLUMNS = (
-    "period_month", "line_no", "period", "granularity", "application_code", "environment_code", "service_category",
-    "service_name", "provider", "cost_type", "billed_cost", "effective_cost", "currency", "source",
-    "allocation_rule_id", "allocation_rule_version", "source_pool", "allocated_ratio", "run_id",
-)  # fmt: skip
-_COEFFICIENT_COLUMNS = (
-    "period_month", "pool_code", "currency", "target_application_code", "allocation_rule_id",
-    "allocation_rule_version", "key_type", "driver", "weight", "ratio", "pool_amount", "allocated_amount",
-    "rounding_adjustment", "inputs_hash", "run_id",
-)  # fmt: skip
+
+class IndirectRow(NamedTuple):
+    """An allocated (indirect) row of ``fact_consumption``; field names are the column names."""
+
+    period_month: date
+    line_no: int
+    period: date
+    granularity: str
+    application_code: str
+    environment_code: str
+    service_category: str
+    service_name: str
+    provider: str
+    cost_type: str
+    billed_cost: Decimal
+    effective_cost: Decimal
+    currency: str
+    source: str
+    allocation_rule_id: str
+    allocation_rule_version: int
+    source_pool: str
+    allocated_ratio: Decimal
+    run_id: uuid.UUID
+
+
+class CoefficientRow(NamedTuple):
+    """A row of ``fact_coefficient``; field names are the column names."""
+
+    period_month: date
+    pool_code: str
+    currency: str
+    target_application_code: str
+    allocation_rule_id: str
+    allocation_rule_version: int
+    key_type: str
+    driver: str | None
+    weight: Decimal
+    ratio: Decimal
+    pool_amount: Decimal
+    allocated_amount: Decimal
+    rounding_adjustment: Decimal
+    inputs_hash: str
+    run_id: uuid.UUID
+
+
 _COEFFICIENT_KEY = "period_month, pool_code, currency, target_application_code"
 _HIERARCHY_COLUMNS = (
     "period", "application_code", "name", "product_code", "product_name", "family_code", "family_name",
