@@ -475,3 +475,27 @@ async def test_budget_lines_are_imported_into_versions_audited_once(mart: Mart) 
     assert json.loads(changed["after"])["changedLines"] == 1
     [row_version] = await mart.fetch("SELECT row_version FROM budget_version WHERE name = 'Budget 2026 initial'")
     assert row_version["row_version"] == 2
+
+
+async def test_a_failed_run_leaves_the_previous_month_and_no_staging_behind(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.run()
+    before = await mart.facts()
+    views_before = await mart.fetch("SELECT * FROM mv_finops_cost_allocation_monthly ORDER BY 1, 2, 4, 5")
+    # A new version of the fixed rule whose percentages do not total 100: March cannot be allocated.
+    await add_rule(
+        mart, "fixed-pct", "fixed", "fixed", version=2, valid_from="2026-03-01", targets={"APP-A": "50", "APP-B": "30"}
+    )
+    await mart.land("cmdb", "cost", [cost("2026-03-09", "APP-C", "1.00")])
+    with pytest.raises(RunFailedError, match=r"pool fixed 2026-03 with rule fixed-pct@2: .*total exactly 100"):
+        await mart.run()
+
+    assert await mart.facts() == before
+    assert await mart.fetch("SELECT * FROM mv_finops_cost_allocation_monthly ORDER BY 1, 2, 4, 5") == views_before
+    assert await mart.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'finops_stage_%'") == []
+    [failed] = await mart.fetch("SELECT status, steps FROM batch_run WHERE status = 'failed'")
+    assert json.loads(failed["steps"])[-1] == {
+        "name": "build 2026-03",
+        "seconds": pytest.approx(0, abs=60),
+        "outcome": "failed",
+    }

@@ -822,7 +822,7 @@ class MonthRebuild:
                 except LineRejected as error:
                     self._reject(document, error)
                     if len(self.rejections) >= COPY_CHUNK:
-                        await self._flush_rejections()
+                        await self.flush_rejections()
                     continue
                 inputs = self._month(month_of(line[0]))
                 if inputs is None:
@@ -846,7 +846,7 @@ class MonthRebuild:
             await self._flush(inputs)
         self.report.counters.update(mapper.counters)
         self.report.counters["environments"] = sorted(mapper.environments)
-        await self._flush_rejections()
+        await self.flush_rejections()
 
     async def _flush(self, inputs: MonthInputs) -> None:
         if not inputs.lines_table:
@@ -857,7 +857,8 @@ class MonthRebuild:
             await self.work.copy_records_to_table(inputs.lines_table, records=inputs.buffer, columns=LINE_COLUMNS)
             inputs.buffer.clear()
 
-    async def _flush_rejections(self) -> None:
+    async def flush_rejections(self) -> None:
+        """Keep the rejected documents gathered so far in ``batch_rejection``."""
         if self.rejections:
             await self.work.copy_records_to_table(
                 "batch_rejection",
@@ -935,13 +936,12 @@ class MonthRebuild:
         valid = self.catalogue.valid_in(inputs.month)
         counters = self.report.counters
         for (pool_code, currency), amount in sorted(inputs.pools.items()):
-            rule = select_rule(self.rules, pool_code, inputs.month)
-            if rule is None:
-                rule = Rule("none", 0, None, "even", None, inputs.month, ())
-                weights: dict[str, Decimal] = {}
-            else:
-                weights = self._weights(rule, inputs, direct_cost.get(currency, {}), valid)
+            # No rule at all (even the fallback was never created): the whole pool is shown as unallocated.
+            rule = select_rule(self.rules, pool_code, inputs.month) or Rule(
+                "none", 0, None, "even", None, inputs.month, ()
+            )
             try:
+                weights = self._weights(rule, inputs, direct_cost.get(currency, {}), valid) if rule.version else {}
                 allocation = allocate(amount, weights)
             except AllocationError as error:
                 raise AllocationError(
@@ -1049,6 +1049,15 @@ class MonthRebuild:
                 )
             )
         return rows
+
+    async def drop_staging(self) -> None:
+        """Drop the staging tables of this run that were not swapped in."""
+        rows = await self.work.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE $1",
+            f"finops\\_stage\\_%\\_{self.run_id.hex[:12]}",
+        )
+        for row in rows:
+            await self.work.execute(f'DROP TABLE IF EXISTS "{row["tablename"]}"')
 
     async def _drop_leftovers(self, month: date) -> None:
         """Drop staging tables a killed run left for this month (we hold the month's lock, so none is live)."""
@@ -1356,25 +1365,36 @@ async def rebuild(
             for period in sorted({month_of(period) for period in periods}):
                 await locks.take(period)
         run = MonthRebuild(run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods)
-        async with hooks.step("reference"):
-            await run.load_reference(reader)
-        async with hooks.step("read"):
-            await run.read_finance(reader)
-            await run.read_costs(reader)
-            await run.upsert_dimensions()
-        for month in sorted(run.months):
-            inputs = run.months[month]
-            started = time.perf_counter()
-            async with hooks.step(f"build {month:%Y-%m}"):
-                facts, coefficients, hierarchy = await run.build(inputs)
-            async with hooks.step(f"swap {month:%Y-%m}"):
-                await run.swap(inputs, facts, coefficients, hierarchy)
-            run.report.periods.append(month)
-            logger.info(
-                "finops month rebuilt",
-                extra={"period": f"{month:%Y-%m}", "seconds": round(time.perf_counter() - started, 3)},
-            )
-        async with hooks.step("refresh views"):
-            await run.refresh_views()
-        await run._flush_rejections()
+        try:
+            await _run_steps(run, reader, hooks)
+        except Exception:
+            # The months already swapped stay; this run's unswapped staging tables go (best effort: a broken
+            # connection leaves them to the next run of the same month).
+            with contextlib.suppress(Exception):
+                await run.drop_staging()
+            raise
         return run.report
+
+
+async def _run_steps(run: MonthRebuild, reader: RawReader, hooks: RunHooks) -> None:
+    async with hooks.step("reference"):
+        await run.load_reference(reader)
+    async with hooks.step("read"):
+        await run.read_finance(reader)
+        await run.read_costs(reader)
+        await run.upsert_dimensions()
+    for month in sorted(run.months):
+        inputs = run.months[month]
+        started = time.perf_counter()
+        async with hooks.step(f"build {month:%Y-%m}"):
+            facts, coefficients, hierarchy = await run.build(inputs)
+        async with hooks.step(f"swap {month:%Y-%m}"):
+            await run.swap(inputs, facts, coefficients, hierarchy)
+        run.report.periods.append(month)
+        logger.info(
+            "finops month rebuilt",
+            extra={"period": f"{month:%Y-%m}", "seconds": round(time.perf_counter() - started, 3)},
+        )
+    async with hooks.step("refresh views"):
+        await run.refresh_views()
+    await run.flush_rejections()
