@@ -280,6 +280,18 @@ async def test_budget_validation_is_problem_json_naming_the_field(client: Client
     duplicate = budget_body("Duplicate line")
     duplicate["lines"].append(duplicate["lines"][0])
     assert_problem(await client.post(f"{API}/budgets", json=duplicate, headers=as_finops), 400, "lines[3]")
+    too_long = budget_body("Long code")
+    too_long["lines"][0]["scopeCode"] = "X" * 65
+    assert_problem(await client.post(f"{API}/budgets", json=too_long, headers=as_finops), 400, "lines[0].scopeCode")
+    huge = budget_body("Huge amount")
+    huge["lines"][0]["amount"] = "1E+20"
+    assert_problem(await client.post(f"{API}/budgets", json=huge, headers=as_finops), 400, "lines[0].amount")
+    not_a_number = budget_body("NaN amount")
+    not_a_number["lines"][0]["amount"] = "NaN"
+    assert_problem(await client.post(f"{API}/budgets", json=not_a_number, headers=as_finops), 400, "lines[0].amount")
+    year_zero = budget_body("Year zero")
+    year_zero["lines"][0]["period"] = "0000-01"
+    assert_problem(await client.post(f"{API}/budgets", json=year_zero, headers=as_finops), 400, "lines[0].period")
     assert_problem(await client.get(f"{API}/budgets/{uuid.uuid4()}", headers=as_finops), 404)
     assert_problem(await client.get(f"{API}/budgets?limit=0", headers=as_finops), 400)
     assert_problem(await client.get(f"{API}/budgets?cursor=not-a-cursor", headers=as_finops), 400, "cursor")
@@ -438,3 +450,9 @@ async def test_bad_query_parameters_are_problem_json(client: Client, as_user: di
         await client.get(f"{API}/cost-insights/entities/X/daily?intervals=P30D", headers=as_user), 400, "intervals"
     )
     assert_problem(await client.get(f"{API}/applications/NOPE/costs", headers=as_user), 404)
+    assert_problem(await client.get(f"{API}/costs/summary?period=0000-01", headers=as_user), 400, "period")
+    for intervals in ("R1/P12M/0001-01-01", "R0/P30D/2026-10-01", "R2/P0D/2026-10-01", "R2/P30D/2026-02-30"):
+        response = await client.get(
+            f"{API}/cost-insights/entities/X/daily", params={"intervals": intervals}, headers=as_user
+        )
+        assert_problem(response, 400, "intervals")

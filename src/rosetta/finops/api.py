@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import date, datetime
@@ -76,7 +75,6 @@ T = TypeVar("T")
 READ = [requires(Permission.FINOPS_READ)]
 ADMIN = [requires(Permission.FINOPS_ADMIN)]
 
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _CSV = "text/csv"
 _EXCEL = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -142,12 +140,7 @@ READER = {"reader": Provide(provide_reader)}
 
 def parse_period(value: str, field: str) -> date:
     """``YYYY-MM`` to the first day of that month; a 400 naming ``field`` otherwise."""
-    match = _PERIOD.match(value)
-    if match is None:
-        raise BadRequestError(
-            f"{field}: expected a month as YYYY-MM, got {value!r}", extra={"errors": [{"field": field}]}
-        )
-    return date(int(match.group(1)), int(match.group(2)), 1)
+    return service.parse_month(value, field)
 
 
 def parse_level(value: str) -> Level:

@@ -686,6 +686,8 @@ def parse_intervals(value: str) -> Window:
         raise _invalid("intervals", f"{match.group(4)!r} is not a date") from None
     if not 1 <= repeating <= 4 or size < 1 or (unit == "D" and size > 366) or (unit == "M" and size > 12):
         raise _invalid("intervals", "at most 4 repetitions of at most 366 days or 12 months")
+    if not 1900 <= end.year <= 2999:
+        raise _invalid("intervals", f"the end date {end} is out of range")
     periods: list[tuple[date, date]] = []
     upper = end
     for _ in range(repeating):

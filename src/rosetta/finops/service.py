@@ -48,7 +48,11 @@ from rosetta.finops.schemas import (
 if TYPE_CHECKING:
     from rosetta.core.audit import Auditor
 
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# Years 1900-2999: a month outside them is a typo, and it keeps month arithmetic away from date's limits.
+_PERIOD = re.compile(r"^((?:19|2\d)\d\d)-(0[1-9]|1[0-2])$")
+_CODE_LENGTH = 64
+# NUMERIC itself has no practical limit; an amount of 10^15 or more is a unit or typing error.
+_MAX_ADJUSTED_EXPONENT = 14
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _HUNDRED = Decimal(100)
 
@@ -79,6 +83,16 @@ def _snapshot(value: Any) -> Any:
 def _check_amount(value: Decimal, field: str) -> Decimal:
     if not value.is_finite():
         raise _invalid(field, "must be a finite decimal")
+    if value and value.adjusted() > _MAX_ADJUSTED_EXPONENT:
+        raise _invalid(field, "must be below 10^15")
+    return value
+
+
+def _check_code(value: str, field: str) -> str:
+    """A business key (application, pool, unit, driver...): stripped, 1 to 64 characters."""
+    value = value.strip()
+    if not value or len(value) > _CODE_LENGTH:
+        raise _invalid(field, f"must be 1 to {_CODE_LENGTH} characters")
     return value
 
 
@@ -180,9 +194,7 @@ def _validated_lines(lines: Sequence[BudgetLineIn]) -> list[dict[str, Any]]:
     for index, line in enumerate(lines):
         field = f"lines[{index}]"
         month = parse_month(line.period, f"{field}.period")
-        code = line.scope_code.strip()
-        if not code:
-            raise _invalid(f"{field}.scopeCode", "must not be empty")
+        code = _check_code(line.scope_code, f"{field}.scopeCode")
         key = (line.scope_level, code, month)
         if key in seen:
             raise _invalid(field, f"duplicate line for {line.scope_level} {code} {month_text(month)}")
@@ -472,9 +484,7 @@ def _validated_rates(rates: Sequence[Rate], field: str = "rates") -> list[dict[s
         where = f"{field}[{index}]"
         if rate.service_category not in models.SERVICE_CATEGORIES:
             raise _invalid(f"{where}.serviceCategory", f"not a FOCUS service category: {rate.service_category!r}")
-        unit = rate.unit.strip()
-        if not unit:
-            raise _invalid(f"{where}.unit", "must not be empty")
+        unit = _check_code(rate.unit, f"{where}.unit")
         if (rate.service_category, unit) in seen:
             raise _invalid(where, f"duplicate rate for {rate.service_category} / {unit}")
         seen.add((rate.service_category, unit))
@@ -727,9 +737,9 @@ def _validated_targets(data: AllocationRuleCreate) -> list[dict[str, Any]]:
     values: list[dict[str, Any]] = []
     for index, target in enumerate(data.targets):
         field = f"targets[{index}]"
-        code = target.application_code.strip()
-        if not code or code in seen:
-            raise _invalid(f"{field}.applicationCode", "empty or duplicate application code")
+        code = _check_code(target.application_code, f"{field}.applicationCode")
+        if code in seen:
+            raise _invalid(f"{field}.applicationCode", f"duplicate application code {code!r}")
         seen.add(code)
         if data.method == "fixed":
             if target.percentage is None:
@@ -758,6 +768,8 @@ async def rule_create_version(
         raise _invalid("driver", "a usage rule names its usage driver (e.g. requests, vcpu_hours)")
     if data.method != "usage" and data.driver:
         raise _invalid("driver", f"only usage rules take a driver, not {data.method}")
+    pool_code = _check_code(data.pool_code, "poolCode") if data.pool_code is not None else None
+    driver = _check_code(data.driver, "driver") if data.driver else None
     targets = _validated_targets(data)
     # The row lock on the rule's latest version makes concurrent new versions queue instead of colliding.
     latest = (
@@ -770,9 +782,9 @@ async def rule_create_version(
         _AR(
             rule_id=rule_id,
             version=version,
-            pool_code=data.pool_code,
+            pool_code=pool_code,
             method=data.method,
-            driver=data.driver.strip() if data.driver else None,
+            driver=driver,
             valid_from=valid_from,
             description=data.description,
             created_by=actor,
