@@ -315,6 +315,7 @@ def dev(
         for line in _run(_prepare_databases(settings, MIGRATION_ORDER, migrate=True)):
             typer.echo(f"rosetta dev: {line}", err=True)
         _load_demo_world(settings)
+        _build_finops_mart(settings)
         base = f"http://{host}:{port}"
         typer.echo(f"rosetta dev: serving {base}  (docs: {base}/api/finops/v1/docs, health: {base}/readyz)", err=True)
         # The dev issuer's JWKS is fetched from this process itself, on loopback when listening everywhere.
@@ -343,6 +344,33 @@ def _load_demo_world(settings: Settings) -> None:
             await store.close()
 
     _run(load())
+
+
+def _build_finops_mart(settings: Settings) -> None:
+    """First start of ``rosetta dev``: run finops-batch once over the demo world, so the dashboards have data."""
+    from rosetta.batch.finops import FINOPS_JOB  # noqa: PLC0415
+    from rosetta.batch.runner import execute  # noqa: PLC0415
+    from rosetta.core.db import Databases, database_urls  # noqa: PLC0415
+    from rosetta.finops import service  # noqa: PLC0415
+
+    async def build() -> None:
+        urls = await asyncio.to_thread(database_urls, settings, FINOPS_JOB.all_databases)
+        databases = Databases.open(settings, FINOPS_JOB.all_databases, process="dev", urls=urls)
+        try:
+            async with databases.unit_of_work("finops") as session:
+                built = await service.mart_built(session)
+            if built:
+                typer.echo("rosetta dev: FinOps data mart already built", err=True)
+                return
+            typer.echo("rosetta dev: first start: building the FinOps data mart (finops-batch)", err=True)
+            context = await execute(FINOPS_JOB, {}, databases=databases, settings=settings, requested_by="rosetta dev")
+            typer.echo(
+                f"rosetta dev: finops run {context.run_id}: read {context.read}, written {context.written}", err=True
+            )
+        finally:
+            await databases.dispose()
+
+    _run(build())
 
 
 class DemoSize(StrEnum):

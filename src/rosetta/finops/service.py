@@ -1004,3 +1004,8 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             after={"name": name, "changedLines": len(changed), "created": created, "runId": str(run_id)},
         )
     return report
+
+
+async def mart_built(session: AsyncSession) -> bool:
+    """True once finops-batch has swapped in at least one month (``rosetta dev`` builds the mart otherwise)."""
+    return bool((await session.execute(select(models.FactPeriodControl.period_month).limit(1))).first())
