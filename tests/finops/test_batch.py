@@ -499,3 +499,14 @@ async def test_a_failed_run_leaves_the_previous_month_and_no_staging_behind(mart
         "seconds": pytest.approx(0, abs=60),
         "outcome": "failed",
     }
+
+
+async def test_a_requested_month_without_raw_data_is_rebuilt_empty(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    context = await mart.run(period="2026-05")
+    assert context.counters["periods"] == ["2026-05"]
+    assert await mart.fetch("SELECT * FROM fact_consumption") == []
+    [control] = await mart.fetch(
+        "SELECT count(*) AS months FROM pg_tables WHERE tablename = 'fact_consumption_p202605'"
+    )
+    assert control["months"] == 1

@@ -664,7 +664,8 @@ class MonthRebuild:
         self.locks = locks
         self.hooks = hooks
         self.wanted = {month_of(period) for period in periods} if periods else None
-        self.months: dict[date, MonthInputs] = {}
+        # A requested month is rebuilt even when the raw zone holds nothing for it any more (it becomes empty).
+        self.months: dict[date, MonthInputs] = {month: MonthInputs(month) for month in sorted(self.wanted or ())}
         self.report = RebuildReport()
         self.rejections: list[tuple[Any, ...]] = []
         self.catalogue = Catalogue(())
