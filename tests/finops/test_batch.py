@@ -397,7 +397,7 @@ async def test_killing_the_batch_during_the_swap_leaves_the_previous_month_intac
     assert total["direct"] == D("1500.00")
 
 
-async def _wait_for_swap_waiting_on_lock(mart: Mart, seconds: float = 20.0) -> bool:
+async def _wait_for_swap_waiting_on_lock(mart: Mart, seconds: float = 90.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         rows = await mart.fetch(
