@@ -476,10 +476,16 @@ def main() -> None:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     configure(args.data_dir)
     size_pools(args.clients)
-    if args.command == "serve":
-        serve(args.serve_port)
-        return
-    asyncio.run(measure(args))
+    from rosetta.core.embedded import stop_embedded_servers  # noqa: PLC0415
+
+    try:
+        if args.command == "serve":
+            serve(args.serve_port)
+            return
+        asyncio.run(measure(args))
+    finally:
+        # The embedded PostgreSQL stops with its last holder; the data directory stays for the next run.
+        stop_embedded_servers()
 
 
 if __name__ == "__main__":
