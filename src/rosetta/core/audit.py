@@ -24,6 +24,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    FetchedValue,
     Index,
     MetaData,
     Select,
@@ -54,7 +55,8 @@ def audit_log_table(metadata: MetaData) -> Table:
         "audit_log",
         metadata,
         # Position in the hash chain, assigned by the insert trigger under a lock (never by the client).
-        Column("seq", BigInteger, primary_key=True, autoincrement=False),
+        # FetchedValue: the client never provides it, the trigger does (it emits no DDL).
+        Column("seq", BigInteger, primary_key=True, autoincrement=False, server_default=FetchedValue()),
         Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("actor_subject", String(255), nullable=False),
         Column("actor_roles", JSON().with_variant(JSONB(), "postgresql"), nullable=False, server_default="[]"),
