@@ -240,6 +240,8 @@ def build_app(target: str, *, dev: bool = False, dev_url: str = "http://127.0.0.
 
 
 def _app_factory_all() -> Litestar:
+    """The app of one worker process of ``rosetta serve --workers N`` (a fresh interpreter per worker)."""
+    _exit_cleanly_on_sigterm()
     return build_app(os.environ.get("ROSETTA_SERVE_TARGET", "all"))
 
 

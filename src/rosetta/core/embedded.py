@@ -7,6 +7,7 @@ pgserver keeps a list of the processes using a data directory and stops the serv
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import warnings
@@ -42,6 +43,10 @@ def embedded_server_url(data_dir: Path) -> URL:
                         f"could not start the embedded PostgreSQL in {pgdata}: {error}"
                     ) from error
             _servers[pgdata] = server
+            _forget_dead_processes(server)
+            # atexit runs last-registered first: this prunes before pgserver's own exit hook decides
+            # whether this process is the last holder (and so must stop the server).
+            atexit.register(_forget_dead_processes, server)
             logger.info("embedded PostgreSQL ready", extra={"pgdata": str(pgdata)})
     return URL.create("postgresql+asyncpg", username="postgres", database="postgres", query={"host": str(pgdata)})
 
