@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     oidc_clock_skew_seconds: int = Field(default=60, ge=0, le=300)
     oidc_jwks_refetch_interval_seconds: int = Field(default=300, ge=1)
     oidc_jwks_cache_seconds: int = Field(default=3600, ge=1)
+    # Verified tokens' principals are reused for this long at most (never past exp); 0 verifies every request.
+    oidc_token_cache_seconds: int = Field(default=60, ge=0, le=300)
+    oidc_token_cache_entries: int = Field(default=10_000, ge=1)
     group_roles: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GROUP_ROLES))
     group_cache_seconds: int = Field(default=300, ge=0)
 

@@ -9,6 +9,9 @@ One :class:`TokenValidator` serves every API of a process. For each token it:
 4. checks ``exp``, ``nbf`` and ``iat`` with a bounded clock skew, the exact audience, ``typ`` and tenant;
 5. resolves the caller's groups (token, Graph on overage, or Backstage) and maps groups to roles.
 
+The resulting principal is kept in a :class:`VerifiedTokenCache` (keyed by the token's SHA-256, until the
+token's ``exp`` or a short lifetime, whichever comes first), so a client's repeated requests skip steps 1-5.
+
 Failures raise :class:`TokenRejectedError` carrying the reason (logged and returned in ``WWW-Authenticate``);
 the token itself is never logged. The signature check is authlib's JOSE implementation, ``joserfc``.
 """
@@ -30,6 +33,7 @@ from rosetta.core.errors import ConfigurationError
 from rosetta.core.security.groups import GroupResolutionError, GroupResolver, group_resolver_for
 from rosetta.core.security.jwks import JwksCache, KeyUnavailableError
 from rosetta.core.security.permissions import Principal, roles_for
+from rosetta.core.security.token_cache import VerifiedTokenCache
 from rosetta.core.settings import IssuerSettings, Settings
 
 # The audience of Microsoft Graph tokens: never accepted, whatever the configuration says.
@@ -84,11 +88,16 @@ class TokenValidator:
         jwks_cache_seconds: float,
         jwks_refetch_interval_seconds: float,
         group_cache_seconds: float,
+        token_cache_seconds: float = 0.0,
+        token_cache_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._group_roles = dict(group_roles)
         self._skew = clock_skew_seconds
         self._clock = clock
+        self._verified = VerifiedTokenCache(
+            ttl_seconds=token_cache_seconds, max_entries=token_cache_entries, clock=clock
+        )
         self._issuers: dict[str, TrustedIssuer] = {}
         for issuer in issuers:
             if issuer.issuer in self._issuers:
@@ -116,14 +125,37 @@ class TokenValidator:
             jwks_cache_seconds=settings.oidc_jwks_cache_seconds,
             jwks_refetch_interval_seconds=settings.oidc_jwks_refetch_interval_seconds,
             group_cache_seconds=settings.group_cache_seconds,
+            token_cache_seconds=settings.oidc_token_cache_seconds,
+            token_cache_entries=settings.oidc_token_cache_entries,
         )
+
+    @property
+    def verified_tokens(self) -> int:
+        """How many verified tokens are cached (tests and diagnostics)."""
+        return len(self._verified)
 
     def trusted(self, issuer: str) -> TrustedIssuer | None:
         """The configuration of a trusted issuer (tests and diagnostics)."""
         return self._issuers.get(issuer)
 
     async def authenticate(self, token: str) -> Principal:
-        """The principal a valid token identifies; :class:`TokenRejectedError` otherwise."""
+        """The principal a valid token identifies; :class:`TokenRejectedError` otherwise.
+
+        A token verified less than the cache lifetime ago, and not expired, is answered from the cache.
+        """
+        if not self._verified.enabled:
+            principal, _ = await self._verify_with_expiry(token)
+            return principal
+        key = VerifiedTokenCache.key(token)
+        cached = self._verified.get(key)
+        if cached is not None:
+            return cached
+        principal, expires_at = await self._verify_with_expiry(token)
+        self._verified.put(key, principal, expires_at=expires_at)
+        return principal
+
+    async def _verify_with_expiry(self, token: str) -> tuple[Principal, float]:
+        """Every check of the module docstring; the principal and the token's ``exp``."""
         header, claims = self._parse(token)
         issuer = self._issuer_of(claims)
         algorithm = header.get("alg")
@@ -148,13 +180,16 @@ class TokenValidator:
         except GroupResolutionError as error:
             raise TokenRejectedError(error.reason, status=error.status) from None
         app_roles = self._app_roles(claims, issuer.settings)
-        return Principal(
+        principal = Principal(
             subject=self._subject(claims, issuer.settings),
             display_name=self._display_name(claims),
             issuer=issuer.settings.issuer,
             groups=groups,
             roles=roles_for((*groups, *app_roles), self._group_roles),
         )
+        expires_at = _number(claims, "exp", required=True)
+        assert expires_at is not None
+        return principal, expires_at
 
     def _parse(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if len(token) > _MAX_TOKEN_LENGTH:
