@@ -1,18 +1,22 @@
 """finops-api under load: drill-down and application endpoints vs the same SQL straight through asyncpg.
 
     .venv/bin/python bench/finops_api.py [--size large] [--granularity month] [--duration 15] [--clients 32]
+        [--http-client raw|httpx] [--server-workers 1] [--token-cache-seconds 60]
 
 1. Prepares a data mart the real way, once per data directory: embedded PostgreSQL in ``--data-dir``,
    migrated databases, the demo world of ``--size`` landed in the raw zone, then finops-batch
    (``--rebuild`` forces it again). ``--granularity month`` lands one cost line per month instead of per
    day (same money, 30x fewer source lines: what keeps the large world's preparation in minutes on a
    laptop; the dashboards' monthly views hold the same number of rows either way).
-2. Serves ``rosetta serve finops``'s app with uvicorn in a child process on 127.0.0.1 (one worker),
-   trusting the development issuer; the load generator mints a ``Rosetta_User`` token.
-3. For each endpoint, ``--clients`` concurrent httpx.AsyncClient workers send requests for
-   ``--duration`` seconds (random but seeded parameters from the real hierarchy), then the same number of
-   asyncpg workers run, for the same duration, exactly the statements the endpoint runs (the SQL text
-   comes from ``rosetta.finops.queries``) with the same parameters.
+2. Serves ``rosetta serve finops``'s app with uvicorn in a child process on 127.0.0.1 (``--server-workers``
+   processes sharing the port, default one), trusting the development issuer; the load generator mints a
+   ``Rosetta_User`` token (the server caches verified tokens for ``--token-cache-seconds``, default 60).
+3. For each endpoint, ``--clients`` concurrent workers, each on its own keep-alive connection, send requests
+   for ``--duration`` seconds (random but seeded parameters from the real hierarchy), then the same number
+   of asyncpg workers run, for the same duration, exactly the statements the endpoint runs (the SQL text
+   comes from ``rosetta.finops.queries``) with the same parameters. ``--http-client raw`` (default) is a
+   bare HTTP/1.1 client on asyncio streams, as lean as asyncpg is on the SQL side; ``httpx`` is the
+   earlier method (httpx costs about 0.5 ms of CPU per request on the same two cores as the server).
 4. Prints p50 / p99 latency and requests per second for each, and the API / SQL throughput ratio
    (goal: at least 0.5).
 """
@@ -25,6 +29,7 @@ import contextlib
 import os
 import random
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,11 +52,12 @@ CURRENCY = "EUR"
 # ---------------------------------------------------------------------------------------------- setup
 
 
-def configure(data_dir: Path) -> None:
+def configure(data_dir: Path, token_cache_seconds: int) -> None:
     """Point every setting at the bench's own data directory (embedded PostgreSQL), before any import."""
     for key in [key for key in os.environ if key.startswith("ROSETTA_")]:
         del os.environ[key]
     os.environ["ROSETTA_DATA_DIR"] = str(data_dir)
+    os.environ["ROSETTA_OIDC_TOKEN_CACHE_SECONDS"] = str(token_cache_seconds)
     os.environ["ROSETTA_ENV"] = "dev"
     os.environ["ROSETTA_LOG_LEVEL"] = "WARNING"
 
@@ -109,8 +115,12 @@ async def prepare(size: str, granularity: str, seed: int, rebuild: bool) -> None
 # ---------------------------------------------------------------------------------------------- server
 
 
-def serve(port: int) -> None:
-    """Child process: the finops app (plus the development issuer) under uvicorn, one worker."""
+def serve(port: int, ready_file: Path) -> None:
+    """Child process: the finops app (plus the development issuer) under uvicorn, one worker.
+
+    The listening socket is bound with ``SO_REUSEPORT``, so ``--server-workers N`` starts N of these on
+    the same port and the kernel spreads the load generator's connections over them.
+    """
     import uvicorn  # noqa: PLC0415
 
     from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
@@ -130,29 +140,50 @@ def serve(port: int) -> None:
         launcher=InProcessLauncher(registered_jobs(), settings),
         extra_route_handlers=[dev_idp_router(data_dir(), base)],
     )
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", port))
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            await asyncio.to_thread(
+                ready_file.touch
+            )  # the lifespan (pools, validator) is up and the socket is listening
+
+    Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
 
 
 @contextlib.contextmanager
-def server_process(port: int, data_dir: Path, clients: int) -> Iterator[tuple[str, int]]:
-    """Start :func:`serve` in a child process and wait until it is ready."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--data-dir", str(data_dir)]
-    command += ["--clients", str(clients), "serve", "--port", str(port)]
-    child = subprocess.Popen(command, cwd=REPO)
+def server_processes(args: argparse.Namespace) -> Iterator[tuple[str, list[int]]]:
+    """Start ``--server-workers`` :func:`serve` child processes on one port and wait until each is ready."""
+    port, workers = args.port, args.server_workers
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the API server did not start")
-            time.sleep(0.3)
-        yield base, child.pid
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
+    children: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="finops-api-bench-") as flags:
+        try:
+            for index in range(workers):
+                # One at a time: the first may start the embedded PostgreSQL, the others then attach to it.
+                ready = Path(flags) / f"worker-{index}.ready"
+                command = [sys.executable, str(Path(__file__).resolve()), "--data-dir", str(args.data_dir)]
+                command += ["--clients", str(args.clients), "--token-cache-seconds", str(args.token_cache_seconds)]
+                command += ["serve", "--port", str(port), "--ready-file", str(ready)]
+                child = subprocess.Popen(command, cwd=REPO)
+                children.append(child)
+                deadline = time.monotonic() + 120
+                while not ready.exists():
+                    if child.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("the API server did not start")
+                    time.sleep(0.3)
+            if httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
+                raise SystemExit("the API server is not ready")
+            yield base, [child.pid for child in children]
+        finally:
+            for child in children:
+                child.terminate()
+            for child in children:
+                child.wait(timeout=30)
 
 
 def user_token() -> str:
@@ -298,13 +329,16 @@ class CpuMeter:
 
     dsn: str
     application_name: str
-    server_pid: int | None = None
+    server_pids: list[int] = field(default_factory=list)
     started: dict[str, Any] | None = None
+
+    def _server_cpu(self) -> float:
+        return sum(process_cpu(pid) for pid in self.server_pids)
 
     async def start(self) -> None:
         pids = await backends(self.dsn, self.application_name)
         self.started = {
-            "server": process_cpu(self.server_pid) if self.server_pid else 0.0,
+            "server": self._server_cpu(),
             "backends": {pid: process_cpu(pid) for pid in pids},
             "client": own_cpu(),
         }
@@ -314,7 +348,7 @@ class CpuMeter:
         pids = await backends(self.dsn, self.application_name)
         before: dict[int, float] = self.started["backends"]
         result.cpu = {
-            "server": (process_cpu(self.server_pid) - self.started["server"]) if self.server_pid else 0.0,
+            "server": self._server_cpu() - self.started["server"],
             "postgres": sum(process_cpu(pid) - before.get(pid, 0.0) for pid in pids),
             "client": own_cpu() - self.started["client"],
         }
@@ -369,24 +403,106 @@ async def hammer(clients: int, duration: float, one: Callable[[int], Awaitable[b
     return Result(latencies=latencies, elapsed=time.perf_counter() - started, errors=errors)
 
 
-async def run_api(
-    base: str, token: str, calls: list[Call], clients: int, duration: float, *, meter: CpuMeter
-) -> Result:
-    """The endpoint over HTTP: one httpx.AsyncClient (one keep-alive connection) per worker.
+class KeepAliveConnection:
+    """A bare HTTP/1.1 keep-alive connection on asyncio streams: GET, read the status and the whole body.
 
-    One client shared by 32 tasks spends its time in its own connection-pool bookkeeping (a trivial
+    What a load generator needs and no more (no pool, no header objects, no decoding), so that on a
+    machine shared with the server the client costs about what asyncpg costs the raw-SQL side.
+    """
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        self._host, _, port = base.removeprefix("http://").partition(":")
+        self._port = int(port or 80)
+        lines = "".join(f"{name}: {value}\r\n" for name, value in {"Host": self._host, **headers}.items())
+        self._headers = lines.encode("latin-1") + b"\r\n"
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        """The status and body of ``GET url`` (the connection is opened on first use and kept)."""
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        assert self._reader is not None
+        self._writer.write(b"GET " + url.encode("ascii") + b" HTTP/1.1\r\n" + self._headers)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = None
+        chunked = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if chunked:
+            return status, await self._chunked_body()
+        if length is None:
+            raise RuntimeError("response without Content-Length or chunked encoding")
+        return status, await self._reader.readexactly(length)
+
+    async def _chunked_body(self) -> bytes:
+        assert self._reader is not None
+        parts: list[bytes] = []
+        while True:
+            size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self._reader.readuntil(b"\r\n")
+                return b"".join(parts)
+            parts.append(await self._reader.readexactly(size))
+            await self._reader.readexactly(2)
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+class HttpxConnection:
+    """The same through one httpx.AsyncClient (the earlier method: about 0.5 ms of client CPU per request)."""
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        self._client = httpx.AsyncClient(base_url=base, headers=headers, timeout=60)
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        """The status and body of ``GET url``."""
+        response = await self._client.get(url)
+        return response.status_code, response.content
+
+    async def aclose(self) -> None:
+        """Close the client."""
+        await self._client.aclose()
+
+
+CLIENTS: dict[str, type[KeepAliveConnection | HttpxConnection]] = {
+    "raw": KeepAliveConnection,
+    "httpx": HttpxConnection,
+}
+
+
+async def run_api(
+    base: str, token: str, calls: list[Call], clients: int, duration: float, *, meter: CpuMeter, client: str
+) -> Result:
+    """The endpoint over HTTP: one keep-alive connection per worker (``client``: raw asyncio or httpx).
+
+    One httpx client shared by 32 tasks spends its time in its own connection-pool bookkeeping (a trivial
     Litestar route tops out near 160 req/s that way on this machine, 600 with a client per worker).
     """
     headers = {"Authorization": f"Bearer {token}"}
-    sessions = [httpx.AsyncClient(base_url=base, headers=headers, timeout=60) for _ in range(clients)]
+    sessions = [CLIENTS[client](base, headers) for _ in range(clients)]
     try:
         for session, call in zip(sessions, calls, strict=False):  # warm up: JWKS, statements, pools
-            (await session.get(call.url)).raise_for_status()
+            status, body = await session.get(call.url)
+            if status != 200:
+                raise SystemExit(f"warm-up GET {call.url}: {status} {body[:300]!r}")
         counter = iter(range(10**9))
 
         async def one(worker: int) -> bool:
-            response = await sessions[worker].get(calls[next(counter) % len(calls)].url)
-            return response.status_code == 200
+            status, _ = await sessions[worker].get(calls[next(counter) % len(calls)].url)
+            return status == 200
 
         await meter.start()
         result = await hammer(clients, duration, one)
@@ -398,10 +514,20 @@ async def run_api(
 
 
 async def run_sql(dsn: str, calls: list[Call], clients: int, duration: float, *, meter: CpuMeter) -> Result:
-    """The same statements through asyncpg, one pooled connection per worker, rows decoded as the API does."""
+    """The same statements through asyncpg, one pooled connection per worker, rows decoded as the API does.
+
+    The pool is configured like the API's read pool (no ``RESET ALL`` round trip on each release), so
+    both sides pay the same database work per request.
+    """
+    from rosetta.finops.api import keep_session_state  # noqa: PLC0415
+
     prepared = [[positional(sql, parameters) for sql, parameters in call.statements] for call in calls]
     async with asyncpg.create_pool(
-        dsn, min_size=clients, max_size=clients, server_settings={"application_name": "bench.sql"}
+        dsn,
+        min_size=clients,
+        max_size=clients,
+        reset=keep_session_state,
+        server_settings={"application_name": "bench.sql"},
     ) as pool:
         counter = iter(range(10**9))
 
@@ -439,13 +565,17 @@ async def measure(args: argparse.Namespace) -> None:
     }
     print(
         f"world {args.size} ({args.granularity} source lines): {len(load.months)} months, "
-        f"{len(load.applications)} applications; {args.clients} clients, {args.duration:.0f}s per run"
+        f"{len(load.applications)} applications; {args.clients} clients, {args.duration:.0f}s per run; "
+        f"{args.server_workers} server process(es), {args.http_client} HTTP client, "
+        f"token cache {args.token_cache_seconds}s"
     )
     token = user_token()
-    with server_process(args.port, args.data_dir, args.clients) as (base, server_pid):
+    with server_processes(args) as (base, server_pids):
         for name, calls in suites.items():
-            api_meter = CpuMeter(dsn, "rosetta.bench.read", server_pid=server_pid)
-            api = await run_api(base, token, calls, args.clients, args.duration, meter=api_meter)
+            api_meter = CpuMeter(dsn, "rosetta.bench.read", server_pids=server_pids)
+            api = await run_api(
+                base, token, calls, args.clients, args.duration, meter=api_meter, client=args.http_client
+            )
             sql = await run_sql(dsn, calls, args.clients, args.duration, meter=CpuMeter(dsn, "bench.sql"))
             print(api.line(f"API  GET {name}"))
             print(sql.line(f"SQL  {name} (asyncpg)"))
@@ -466,21 +596,35 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--token-cache-seconds",
+        type=int,
+        default=60,
+        help="the server's ROSETTA_OIDC_TOKEN_CACHE_SECONDS (0: verify the token's signature on every request)",
+    )
+    parser.add_argument("--server-workers", type=int, default=1, help="uvicorn processes sharing the port")
+    parser.add_argument(
+        "--http-client",
+        choices=sorted(CLIENTS),
+        default="raw",
+        help="load generator: bare keep-alive connections on asyncio streams (default) or httpx (earlier runs)",
+    )
     sub = parser.add_subparsers(dest="command")
     serve_parser = sub.add_parser("serve", help="(internal) the API server process")
     serve_parser.add_argument("--port", type=int, dest="serve_port", default=8765)
+    serve_parser.add_argument("--ready-file", type=Path, required=True)
     args = parser.parse_args()
     if args.data_dir is None:
         args.data_dir = Path(tempfile.gettempdir()) / "rosetta-bench" / f"finops-api-{args.size}-{args.granularity}"
     args.data_dir = args.data_dir.resolve()
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    configure(args.data_dir)
+    configure(args.data_dir, args.token_cache_seconds)
     size_pools(args.clients)
     from rosetta.core.embedded import stop_embedded_servers  # noqa: PLC0415
 
     try:
         if args.command == "serve":
-            serve(args.serve_port)
+            serve(args.serve_port, args.ready_file)
             return
         asyncio.run(measure(args))
     finally:
