@@ -148,9 +148,8 @@ def serve(port: int, ready_file: Path) -> None:
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
-            await asyncio.to_thread(
-                ready_file.touch
-            )  # the lifespan (pools, validator) is up and the socket is listening
+            # The lifespan (pools, validator) is up and the socket is listening.
+            await asyncio.to_thread(ready_file.touch)
 
     Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
 

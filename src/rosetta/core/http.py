@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+import gc
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +166,22 @@ async def metrics(state: State) -> Response[bytes]:
     return Response(content=metrics_text(state.metrics), media_type="text/plain; version=0.0.4")
 
 
+@contextlib.contextmanager
+def _startup_objects_frozen() -> Iterator[None]:
+    """While the app serves, keep what start-up built (modules, app, pools) out of the garbage collector's scans.
+
+    Those objects live as long as the process, yet every full collection walked all of them: under load, a
+    full collection every ~1,500 requests took ~80 ms, about 10% of a drill-down's server CPU. Unfrozen at
+    shutdown, so a process that builds many apps (the tests) still reclaims the ones it has finished with.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def create_app(
     contexts: Sequence[ContextApi],
     *,
@@ -199,7 +216,8 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 for hook in hooks:
                     await stack.enter_async_context(hook(app))
-                yield
+                with _startup_objects_frozen():
+                    yield
         finally:
             await databases.dispose()
 
