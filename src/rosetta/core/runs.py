@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -168,8 +169,6 @@ async def list_runs(
     if job is not None:
         query = query.where(_runs.c.job == job)
     if before is not None:
-        from sqlalchemy import tuple_  # noqa: PLC0415 - only keyset queries need it
-
         query = query.where(tuple_(_runs.c.queued_at, _runs.c.run_id) < tuple_(*before))
     return [dict(row) for row in (await session.execute(query)).mappings()]
 
