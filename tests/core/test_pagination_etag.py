@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from litestar import Request, get
+from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.testing import AsyncTestClient
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Uuid, select
@@ -93,7 +94,7 @@ async def test_next_link_keeps_filters_and_replaces_cursor(settings: Settings, s
     @get("/items", guards=[requires(Permission.PUBLIC)])
     async def list_items(
         request: Request[Any, Any, Any],
-        session: AsyncSession,
+        session: NamedDependency[AsyncSession],
         limit: FromQuery[int] = 10,
         cursor: FromQuery[str | None] = None,
     ) -> Page[str]:

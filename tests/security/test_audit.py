@@ -15,6 +15,8 @@ from decimal import Decimal
 import msgspec
 import pytest
 from litestar import Litestar, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.engine import URL
@@ -226,7 +228,7 @@ class Rename(CamelStruct):
 
 
 @post("/test-renames/{item_id:str}", guards=[requires(Permission.FINOPS_ADMIN)], status_code=200)
-async def rename(item_id: str, data: Rename, auditor: Auditor) -> dict[str, str]:
+async def rename(item_id: FromPath[str], data: JSONBody[Rename], auditor: NamedDependency[Auditor]) -> dict[str, str]:
     """A stand-in mutation: audits, then fails if asked to (so the whole transaction rolls back)."""
     await auditor.record(
         action="thing.rename", entity_type="thing", entity_id=item_id, before={"name": "old"}, after=data

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Request
+from litestar.di import NamedDependency
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -181,7 +182,7 @@ class Auditor:
         )
 
 
-def provide_auditor(session: AsyncSession, request: Request[Any, Any, Any]) -> Auditor:
+def provide_auditor(session: NamedDependency[AsyncSession], request: Request[Any, Any, Any]) -> Auditor:
     """Dependency: an :class:`Auditor` bound to the request's session, principal and request id."""
     principal = request.scope.get("user")
     return Auditor(

@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rosetta.core.audit import AuditEntry, AuditFilter, audit_query, audit_sort_key, entry_from_row
@@ -48,7 +49,7 @@ def security_controller() -> type[Controller]:
         tags = ["security"]
 
         @get("/me", guards=[requires(Permission.AUTHENTICATED)], sync_to_thread=False, summary="Who am I")
-        def me(self, principal: Principal) -> Me:
+        def me(self, principal: NamedDependency[Principal]) -> Me:
             """The caller's identity, groups, roles and permissions (to show admin actions only to admins)."""
             return Me(
                 subject=principal.subject,
@@ -64,15 +65,15 @@ def security_controller() -> type[Controller]:
             self,
             *,
             request: Request[Any, Any, Any],
-            session: AsyncSession,
-            entity_type: Annotated[str | None, Parameter(query="entityType")] = None,
-            entity_id: Annotated[str | None, Parameter(query="entityId")] = None,
-            actor: Annotated[str | None, Parameter(description="Actor subject")] = None,
-            action: str | None = None,
-            since: Annotated[datetime | None, Parameter(query="from", description="Inclusive, ISO 8601")] = None,
-            until: Annotated[datetime | None, Parameter(query="to", description="Exclusive, ISO 8601")] = None,
-            limit: Annotated[int, Parameter(ge=1, le=500)] = DEFAULT_LIMIT,
-            cursor: str | None = None,
+            session: NamedDependency[AsyncSession],
+            entity_type: Annotated[str | None, QueryParameter(name="entityType")] = None,
+            entity_id: Annotated[str | None, QueryParameter(name="entityId")] = None,
+            actor: Annotated[str | None, QueryParameter(description="Actor subject")] = None,
+            action: FromQuery[str | None] = None,
+            since: Annotated[datetime | None, QueryParameter(name="from", description="Inclusive, ISO 8601")] = None,
+            until: Annotated[datetime | None, QueryParameter(name="to", description="Exclusive, ISO 8601")] = None,
+            limit: Annotated[int, QueryParameter(ge=1, le=500)] = DEFAULT_LIMIT,
+            cursor: FromQuery[str | None] = None,
         ) -> Page[AuditEntry]:
             """Audit rows newest first, filtered by entity, actor, action and time range; cursor-paginated."""
             filters = AuditFilter(
