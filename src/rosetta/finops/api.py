@@ -20,8 +20,8 @@ import asyncpg
 import msgspec
 from litestar import Controller, Litestar, Request, Response, get, patch, post, put
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Dependency, Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,14 +79,14 @@ ADMIN = [requires(Permission.FINOPS_ADMIN)]
 _CSV = "text/csv"
 _EXCEL = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
-LimitParam = Annotated[int, Parameter(query="limit", ge=1, le=MAX_LIMIT, description="Page size.")]
-CursorParam = Annotated[str | None, Parameter(query="cursor", description="Opaque cursor of the next page.")]
-EnvironmentParam = Annotated[str | None, Parameter(query="environment", description="Only this environment.")]
+LimitParam = Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_LIMIT, description="Page size.")]
+CursorParam = Annotated[str | None, QueryParameter(name="cursor", description="Opaque cursor of the next page.")]
+EnvironmentParam = Annotated[str | None, QueryParameter(name="environment", description="Only this environment.")]
 CurrencyParam = Annotated[
-    str | None, Parameter(query="currency", description="ISO 4217 code; default: the mart's main currency.")
+    str | None, QueryParameter(name="currency", description="ISO 4217 code; default: the mart's main currency.")
 ]
 BasisParam = Annotated[
-    str, Parameter(query="basis", description="effective (amortised, default) or billed (invoiced) cost.")
+    str, QueryParameter(name="basis", description="effective (amortised, default) or billed (invoiced) cost.")
 ]
 
 
@@ -288,8 +288,8 @@ class CostsController(Controller):
     async def summary(
         self,
         *,
-        reader: queries.ViewReader,
-        period: str,
+        reader: NamedDependency[queries.ViewReader],
+        period: FromQuery[str],
         environment: EnvironmentParam = None,
         currency: CurrencyParam = None,
         basis: BasisParam = "effective",
@@ -308,11 +308,11 @@ class CostsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        reader: queries.ViewReader,
-        level: str,
-        parent: str | None = None,
-        period_from: Annotated[str | None, Parameter(query="from")] = None,
-        period_to: Annotated[str | None, Parameter(query="to")] = None,
+        reader: NamedDependency[queries.ViewReader],
+        level: FromQuery[str],
+        parent: FromQuery[str | None] = None,
+        period_from: Annotated[str | None, QueryParameter(name="from")] = None,
+        period_to: Annotated[str | None, QueryParameter(name="to")] = None,
         environment: EnvironmentParam = None,
         currency: CurrencyParam = None,
         basis: BasisParam = "effective",
@@ -352,9 +352,9 @@ class ApplicationsController(Controller):
     async def costs(
         self,
         *,
-        reader: queries.ViewReader,
-        code: str,
-        period_to: Annotated[str | None, Parameter(query="to", description="Last month (YYYY-MM).")] = None,
+        reader: NamedDependency[queries.ViewReader],
+        code: FromPath[str],
+        period_to: Annotated[str | None, QueryParameter(name="to", description="Last month (YYYY-MM).")] = None,
         currency: CurrencyParam = None,
         basis: BasisParam = "effective",
     ) -> ApplicationCosts:
@@ -392,8 +392,8 @@ class BudgetsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
-        name: Annotated[str | None, Parameter(query="name", description="Names containing this text.")] = None,
+        session: NamedDependency[AsyncSession],
+        name: Annotated[str | None, QueryParameter(name="name", description="Names containing this text.")] = None,
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
     ) -> Response[Any]:
@@ -406,7 +406,11 @@ class BudgetsController(Controller):
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_budget(
-        self, session: AsyncSession, auditor: Auditor, principal: Principal, data: BudgetCreate
+        self,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
+        data: JSONBody[BudgetCreate],
     ) -> Response[Budget]:
         """Create a budget version with its lines (FinOps admins)."""
         budget = await service.budget_create(session, auditor=auditor, data=data, actor=principal.subject)
@@ -417,13 +421,15 @@ class BudgetsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
-        right: Annotated[str, Parameter(description="budget:<id>, pricing-view:<id> or actual.")],
-        left: Annotated[str, Parameter(description="actual (default), budget:<id> or pricing-view:<id>.")] = "actual",
-        level: str = "domain",
-        parent: str | None = None,
-        period_from: Annotated[str | None, Parameter(query="from")] = None,
-        period_to: Annotated[str | None, Parameter(query="to")] = None,
+        session: NamedDependency[AsyncSession],
+        right: Annotated[str, QueryParameter(description="budget:<id>, pricing-view:<id> or actual.")],
+        left: Annotated[
+            str, QueryParameter(description="actual (default), budget:<id> or pricing-view:<id>.")
+        ] = "actual",
+        level: FromQuery[str] = "domain",
+        parent: FromQuery[str | None] = None,
+        period_from: Annotated[str | None, QueryParameter(name="from")] = None,
+        period_to: Annotated[str | None, QueryParameter(name="to")] = None,
         currency: CurrencyParam = None,
         basis: BasisParam = "effective",
         limit: LimitParam = DEFAULT_LIMIT,
@@ -463,7 +469,9 @@ class BudgetsController(Controller):
         return await aggregate_response(request, fetch, limit=limit, cursor=cursor, filename="budget-comparison")
 
     @get("/{budget_id:uuid}", guards=READ)
-    async def get_budget(self, session: AsyncSession, budget_id: uuid.UUID) -> Response[Budget]:
+    async def get_budget(
+        self, session: NamedDependency[AsyncSession], budget_id: FromPath[uuid.UUID]
+    ) -> Response[Budget]:
         """One budget version (with its ETag)."""
         return with_etag(await service.budget_get(session, budget_id))
 
@@ -472,8 +480,8 @@ class BudgetsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
-        budget_id: uuid.UUID,
+        session: NamedDependency[AsyncSession],
+        budget_id: FromPath[uuid.UUID],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
     ) -> Response[Any]:
@@ -490,10 +498,10 @@ class BudgetsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
-        auditor: Auditor,
-        budget_id: uuid.UUID,
-        data: BudgetReplace,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        budget_id: FromPath[uuid.UUID],
+        data: JSONBody[BudgetReplace],
     ) -> Response[Budget]:
         """Replace a budget version and its lines; needs ``If-Match`` with the current ETag (412 if stale)."""
         current = await service.budget_get(session, budget_id, for_update=True)
@@ -505,10 +513,10 @@ class BudgetsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
-        auditor: Auditor,
-        budget_id: uuid.UUID,
-        data: BudgetPatch,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        budget_id: FromPath[uuid.UUID],
+        data: JSONBody[BudgetPatch],
     ) -> Response[Budget]:
         """Change some members of a budget version (lines are upserted); needs ``If-Match``."""
         current = await service.budget_get(session, budget_id, for_update=True)
@@ -517,7 +525,11 @@ class BudgetsController(Controller):
 
     @post("/{budget_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK)
     async def import_lines(
-        self, request: Request[Any, Any, Any], session: AsyncSession, auditor: Auditor, budget_id: uuid.UUID
+        self,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        budget_id: FromPath[uuid.UUID],
     ) -> Response[Budget]:
         """Replace a version's lines from a CSV or Excel file (columns scope_level, scope_code, month, amount)."""
         current = await service.budget_get(session, budget_id, for_update=True)
@@ -540,7 +552,7 @@ class PricingViewsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
+        session: NamedDependency[AsyncSession],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
     ) -> Response[Any]:
@@ -553,14 +565,20 @@ class PricingViewsController(Controller):
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_view(
-        self, session: AsyncSession, auditor: Auditor, principal: Principal, data: PricingViewCreate
+        self,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
+        data: JSONBody[PricingViewCreate],
     ) -> Response[PricingView]:
         """Create a pricing view with its rate card (FinOps admins)."""
         view = await service.pricing_view_create(session, auditor=auditor, data=data, actor=principal.subject)
         return with_etag(view, status_code=HTTP_201_CREATED, location=f"{PREFIX}/pricing-views/{view.id}")
 
     @get("/{view_id:uuid}", guards=READ)
-    async def get_view(self, session: AsyncSession, view_id: uuid.UUID) -> Response[PricingView]:
+    async def get_view(
+        self, session: NamedDependency[AsyncSession], view_id: FromPath[uuid.UUID]
+    ) -> Response[PricingView]:
         """One pricing view (with its ETag)."""
         return with_etag(await service.pricing_view_get(session, view_id))
 
@@ -569,10 +587,10 @@ class PricingViewsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
-        auditor: Auditor,
-        view_id: uuid.UUID,
-        data: PricingViewReplace,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        view_id: FromPath[uuid.UUID],
+        data: JSONBody[PricingViewReplace],
     ) -> Response[PricingView]:
         """Replace a pricing view and its rates; needs ``If-Match`` (412 if stale)."""
         current = await service.pricing_view_get(session, view_id, for_update=True)
@@ -584,10 +602,10 @@ class PricingViewsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
-        auditor: Auditor,
-        view_id: uuid.UUID,
-        data: PricingViewPatch,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        view_id: FromPath[uuid.UUID],
+        data: JSONBody[PricingViewPatch],
     ) -> Response[PricingView]:
         """Change some members of a pricing view (rates are upserted); needs ``If-Match``."""
         current = await service.pricing_view_get(session, view_id, for_update=True)
@@ -596,7 +614,11 @@ class PricingViewsController(Controller):
 
     @post("/{view_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK)
     async def import_rates(
-        self, request: Request[Any, Any, Any], session: AsyncSession, auditor: Auditor, view_id: uuid.UUID
+        self,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        view_id: FromPath[uuid.UUID],
     ) -> Response[PricingView]:
         """Replace a view's rates from a CSV or Excel file (columns service_category, unit, unit_price)."""
         current = await service.pricing_view_get(session, view_id, for_update=True)
@@ -619,9 +641,9 @@ class AllocationRulesController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
-        pool: str | None = None,
-        all_versions: Annotated[bool, Parameter(query="allVersions")] = False,
+        session: NamedDependency[AsyncSession],
+        pool: FromQuery[str | None] = None,
+        all_versions: Annotated[bool, QueryParameter(name="allVersions")] = False,
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
     ) -> Response[Any]:
@@ -636,7 +658,11 @@ class AllocationRulesController(Controller):
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_rule(
-        self, session: AsyncSession, auditor: Auditor, principal: Principal, data: AllocationRuleCreate
+        self,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
+        data: JSONBody[AllocationRuleCreate],
     ) -> Response[AllocationRule]:
         """Add a rule, or the next version of an existing ``ruleId``."""
         rule = await service.rule_create_version(session, auditor=auditor, data=data, actor=principal.subject)
@@ -647,12 +673,16 @@ class AllocationRulesController(Controller):
         )
 
     @get("/{rule_id:str}", guards=READ)
-    async def get_rule(self, session: AsyncSession, rule_id: str) -> Response[AllocationRule]:
+    async def get_rule(
+        self, session: NamedDependency[AsyncSession], rule_id: FromPath[str]
+    ) -> Response[AllocationRule]:
         """The latest version of a rule."""
         return with_etag(await service.rule_get(session, rule_id))
 
     @get("/{rule_id:str}/versions/{version:int}", guards=READ)
-    async def get_rule_version(self, session: AsyncSession, rule_id: str, version: int) -> Response[AllocationRule]:
+    async def get_rule_version(
+        self, session: NamedDependency[AsyncSession], rule_id: FromPath[str], version: FromPath[int]
+    ) -> Response[AllocationRule]:
         """One version of a rule."""
         return with_etag(await service.rule_get(session, rule_id, version=version))
 
@@ -679,12 +709,12 @@ class BatchRunsController(Controller):
     async def trigger(
         self,
         *,
-        session: AsyncSession,
-        auditor: Auditor,
-        principal: Principal,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
         # A Protocol cannot be isinstance-checked: the launcher is the one the app was composed with.
-        launcher: Annotated[RunLauncher, Dependency(skip_validation=True)],
-        data: BatchRunRequest | None = None,
+        launcher: NamedDependency[SkipValidation[RunLauncher]],
+        data: JSONBody[BatchRunRequest | None] = None,
     ) -> Response[BatchRunAccepted]:
         """Queue a run and start it; answer 202 with its ``runId`` and ``Location`` at once."""
         parameters = service.batch_parameters(data or BatchRunRequest())
@@ -704,7 +734,7 @@ class BatchRunsController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        session: AsyncSession,
+        session: NamedDependency[AsyncSession],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
     ) -> Response[Any]:
@@ -722,7 +752,7 @@ class BatchRunsController(Controller):
         return await list_response(request, fetch, limit=limit, cursor=cursor, filename="batch-runs")
 
     @get("/{run_id:uuid}", guards=READ)
-    async def get_batch_run(self, session: AsyncSession, run_id: uuid.UUID) -> BatchRun:
+    async def get_batch_run(self, session: NamedDependency[AsyncSession], run_id: FromPath[uuid.UUID]) -> BatchRun:
         """One run with its counts, step durations and error."""
         record = await runs.get_run(session, run_id)
         if record is None or record["job"] != FINOPS_JOB:
@@ -734,7 +764,7 @@ class BatchRunsController(Controller):
 
 
 IntervalsParam = Annotated[
-    str, Parameter(query="intervals", description="ISO 8601 repeating interval, e.g. R2/P30D/2026-10-01.")
+    str, QueryParameter(name="intervals", description="ISO 8601 repeating interval, e.g. R2/P30D/2026-10-01.")
 ]
 
 
@@ -746,18 +776,22 @@ class CostInsightsController(Controller):
     dependencies = READER
 
     @get("/last-complete-billing-date", guards=READ)
-    async def last_complete_billing_date(self, reader: queries.ViewReader) -> LastCompleteBillingDate:
+    async def last_complete_billing_date(self, reader: NamedDependency[queries.ViewReader]) -> LastCompleteBillingDate:
         """The last day with complete costs."""
         return LastCompleteBillingDate(date=await queries.last_complete_day(reader))
 
     @get("/groups/{group:str}/daily", guards=READ)
-    async def group_daily(self, reader: queries.ViewReader, group: str, intervals: IntervalsParam) -> CostInsightsCost:
+    async def group_daily(
+        self, reader: NamedDependency[queries.ViewReader], group: FromPath[str], intervals: IntervalsParam
+    ) -> CostInsightsCost:
         """Daily cost of every application an owner group owns, grouped by product."""
         window = queries.parse_intervals(intervals)
         return await queries.group_daily_cost(reader, group=group, window=window)
 
     @get("/entities/{code:str}/daily", guards=READ)
-    async def entity_daily(self, reader: queries.ViewReader, code: str, intervals: IntervalsParam) -> CostInsightsCost:
+    async def entity_daily(
+        self, reader: NamedDependency[queries.ViewReader], code: FromPath[str], intervals: IntervalsParam
+    ) -> CostInsightsCost:
         """Daily cost of one application (a Backstage catalog entity), grouped by environment."""
         window = queries.parse_intervals(intervals)
         return await queries.application_daily_cost(reader, code=code, window=window)
