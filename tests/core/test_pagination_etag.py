@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,7 +36,7 @@ items = Table(
 
 
 @pytest.fixture
-async def seeded(databases: Databases) -> list[dict[str, Any]]:
+async def seeded(databases: Databases) -> AsyncIterator[list[dict[str, Any]]]:
     engine = databases.engines["ref"]
     async with engine.begin() as connection:
         await connection.run_sync(metadata.drop_all)
