@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
-from decimal import Decimal
+from decimal import Decimal, localcontext
+from fractions import Fraction
 
 import pytest
 
 from rosetta.finops.allocation import (
+    RATIO_DIGITS,
     UNALLOCATED,
     AllocationError,
     allocate,
@@ -114,3 +116,66 @@ def test_same_inputs_same_result_and_hash() -> None:
     first = inputs_hash(pool_code="network", pool=D("77.77"), method="usage", weights=weights)
     assert first == inputs_hash(pool_code="network", pool=D("77.770"), method="usage", weights={"C": D(0), **weights})
     assert first != inputs_hash(pool_code="network", pool=D("77.78"), method="usage", weights=weights)
+
+
+ShareRow = tuple[str, Decimal, Decimal, Decimal, Decimal]
+
+
+def fraction_reference(pool: Decimal, weights: dict[str, Decimal]) -> list[ShareRow]:
+    """The method of finops-reference.md §3.2 spelled out with exact fractions (slow, obviously right)."""
+    total = sum(weights.values(), D(0))
+    if total == 0:
+        return [(UNALLOCATED, D(0), D(1), pool, D(0))]
+    sign = -1 if pool < 0 else 1
+    units = int(abs(pool) / D("0.01"))
+    exact = {target: units * Fraction(weight) / Fraction(total) for target, weight in weights.items()}
+    floors = {target: value.numerator // value.denominator for target, value in exact.items()}
+    leftover = units - sum(floors.values())
+    bonus = set(sorted(weights, key=lambda target: (floors[target] - exact[target], target))[:leftover])
+    with localcontext() as context:
+        context.prec = RATIO_DIGITS
+        return [
+            (
+                target,
+                weights[target],
+                weights[target] / total,
+                sign * (floors[target] + (target in bonus)) * D("0.01"),
+                sign * (target in bonus) * D("0.01"),
+            )
+            for target in sorted(weights)
+        ]
+
+
+def random_weights(rng: random.Random) -> dict[str, Decimal]:
+    """Even, small-integer (many ties and zeros) or mixed-scale weights over a random set of target codes."""
+    count = rng.randint(0, 50)
+    kind = rng.choice(["even", "ties", "scaled"])
+    if kind == "even":
+        return {f"T{rng.randint(0, 999):03d}": D(1) for _ in range(count)}
+    if kind == "ties":
+        return {f"T{index:03d}": D(rng.choice([0, 0, 1, 2, 3])) for index in range(count)}
+    return {
+        f"T{rng.randint(0, 999):03d}": D(rng.choice([0, rng.randint(0, 10**9)])).scaleb(-rng.randint(-3, 12))
+        for _ in range(count)
+    }
+
+
+def test_integer_method_matches_exact_fractions() -> None:
+    """Every share (amount, ratio, rounding, down to the Decimal exponent) equals the Fraction method's."""
+    rng = random.Random(20261127)
+    seen = {"credit": 0, "unallocated": 0, "ties": 0}
+    for _ in range(2000):
+        pool = D(rng.randint(-10_000_000, 10_000_000)) / 100
+        weights = random_weights(rng)
+        result = allocate(pool, weights)
+        got = [(s.target, s.weight, s.ratio, s.amount, s.rounding_adjustment) for s in result.shares]
+        expected = fraction_reference(pool, weights)
+        assert got == expected
+        assert [tuple(value.as_tuple() for value in row[1:]) for row in got] == [
+            tuple(value.as_tuple() for value in row[1:]) for row in expected
+        ]
+        seen["credit"] += pool < 0
+        seen["unallocated"] += result.unallocated
+        seen["ties"] += len(set(weights.values())) < len(weights)
+    # The seeded draw really covers credits, zero-weight pools and tied remainders.
+    assert min(seen.values()) > 50

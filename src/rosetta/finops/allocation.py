@@ -2,7 +2,9 @@
 
 Method (finops-reference.md §3.2): ratio_i = weight_i / Σ weight; floor every share to the quantum; hand the
 leftover quanta one at a time to the largest remainders, ties broken by target code (ascending) so reruns are
-identical. Shares are computed with exact fractions, never floats, so Σ shares = pool exactly.
+identical. Shares are computed exactly in integers, never floats, so Σ shares = pool exactly: every weight and
+the total are put over one common denominator, so each floor is an integer division and each remainder an integer
+over that same denominator (what exact fractions would give, without their cost).
 
 Guards: Σ weight = 0 (or no target) sends the whole pool to ``UNALLOCATED``; a negative weight is an error;
 a credit pool keeps its sign (the absolute value is split, then the sign re-applied); fixed percentages must
@@ -13,10 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
-from fractions import Fraction
 
 from rosetta.core.errors import UnprocessableError
 
@@ -67,28 +69,28 @@ def allocate(pool: Decimal, weights: Mapping[str, Decimal], *, quantum: Decimal 
         return Allocation(pool, (Share(UNALLOCATED, Decimal(0), Decimal(1), pool, Decimal(0)),))
     sign = -1 if pool < 0 else 1
     units = int(abs(pool) / quantum)
-    exact_total = Fraction(total)
-    floors: dict[str, int] = {}
-    remainders: dict[str, Fraction] = {}
-    for target, weight in weights.items():
-        exact = units * Fraction(weight) / exact_total
-        floors[target] = exact.numerator // exact.denominator
-        remainders[target] = exact - floors[target]
-    leftover = units - sum(floors.values())
-    # Largest remainder first; equal remainders go to the smallest target code (deterministic reruns).
-    bonus = set(sorted(weights, key=lambda target: (-remainders[target], target))[:leftover])
+    targets = sorted(weights)
+    values = [weights[target] for target in targets]
+    floors, remainders = _integer_shares(units, values, total)
+    leftover = units - sum(floors)
+    # Largest remainder first; a stable sort over targets in ascending code order gives equal remainders to the
+    # smallest target code (deterministic reruns).
+    ranked = sorted(range(len(targets)), key=remainders.__getitem__, reverse=True)
+    bonus = set(ranked[:leftover])
     shares = []
     with localcontext() as context:
         context.prec = RATIO_DIGITS
-        for target in sorted(weights):
-            extra = 1 if target in bonus else 0
+        no_adjustment = 0 * quantum
+        adjustment = sign * quantum
+        for index, target in enumerate(targets):
+            extra = 1 if index in bonus else 0
             shares.append(
                 Share(
                     target=target,
-                    weight=weights[target],
-                    ratio=weights[target] / total,
-                    amount=sign * (floors[target] + extra) * quantum,
-                    rounding_adjustment=sign * extra * quantum,
+                    weight=values[index],
+                    ratio=values[index] / total,
+                    amount=sign * (floors[index] + extra) * quantum,
+                    rounding_adjustment=adjustment if extra else no_adjustment,
                 )
             )
     return Allocation(pool, tuple(shares))
@@ -119,6 +121,26 @@ def inputs_hash(*, pool_code: str, pool: Decimal, method: str, weights: Mapping[
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _integer_shares(units: int, values: list[Decimal], total: Decimal) -> tuple[list[int], list[int]]:
+    """Floor and remainder of ``units * value / total`` for each value, the remainders over one denominator.
+
+    A finite Decimal is exactly ``n / d`` with ``d`` dividing a power of ten; over the common denominator ``c`` it
+    is the integer ``n * c / d``, so ``units * value / total`` is one integer division, and the remainders, all
+    over the same scaled total, compare as plain integers.
+    """
+    exact = [value.as_integer_ratio() for value in values]
+    total_numerator, total_denominator = total.as_integer_ratio()
+    common = math.lcm(total_denominator, *{denominator for _, denominator in exact})
+    scaled_total = total_numerator * (common // total_denominator)
+    floors = []
+    remainders = []
+    for numerator, denominator in exact:
+        floor, remainder = divmod(units * numerator * (common // denominator), scaled_total)
+        floors.append(floor)
+        remainders.append(remainder)
+    return floors, remainders
 
 
 def _check_quantum(pool: Decimal, quantum: Decimal) -> None:
