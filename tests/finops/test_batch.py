@@ -12,33 +12,22 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 
 import pytest
-from batch_support import D, Mart, add_rule, application, close_mart, cost, driver, open_mart, pool
-from sqlalchemy.engine import URL
+from batch_support import D, Mart, add_rule, application, cost, driver, pool
 
 from rosetta.batch.progress import SilentProgress
 from rosetta.batch.runner import JobLockedError, RunFailedError
 from rosetta.core import runs
 from rosetta.core.errors import ConflictError
-from rosetta.core.settings import DatabaseRole
 from rosetta.finops import service
 from rosetta.finops.pipeline import ConservationError, check_month
 
 MARCH = "2026-03"
 MARCH_FIRST = date(2026, 3, 1)
-
-
-@pytest.fixture
-async def mart(fresh_database_urls: Callable[[], dict[DatabaseRole, URL]]) -> AsyncIterator[Mart]:
-    opened = await open_mart(fresh_database_urls)
-    try:
-        yield opened
-    finally:
-        await close_mart(opened)
 
 
 async def land_known_answer_world(mart: Mart) -> None:

@@ -19,7 +19,8 @@ The transformation, in the order it runs:
    control totals), swaps both partitions (DETACH + DROP the old one, RENAME + ATTACH the staging table),
    then asserts in SQL that every pool is conserved and that direct + indirect = source; a failed assertion
    rolls the whole month back. Readers see the old month or the new one, never a mix (ADR 0005).
-5. **refresh** - the materialized views, ``CONCURRENTLY`` (readers are never blocked).
+5. **views** - every materialized view is rebuilt beside the live one (several at once, on two connections)
+   and the new ones replace the old in one short transaction (:mod:`rosetta.finops.views`, ADR 0007).
 
 A run holds a session advisory lock per month it rebuilds, so two runs never rebuild the same month at once
 (the batch runner's job lock already serialises finops-batch runs; this also covers any other caller).
@@ -57,6 +58,7 @@ from rosetta.finops.allocation import (
     inputs_hash,
 )
 from rosetta.finops.models import SERVICE_CATEGORIES, SHARED_ENVIRONMENT, UNKNOWN_ENVIRONMENT
+from rosetta.finops.views import rebuild_views
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,6 @@ INDIRECT_SOURCE = "finance"
 COPY_CHUNK = 10_000
 PROGRESS_EVERY = 2_000
 SWAP_LOCK_TIMEOUT = "30s"
-REFRESH_WORK_MEM = "256MB"
 
 MATERIALIZED_VIEWS: tuple[str, ...] = (
     "mv_finops_cost_monthly",
@@ -1156,14 +1157,6 @@ class MonthRebuild:
                 )
             await check_month(self.work, month)
 
-    async def refresh_views(self) -> None:
-        """Refresh every dashboard view concurrently, in one transaction (consistent with each other)."""
-        async with self.work.transaction():
-            # Room for the views' hash aggregates, so a refresh never falls back to sorting on text keys.
-            await self.work.execute(f"SET LOCAL work_mem = '{REFRESH_WORK_MEM}'")
-            for view in MATERIALIZED_VIEWS:
-                await self.work.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
-
     async def upsert_dimensions(self) -> None:
         """Environments and cost pools seen in this run (never removed: older months may use them)."""
         environments = sorted(set(self.report.counters.get("environments", [])))
@@ -1367,7 +1360,7 @@ async def rebuild(
                 await locks.take(period)
         run = MonthRebuild(run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods)
         try:
-            await _run_steps(run, reader, hooks)
+            await _run_steps(run, reader, hooks, engine)
         except Exception:
             # The months already swapped stay; this run's unswapped staging tables go (best effort: a broken
             # connection leaves them to the next run of the same month).
@@ -1377,7 +1370,7 @@ async def rebuild(
         return run.report
 
 
-async def _run_steps(run: MonthRebuild, reader: RawReader, hooks: RunHooks) -> None:
+async def _run_steps(run: MonthRebuild, reader: RawReader, hooks: RunHooks, engine: AsyncEngine) -> None:
     async with hooks.step("reference"):
         await run.load_reference(reader)
     async with hooks.step("read"):
@@ -1396,6 +1389,9 @@ async def _run_steps(run: MonthRebuild, reader: RawReader, hooks: RunHooks) -> N
             "finops month rebuilt",
             extra={"period": f"{month:%Y-%m}", "seconds": round(time.perf_counter() - started, 3)},
         )
-    async with hooks.step("refresh views"):
-        await run.refresh_views()
+    async with hooks.step("refresh views"), _dedicated(engine) as builder:
+        await builder.execute("SET statement_timeout = 0")
+        run.report.counters["views"] = await rebuild_views(
+            run.work, [run.work, builder], MATERIALIZED_VIEWS, tag=run.run_id.hex[:12]
+        )
     await run.flush_rejections()
