@@ -49,8 +49,9 @@ audit_log = audit_log_table(Base.metadata)
 # carry 11+ decimals and the mart must sum them exactly; rounding happens only where money is allocated.
 #
 # What dashboards and finops-api READ are the materialized views created in the migration (never the
-# fact tables). Each has the UNIQUE index REFRESH ... CONCURRENTLY needs; the batch refreshes them
-# concurrently at the end of every run. Names and columns:
+# fact tables). Each has the UNIQUE index REFRESH ... CONCURRENTLY needs; at the end of every run the
+# batch rebuilds them beside the live ones and swaps them in (rosetta.finops.views, ADR 0007). Names and
+# columns:
 #
 # ``mv_finops_cost_monthly`` - one row per (period, application_code, environment_code, cost_type,
 #     service_category, provider, currency); also product_code, family_code, domain_code and the names

@@ -1,8 +1,8 @@
 """Read side of finops-api: aggregates over the dashboard materialized views (never the fact tables).
 
 Each query is one SQL statement kept as text beside its function, so ``bench/finops_api.py`` runs the very
-same SQL through asyncpg to compare the API with the database alone. The views are rebuilt and refreshed
-by finops-batch (``REFRESH MATERIALIZED VIEW CONCURRENTLY``), so a reader always sees whole months.
+same SQL through asyncpg to compare the API with the database alone. The views are rebuilt after every run
+by finops-batch (built beside the live ones, then swapped in: ADR 0007), so a reader always sees whole months.
 
 Amounts: ``basis`` chooses FOCUS ``EffectiveCost`` (amortised, the showback default) or ``BilledCost``
 (invoiced); the hierarchy is the one valid in each month (a past month stays attributed as it was).
