@@ -40,7 +40,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import astuple, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -904,15 +904,20 @@ class MonthRebuild:
         direct_rows = int(status.rsplit(" ", 1)[-1])
         await self.work.execute(f"DROP TABLE {inputs.lines_table}")
         direct_cost: dict[str, dict[str, Decimal]] = defaultdict(dict)
+        codes: set[str] = set()
         for row in await self.work.fetch(
-            f"SELECT currency, application_code, sum(billed_cost) AS cost FROM {facts}"
-            " WHERE application_code <> $1 GROUP BY currency, application_code",
-            UNALLOCATED,
+            f"SELECT currency, application_code, sum(billed_cost) AS cost FROM {facts} GROUP BY 1, 2"
         ):
-            direct_cost[row["currency"]][row["application_code"]] = row["cost"]
-        indirect, coefficient_rows = self._allocate(inputs, direct_cost, first_line=direct_rows + 1)
-        await self.work.copy_records_to_table(facts, records=indirect, columns=IndirectRow._fields)
-        await self.work.copy_records_to_table(coefficients, records=coefficient_rows, columns=CoefficientRow._fields)
+            codes.add(row["application_code"])
+            if row["application_code"] != UNALLOCATED:
+                direct_cost[row["currency"]][row["application_code"]] = row["cost"]
+        allocated = self._allocate(inputs, direct_cost, first_line=direct_rows + 1)
+        await self.work.copy_to_table(
+            facts, source=_copy_chunks(allocated.indirect), columns=INDIRECT_COLUMNS, format="text"
+        )
+        await self.work.copy_to_table(
+            coefficients, source=_copy_chunks(allocated.coefficients), columns=COEFFICIENT_COLUMNS, format="text"
+        )
         # Fresh tables have no statistics: without them the views' refresh plans joins on wild guesses.
         await self.work.execute(f"ANALYZE {facts}")
         upper = next_month(inputs.month)
@@ -923,18 +928,14 @@ class MonthRebuild:
                 f" CHECK (period_month >= DATE '{inputs.month}' AND period_month < DATE '{upper}'),"
                 f" ADD CONSTRAINT {table}_pkey PRIMARY KEY ({key})"
             )
-        self.report.written += direct_rows + len(indirect)
-        codes = {row.target_application_code for row in coefficient_rows} | {
-            row["application_code"] for row in await self.work.fetch(f"SELECT DISTINCT application_code FROM {facts}")
-        }
-        return facts, coefficients, self._hierarchy_rows(inputs.month, codes)
+        self.report.written += direct_rows + len(allocated.indirect)
+        return facts, coefficients, self._hierarchy_rows(inputs.month, codes | allocated.targets)
 
     def _allocate(
         self, inputs: MonthInputs, direct_cost: Mapping[str, Mapping[str, Decimal]], *, first_line: int
-    ) -> tuple[list[IndirectRow], list[CoefficientRow]]:
-        """Split every pool of the month; return the indirect fact rows and the coefficient rows."""
-        indirect: list[IndirectRow] = []
-        coefficients: list[CoefficientRow] = []
+    ) -> AllocatedRows:
+        """Split every pool of the month; return the indirect fact rows and the coefficient rows as COPY text."""
+        rows = AllocatedRows()
         valid = self.catalogue.valid_in(inputs.month)
         counters = self.report.counters
         for (pool_code, currency), amount in sorted(inputs.pools.items()):
@@ -954,50 +955,29 @@ class MonthRebuild:
                 counters["pools_unallocated"] = counters.get("pools_unallocated", 0) + 1
             digest = inputs_hash(pool_code=pool_code, pool=amount, method=rule.method, weights=weights)
             inputs.rules[(pool_code, currency)] = rule
+            # What every share of the pool has in common, in the order of the *_POOL_COLUMNS.
+            indirect = _copy_prefix(
+                (inputs.month, inputs.month, "month", SHARED_ENVIRONMENT, self.pool_categories.get(pool_code, "Other"),
+                 self.pool_names.get(pool_code, pool_code), INDIRECT_PROVIDER, "indirect", currency, INDIRECT_SOURCE,
+                 rule.rule_id, rule.version, pool_code, self.run_id)
+            )  # fmt: skip
+            coefficient = _copy_prefix(
+                (inputs.month, pool_code, currency, rule.rule_id, rule.version,
+                 "unallocated" if allocation.unallocated else rule.method, rule.driver, amount, digest, self.run_id)
+            )  # fmt: skip
             for share in _kept_shares(allocation):
-                coefficients.append(
-                    CoefficientRow(
-                        period_month=inputs.month,
-                        pool_code=pool_code,
-                        currency=currency,
-                        target_application_code=share.target,
-                        allocation_rule_id=rule.rule_id,
-                        allocation_rule_version=rule.version,
-                        key_type="unallocated" if allocation.unallocated else rule.method,
-                        driver=rule.driver,
-                        weight=share.weight,
-                        ratio=share.ratio,
-                        pool_amount=amount,
-                        allocated_amount=share.amount,
-                        rounding_adjustment=share.rounding_adjustment,
-                        inputs_hash=digest,
-                        run_id=self.run_id,
-                    )
+                # The *_SHARE_COLUMNS; Decimals in plain notation keep their scale, as the binary COPY did.
+                code = _copy_value(share.target)
+                share_amount = format(share.amount, "f")
+                ratio = format(share.ratio, "f")
+                line_no = first_line + len(rows.indirect)
+                rows.indirect.append(f"{indirect}{line_no}\t{code}\t{share_amount}\t{share_amount}\t{ratio}\n")
+                rows.coefficients.append(
+                    f"{coefficient}{code}\t{format(share.weight, 'f')}\t{ratio}\t{share_amount}"
+                    f"\t{format(share.rounding_adjustment, 'f')}\n"
                 )
-                indirect.append(
-                    IndirectRow(
-                        period_month=inputs.month,
-                        line_no=first_line + len(indirect),
-                        period=inputs.month,
-                        granularity="month",
-                        application_code=share.target,
-                        environment_code=SHARED_ENVIRONMENT,
-                        service_category=self.pool_categories.get(pool_code, "Other"),
-                        service_name=self.pool_names.get(pool_code, pool_code),
-                        provider=INDIRECT_PROVIDER,
-                        cost_type="indirect",
-                        billed_cost=share.amount,
-                        effective_cost=share.amount,
-                        currency=currency,
-                        source=INDIRECT_SOURCE,
-                        allocation_rule_id=rule.rule_id,
-                        allocation_rule_version=rule.version,
-                        source_pool=pool_code,
-                        allocated_ratio=share.ratio,
-                        run_id=self.run_id,
-                    )
-                )
-        return indirect, coefficients
+                rows.targets.add(share.target)
+        return rows
 
     def _weights(
         self, rule: Rule, inputs: MonthInputs, direct_cost: Mapping[str, Decimal], valid: Sequence[str]
@@ -1176,48 +1156,53 @@ _APPLICATION_COLUMNS = ("application_code", *(column.name for column in fields(A
 UNALLOCATED_VERSION_HIERARCHY = (UNALLOCATED, "Unallocated", UNALLOCATED, "Unallocated", UNALLOCATED, "Unallocated")
 
 
-class IndirectRow(NamedTuple):
-    """An allocated (indirect) row of ``fact_consumption``; field names are the column names."""
+@dataclass
+class AllocatedRows:
+    """A month's indirect fact rows and coefficient rows, as lines of COPY text, and the targets they name."""
 
-    period_month: date
-    line_no: int
-    period: date
-    granularity: str
-    application_code: str
-    environment_code: str
-    service_category: str
-    service_name: str
-    provider: str
-    cost_type: str
-    billed_cost: Decimal
-    effective_cost: Decimal
-    currency: str
-    source: str
-    allocation_rule_id: str
-    allocation_rule_version: int
-    source_pool: str
-    allocated_ratio: Decimal
-    run_id: uuid.UUID
+    indirect: list[str] = field(default_factory=list)
+    coefficients: list[str] = field(default_factory=list)
+    targets: set[str] = field(default_factory=set)
 
 
-class CoefficientRow(NamedTuple):
-    """A row of ``fact_coefficient``; field names are the column names."""
+# The columns of an indirect row of ``fact_consumption`` and of a ``fact_coefficient`` row as the COPY text
+# lists them: first what a whole pool shares (written once per pool), then what each share sets.
+INDIRECT_POOL_COLUMNS = (
+    "period_month", "period", "granularity", "environment_code", "service_category", "service_name", "provider",
+    "cost_type", "currency", "source", "allocation_rule_id", "allocation_rule_version", "source_pool", "run_id",
+)  # fmt: skip
+INDIRECT_SHARE_COLUMNS = ("line_no", "application_code", "billed_cost", "effective_cost", "allocated_ratio")
+INDIRECT_COLUMNS = INDIRECT_POOL_COLUMNS + INDIRECT_SHARE_COLUMNS
+COEFFICIENT_POOL_COLUMNS = (
+    "period_month", "pool_code", "currency", "allocation_rule_id", "allocation_rule_version", "key_type", "driver",
+    "pool_amount", "inputs_hash", "run_id",
+)  # fmt: skip
+COEFFICIENT_SHARE_COLUMNS = ("target_application_code", "weight", "ratio", "allocated_amount", "rounding_adjustment")
+COEFFICIENT_COLUMNS = COEFFICIENT_POOL_COLUMNS + COEFFICIENT_SHARE_COLUMNS
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
-    period_month: date
-    pool_code: str
-    currency: str
-    target_application_code: str
-    allocation_rule_id: str
-    allocation_rule_version: int
-    key_type: str
-    driver: str | None
-    weight: Decimal
-    ratio: Decimal
-    pool_amount: Decimal
-    allocated_amount: Decimal
-    rounding_adjustment: Decimal
-    inputs_hash: str
-    run_id: uuid.UUID
+
+def _copy_value(value: object) -> str:
+    """One value in COPY's text format: NULL as ``\\N``, a Decimal in plain notation (its scale kept), text escaped.
+
+    Building the text here costs less than asyncpg's binary encoding of Decimal to numeric.
+    """
+    if value is None:
+        return "\\N"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_prefix(values: Iterable[object]) -> str:
+    """The leading fields of a COPY text line, each followed by its tab."""
+    return "".join(f"{_copy_value(value)}\t" for value in values)
+
+
+async def _copy_chunks(lines: list[str]) -> AsyncIterator[bytes]:
+    """COPY text lines as a few large chunks (no thread hop per chunk, as a file-like source would make)."""
+    for start in range(0, len(lines), COPY_CHUNK):
+        yield "".join(lines[start : start + COPY_CHUNK]).encode()
 
 
 _COEFFICIENT_KEY = "period_month, pool_code, currency, target_application_code"
