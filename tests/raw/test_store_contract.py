@@ -13,11 +13,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
 from rosetta.raw.canonical import UnstorablePayloadError, canonical_json
-from rosetta.raw.store import RawDocument, RawStore, RejectedRecord
+from rosetta.raw.store import DocumentPage, RawDocument, RawStore, RejectedRecord, S
 
 T0 = datetime(2026, 3, 14, 8, 0, 0, 123000, tzinfo=UTC)
 
@@ -294,3 +295,70 @@ async def test_concurrent_imports_of_overlapping_content_count_every_document_ex
     assert sum(r.landed for r in results) == 600
     assert sum(r.duplicates for r in results) == 200
     assert sorted(d.payload["sys_id"] for d in await _collect(store)) == [f"{n:04d}" for n in range(600)]
+
+
+# ---------------------------------------------------------------------------------------------- projected pages
+
+
+class _Cost(msgspec.Struct):
+    amount: Any = None
+    tags: Any = None
+    missing: Any = "absent"
+
+
+class _Focus(msgspec.Struct, rename="pascal"):
+    billed_cost: Any = None
+    charge_period_start: Any = None
+
+
+async def _pages(store: RawStore, shape: type[S], **filters: Any) -> list[DocumentPage[S]]:
+    return [page async for page in store.stream_pages(shape=shape, **filters)]
+
+
+async def test_stream_pages_decode_only_the_projected_fields_exactly_as_stream_returns_them(store: RawStore) -> None:
+    payloads: list[dict[str, Any]] = [
+        {"amount": "12.40", "tags": {"env": "prod", "n": [1, 2.5, None]}, "other": "x" * 100},
+        {"amount": 7, "tags": None},
+        {"amount": 1.5, "extra": {"deep": [{"a": 1}]}},
+        {},
+    ]
+    await _land(store, "cmdb", "cost", payloads)
+
+    pages = await _pages(store, _Cost, source="cmdb", kind="cost")
+    whole = await _collect(store, source="cmdb", kind="cost")
+    fields = [item for page in pages for item in page.fields]
+
+    assert fields == [
+        _Cost(amount=d.payload.get("amount"), tags=d.payload.get("tags"), missing="absent") for d in whole
+    ]
+    assert [(page.source, page.kind) for page in pages] == [("cmdb", "cost")]
+    # A whole document on demand is the one stream() returns.
+    documents = [page.document(index) for page in pages for index in range(len(page))]
+    assert [(d.source, d.kind, d.content_hash, d.payload) for d in documents] == [
+        (d.source, d.kind, d.content_hash, d.payload) for d in whole
+    ]
+
+
+async def test_stream_pages_use_the_payload_spelling_of_renamed_fields(store: RawStore) -> None:
+    await _land(
+        store, "aws", "focus", [{"BilledCost": "7.71", "ChargePeriodStart": "2026-03-01T00:00:00Z", "Tags": {}}]
+    )
+
+    [page] = await _pages(store, _Focus, source="aws", kind="focus")
+
+    assert page.fields == [_Focus(billed_cost="7.71", charge_period_start="2026-03-01T00:00:00Z")]
+
+
+async def test_stream_pages_hold_one_source_and_kind_in_landing_order_by_page_size(store: RawStore) -> None:
+    import_id = await store.begin_import(source="demo", kind="paged")
+    await store.put_many(import_id, source="demo", kind="paged", payloads=({"amount": n} for n in range(30)))
+    await _land(store, "demo", "other", [{"amount": -1}])
+    await _land(store, "elsewhere", "paged", [{"amount": -2}])
+
+    for page_size in (1, 7, 30, 100):
+        pages = await _pages(store, _Cost, source="demo", kind="paged", page_size=page_size)
+        assert [len(page) for page in pages] == [min(page_size, 30 - start) for start in range(0, 30, page_size)]
+        assert [item.amount for page in pages for item in page.fields] == list(range(30))
+    assert await _pages(store, _Cost, source="demo", kind="missing") == []
+    with pytest.raises(BadRequestError, match="page_size"):
+        await _pages(store, _Cost, source="demo", kind="paged", page_size=0)

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterat
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+import msgspec
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
@@ -43,12 +44,15 @@ from rosetta.core.errors import ConfigurationError, ConflictError, NotFoundError
 from rosetta.core.settings import Settings
 from rosetta.raw.canonical import UnstorablePayloadError, canonical_payload, decode_payload
 from rosetta.raw.store import (
+    DocumentPage,
     ImportStatus,
     ImportSummary,
     PutResult,
     RawDocument,
     RejectedRecord,
+    S,
     check_finish,
+    check_page_size,
     check_window,
     utc_or_now,
 )
@@ -371,6 +375,20 @@ class MongoRawStore:
                 content_hash=row["content_hash"],
             )
 
+    async def stream_pages(
+        self, *, source: str, kind: str, shape: type[S], page_size: int = 5000
+    ) -> AsyncIterator[DocumentPage[S]]:
+        """Documents of one source and kind in landing order, a page at a time, projected onto ``shape``.
+
+        The driver decodes whole BSON documents anyway, so the projection is applied here (``msgspec.convert``
+        matches the same encoded field names as the JSON decoder of the PostgreSQL store); the server only
+        leaves out the fields no page needs.
+        """
+        check_page_size(page_size)
+        query = {"source": source, "kind": kind}
+        async for rows in self._page_rows("raw_documents", query, page_size, _PAGE_PROJECTION):
+            yield _document_page(source, kind, rows, [msgspec.convert(row["payload"], shape) for row in rows])
+
     async def stream_rejected(
         self, *, source: str | None = None, import_id: uuid.UUID | None = None
     ) -> AsyncIterator[RejectedRecord]:
@@ -387,15 +405,23 @@ class MongoRawStore:
             )
 
     async def _pages(self, name: str, query: Document, page_size: int) -> AsyncIterator[Document]:
+        """The documents of :meth:`_page_rows`, one by one."""
+        async for rows in self._page_rows(name, query, page_size):
+            for row in rows:
+                yield row
+
+    async def _page_rows(
+        self, name: str, query: Document, page_size: int, projection: Document | None = None
+    ) -> AsyncIterator[list[Document]]:
         """Keyset pagination on ``_id``: no server cursor stays open while the consumer works."""
         collection = await self._collection(name)
         last_id: ObjectId | None = None
         while True:
             page_query = query if last_id is None else {**query, "_id": {"$gt": last_id}}
             with _mongo_errors():
-                rows = await collection.find(page_query).sort("_id", ASCENDING).limit(page_size).to_list()
-            for row in rows:
-                yield row
+                rows = await collection.find(page_query, projection).sort("_id", ASCENDING).limit(page_size).to_list()
+            if rows:
+                yield rows
             if len(rows) < page_size:
                 return
             last_id = rows[-1]["_id"]
@@ -419,6 +445,21 @@ class MongoRawStore:
             {"$set": {"value": decode_payload(encoded), "updated_at": datetime.now(UTC)}},
             upsert=True,
         )
+
+
+# What a projected page reads of each document (``_id``, the keyset, is always returned).
+_PAGE_PROJECTION: Document = {"content_hash": 1, "payload": 1}
+
+
+def _document_page(source: str, kind: str, rows: list[Document], fields: list[S]) -> DocumentPage[S]:
+    """A page over documents read with ``_PAGE_PROJECTION``."""
+    return DocumentPage(
+        source=source,
+        kind=kind,
+        fields=fields,
+        content_hash=lambda index: rows[index]["content_hash"],
+        payload=lambda index: rows[index]["payload"],
+    )
 
 
 def _equals(filters: Mapping[str, Any]) -> Document:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -68,6 +68,55 @@ class PutResult(msgspec.Struct, kw_only=True):
     duplicates: int
 
 
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class PagedDocument(msgspec.Struct, kw_only=True):
+    """One whole document of a :class:`DocumentPage`, rebuilt on demand (e.g. to keep it with a rejection)."""
+
+    source: str
+    kind: str
+    content_hash: str
+    payload: dict[str, Any]
+
+
+class DocumentPage(Generic[S]):
+    """One page of :meth:`RawStore.stream_pages`: each document's projection, its whole payload on demand.
+
+    ``fields[i]`` holds the payload fields named by the projection's struct type, decoded as received (a field
+    absent from the payload takes its default); every other payload field was skipped without building
+    objects. ``document(i)`` decodes the whole i-th document, which a reader needs only for the few it keeps
+    (rejected lines), not for every line it maps.
+    """
+
+    __slots__ = ("_content_hash", "_payload", "fields", "kind", "source")
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        kind: str,
+        fields: list[S],
+        content_hash: Callable[[int], str],
+        payload: Callable[[int], dict[str, Any]],
+    ) -> None:
+        self.source = source
+        self.kind = kind
+        self.fields = fields
+        self._content_hash = content_hash
+        self._payload = payload
+
+    def __len__(self) -> int:
+        """How many documents the page holds."""
+        return len(self.fields)
+
+    def document(self, index: int) -> PagedDocument:
+        """The whole ``index``-th document of the page."""
+        return PagedDocument(
+            source=self.source, kind=self.kind, content_hash=self._content_hash(index), payload=self._payload(index)
+        )
+
+
 class RawStore(Protocol):
     """The landing zone.
 
@@ -119,6 +168,19 @@ class RawStore(Protocol):
         batch_size: int = 1000,
     ) -> AsyncIterator[RawDocument]:
         """Stream documents in landing order, with bounded memory (``batch_size`` at a time)."""
+        ...
+
+    def stream_pages(
+        self, *, source: str, kind: str, shape: type[S], page_size: int = 5000
+    ) -> AsyncIterator[DocumentPage[S]]:
+        """Documents of one source and kind in landing order, a page at a time, projected onto ``shape``.
+
+        ``shape`` is a ``msgspec.Struct`` whose fields are payload keys (encoded names, so ``rename`` applies)
+        typed loosely enough for any value a payload may hold (``Any`` keeps each value exactly as
+        :meth:`stream` would return it), with a default for absent keys. A bulk reader that needs a dozen of
+        a payload's fifty keys then never builds the others. Same order, pages and memory bounds as
+        :meth:`stream`.
+        """
         ...
 
     def stream_rejected(
@@ -192,6 +254,12 @@ def check_window(received_from: datetime | None, received_to: datetime | None, b
             utc_or_now(value, name)
     if batch_size < 1:
         raise BadRequestError("batch_size must be at least 1")
+
+
+def check_page_size(page_size: int) -> None:
+    """Refuse a page size below 1."""
+    if page_size < 1:
+        raise BadRequestError("page_size must be at least 1")
 
 
 def check_finish(*, status: ImportStatus, read: int, landed: int, duplicates: int, rejected: int) -> None:
