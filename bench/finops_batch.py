@@ -102,9 +102,14 @@ async def run_batch(urls: dict[str, URL]) -> tuple[float, Any]:
 
 
 async def time_raw_read(urls: dict[str, URL]) -> tuple[int, float]:
-    """Source lines and the time to only stream them through the RawStore as the batch does (no mapping)."""
+    """Source lines and the time to only stream them through the RawStore as the batch does (no mapping).
+
+    The same reader, pages and projections as the batch: every payload is fetched and decoded into the
+    fields the batch reads, nothing more is done with them.
+    """
     from rosetta.batch.finops import RawZoneReader  # noqa: PLC0415
     from rosetta.core.settings import Settings  # noqa: PLC0415
+    from rosetta.finops.pipeline import CmdbCostFields, FocusFields  # noqa: PLC0415
     from rosetta.raw.postgres import PostgresRawStore  # noqa: PLC0415
 
     store = PostgresRawStore.from_settings(settings_for(urls, Settings))
@@ -112,9 +117,10 @@ async def time_raw_read(urls: dict[str, URL]) -> tuple[int, float]:
         reader = RawZoneReader(store)
         started = time.perf_counter()
         count = 0
-        for source, kind in (("cmdb", "cost"), (None, "focus")):
-            async for _ in reader(source=source, kind=kind):
-                count += 1
+        async for page in reader.pages(source="cmdb", kind="cost", shape=CmdbCostFields):
+            count += len(page)
+        async for focus_page in reader.pages(source=None, kind="focus", shape=FocusFields):
+            count += len(focus_page)
         return count, time.perf_counter() - started
     finally:
         await store.close()

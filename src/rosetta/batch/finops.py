@@ -11,61 +11,65 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from rosetta.batch.runner import JobSpec, RunContext
 from rosetta.finops import service
-from rosetta.raw.store import RawDocument, RawStore, opened_raw_store
+from rosetta.raw.store import DocumentPage, RawDocument, RawStore, S, opened_raw_store
 
 JOB_NAME = "finops"
 READ_PAGE = 5_000
-PREFETCH_BATCH = 1_000
-PREFETCH_DEPTH = 8
+PREFETCH_PAGES = 4
+
+T = TypeVar("T")
 
 
 class RawZoneReader:
-    """The batch's view of the raw zone: one stream per (source, kind), read ahead while the batch maps lines."""
+    """The batch's view of the raw zone: one stream per (source, kind); bulk pages are read ahead."""
 
     def __init__(self, store: RawStore) -> None:
         self._store = store
 
-    async def __call__(self, *, source: str | None, kind: str) -> AsyncIterator[RawDocument]:
-        """Documents of ``kind`` from ``source``, or from every source that landed that kind."""
+    async def _sources(self, source: str | None, kind: str) -> list[str]:
         if source is not None:
-            sources = [source]
-        else:
-            # One stream per source follows the (source, kind, id) index; a kind-only filter would not.
-            imports = await self._store.list_imports(kind=kind, limit=10_000)
-            sources = sorted({summary.source for summary in imports})
-        for name in sources:
-            async for document in _read_ahead(self._store.stream(source=name, kind=kind, batch_size=READ_PAGE)):
+            return [source]
+        # One stream per source follows the (source, kind, id) index; a kind-only filter would not.
+        imports = await self._store.list_imports(kind=kind, limit=10_000)
+        return sorted({summary.source for summary in imports})
+
+    async def __call__(self, *, source: str | None, kind: str) -> AsyncIterator[RawDocument]:
+        """Whole documents of ``kind`` from ``source``, or from every source that landed that kind."""
+        for name in await self._sources(source, kind):
+            async for document in self._store.stream(source=name, kind=kind, batch_size=READ_PAGE):
                 yield document
 
+    async def pages(self, *, source: str | None, kind: str, shape: type[S]) -> AsyncIterator[DocumentPage[S]]:
+        """Pages of ``kind`` projected onto ``shape`` (see ``RawStore.stream_pages``), fetched ahead."""
+        for name in await self._sources(source, kind):
+            pages = self._store.stream_pages(source=name, kind=kind, shape=shape, page_size=READ_PAGE)
+            async for page in _read_ahead(pages):
+                yield page
 
-async def _read_ahead(documents: AsyncIterator[RawDocument]) -> AsyncIterator[RawDocument]:
-    """Fetch the next pages in a background task, so the raw store's queries overlap the batch's CPU work."""
-    queue: asyncio.Queue[list[RawDocument] | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_DEPTH)
+
+async def _read_ahead(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Fetch the next items in a background task, so the raw store's queries overlap the batch's CPU work."""
+    queue: asyncio.Queue[tuple[T] | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_PAGES)
 
     async def produce() -> None:
-        batch: list[RawDocument] = []
         try:
-            async for document in documents:
-                batch.append(document)
-                if len(batch) >= PREFETCH_BATCH:
-                    await queue.put(batch)
-                    batch = []
+            async for item in items:
+                await queue.put((item,))
         except Exception as error:
             await queue.put(error)
             return
-        await queue.put(batch)
         await queue.put(None)
 
     producer = asyncio.create_task(produce())
     try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            for document in item:
-                yield document
+        while (entry := await queue.get()) is not None:
+            if isinstance(entry, BaseException):
+                raise entry
+            yield entry[0]
     finally:
         if not producer.done():
             producer.cancel()

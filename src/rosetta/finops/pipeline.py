@@ -6,11 +6,12 @@ The transformation, in the order it runs:
    ``cmdb/application`` document into the SCD2 hierarchy (``dim_application`` and the product, family and
    domain versions derived from it), replaced in one transaction.
 2. **read** - stream ``finance/shared_cost`` and ``finance/usage_driver``, then every cost line
-   (``cmdb/cost`` and ``focus`` rows of every provider source). Each line is parsed (amounts as ``Decimal``,
+   (``cmdb/cost`` and ``focus`` rows of every provider source), in pages projected onto the few payload keys
+   the batch reads (``CmdbCostFields``, ``FocusFields``...). Each line is parsed (amounts as ``Decimal``,
    never float), mapped to an application and an environment (tags with their aliases, CMDB codes, the
    ``mapping_alias`` table) or to ``UNALLOCATED`` - counted, never dropped - or rejected with a reason
-   (``batch_rejection``). Mapped lines go by ``COPY`` into one temporary table per month while control totals
-   are summed in Python, independently of SQL.
+   (``batch_rejection``, with the whole document). Mapped lines go by ``COPY`` (text format) into one
+   temporary table per month while control totals are summed in Python, independently of SQL.
 3. **build** - per month, a staging table ``LIKE fact_consumption`` gets the daily direct rows (grouped in
    SQL, numbered in grain order so a rerun yields identical rows), then the indirect rows: each pool is split
    by the rule version valid for the month with :mod:`rosetta.finops.allocation`, and the coefficients go to
@@ -35,14 +36,15 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import astuple, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rosetta.core.errors import ConflictError, RosettaError
@@ -66,7 +68,6 @@ NO_CURRENCY = "XXX"  # ISO 4217 "no currency": where a rejected line's currency 
 INDIRECT_PROVIDER = "internal"
 INDIRECT_SOURCE = "finance"
 COPY_CHUNK = 10_000
-PROGRESS_EVERY = 2_000
 SWAP_LOCK_TIMEOUT = "30s"
 
 MATERIALIZED_VIEWS: tuple[str, ...] = (
@@ -107,11 +108,37 @@ class RawLine(Protocol):
         ...
 
 
+F = TypeVar("F", bound=msgspec.Struct)
+F_co = TypeVar("F_co", bound=msgspec.Struct, covariant=True)
+
+
+class RawPage(Protocol[F_co]):
+    """A page of raw documents projected onto a struct (``rosetta.raw.store.DocumentPage`` fits)."""
+
+    @property
+    def source(self) -> str:
+        """Where the page's documents came from."""
+        ...
+
+    @property
+    def fields(self) -> Sequence[F_co]:
+        """Each document's projection, in landing order."""
+        ...
+
+    def document(self, index: int) -> RawLine:
+        """The whole ``index``-th document (for the few lines kept with a rejection)."""
+        ...
+
+
 class RawReader(Protocol):
     """Streams raw documents of one kind, from one source or (``source=None``) from every source."""
 
     def __call__(self, *, source: str | None, kind: str) -> AsyncIterator[RawLine]:
-        """Documents in landing order."""
+        """Whole documents in landing order."""
+        ...
+
+    def pages(self, *, source: str | None, kind: str, shape: type[F]) -> AsyncIterator[RawPage[F]]:
+        """Pages in landing order, each document projected onto ``shape`` (the payload keys the batch reads)."""
         ...
 
 
@@ -408,13 +435,72 @@ _LINE_DDL = """
 """
 
 Line = tuple[date, str, str, str, str | None, str, Decimal | None, str | None, Decimal, Decimal, str, str]
+_NULL_TEXT = "\\N"
+
+
+# What the batch reads of each kind of payload: the raw store decodes only these keys (``rename`` gives the
+# payload's spelling). Every value is ``Any``, exactly as received, so the parse_* functions below see what a
+# whole decoded payload would have held and reject the same lines for the same reasons; an absent key is None,
+# as ``payload.get`` gave. ``gc=False``: JSON values hold no reference cycles, and millions of these are made.
+
+
+class CmdbCostFields(msgspec.Struct, gc=False):
+    """The keys of a ``cmdb/cost`` payload the batch reads."""
+
+    date: Any = None
+    app_code: Any = None
+    environment: Any = None
+    service_category: Any = None
+    service_name: Any = None
+    provider: Any = None
+    quantity: Any = None
+    unit: Any = None
+    billed_cost: Any = None
+    effective_cost: Any = None
+    currency: Any = None
+
+
+class FocusFields(msgspec.Struct, rename="pascal", gc=False):
+    """The FOCUS columns the batch reads (``billed_cost`` is ``BilledCost`` in the payload)."""
+
+    charge_period_start: Any = None
+    billing_currency: Any = None
+    billed_cost: Any = None
+    effective_cost: Any = None
+    tags: Any = None
+    consumed_quantity: Any = None
+    consumed_unit: Any = None
+    pricing_quantity: Any = None
+    pricing_unit: Any = None
+    service_category: Any = None
+    service_name: Any = None
+    provider_name: Any = None
+
+
+class SharedCostFields(msgspec.Struct, gc=False):
+    """The keys of a ``finance/shared_cost`` payload the batch reads."""
+
+    period: Any = None
+    pool: Any = None
+    pool_name: Any = None
+    amount: Any = None
+    currency: Any = None
+
+
+class UsageDriverFields(msgspec.Struct, gc=False):
+    """The keys of a ``finance/usage_driver`` payload the batch reads."""
+
+    period: Any = None
+    app_code: Any = None
+    driver: Any = None
+    quantity: Any = None
 
 
 class LineMapper:
     """Turns one raw cost line into a fact line (or raises :class:`LineRejected`), counting what it decided.
 
     Codes, days and currencies repeat across millions of lines: each distinct raw value is resolved once and
-    memoised (the hot path of the batch).
+    memoised (the hot path of the batch), and so is each distinct value's COPY text.
     """
 
     def __init__(self, catalogue: Catalogue, aliases: Aliases) -> None:
@@ -429,6 +515,7 @@ class LineMapper:
         self._providers: dict[tuple[object, str], str] = {}
         self._days: dict[object, date] = {}
         self._currencies: dict[object, str] = {}
+        self._copy_texts: dict[object, str] = {}
 
     def application(self, value: object) -> str:
         """The CMDB code a tag or export value designates, or UNALLOCATED (counted by cause)."""
@@ -519,57 +606,77 @@ class LineMapper:
                 normalised[canonical] = tag_value
         return normalised
 
-    def cmdb_cost(self, document: RawLine) -> Line:
+    def cmdb_cost(self, line: CmdbCostFields, source: str) -> Line:
         """A ``cmdb/cost`` line."""
-        payload = document.payload
-        day = self.day(payload.get("date"), "date")
-        currency = self.currency(payload.get("currency"), day)
-        billed = _amount_or_reject(payload.get("billed_cost"), "billed_cost", day, currency)
-        effective_raw = payload.get("effective_cost")
+        day = self.day(line.date, "date")
+        currency = self.currency(line.currency, day)
+        billed = _amount_or_reject(line.billed_cost, "billed_cost", day, currency)
         effective = (
-            billed if effective_raw is None else _amount_or_reject(effective_raw, "effective_cost", day, currency)
+            billed
+            if line.effective_cost is None
+            else _amount_or_reject(line.effective_cost, "effective_cost", day, currency)
         )
         return (
             day,
-            self.application(payload.get("app_code")),
-            self.environment(payload.get("environment")),
-            self.category(payload.get("service_category")),
-            _text(payload.get("service_name")),
-            self.provider(payload.get("provider"), document.source),
-            parse_quantity(payload.get("quantity")),
-            _text(payload.get("unit")),
+            self.application(line.app_code),
+            self.environment(line.environment),
+            self.category(line.service_category),
+            _text(line.service_name),
+            self.provider(line.provider, source),
+            parse_quantity(line.quantity),
+            _text(line.unit),
             billed,
             effective,
             currency,
-            document.source,
+            source,
         )
 
-    def focus(self, document: RawLine) -> Line:
+    def focus(self, line: FocusFields, source: str) -> Line:
         """A FOCUS row: charge-period day, BilledCost and EffectiveCost, tags ``application``/``environment``."""
-        payload = document.payload
-        day = self.day(payload.get("ChargePeriodStart"), "ChargePeriodStart")
-        currency = self.currency(payload.get("BillingCurrency"), day)
-        billed = _amount_or_reject(payload.get("BilledCost"), "BilledCost", day, currency)
-        effective = _amount_or_reject(payload.get("EffectiveCost"), "EffectiveCost", day, currency)
-        tags = self.tags(payload.get("Tags"))
-        quantity = parse_quantity(payload.get("ConsumedQuantity"))
-        unit = _text(payload.get("ConsumedUnit"))
+        day = self.day(line.charge_period_start, "ChargePeriodStart")
+        currency = self.currency(line.billing_currency, day)
+        billed = _amount_or_reject(line.billed_cost, "BilledCost", day, currency)
+        effective = _amount_or_reject(line.effective_cost, "EffectiveCost", day, currency)
+        tags = self.tags(line.tags)
+        quantity = parse_quantity(line.consumed_quantity)
+        unit = _text(line.consumed_unit)
         if quantity is None:
-            quantity, unit = parse_quantity(payload.get("PricingQuantity")), _text(payload.get("PricingUnit"))
+            quantity, unit = parse_quantity(line.pricing_quantity), _text(line.pricing_unit)
         return (
             day,
             self.application(tags.get(_TAG_APPLICATION)),
             self.environment(tags.get(_TAG_ENVIRONMENT)),
-            self.category(payload.get("ServiceCategory")),
-            _text(payload.get("ServiceName")),
-            self.provider(payload.get("ProviderName"), document.source),
+            self.category(line.service_category),
+            _text(line.service_name),
+            self.provider(line.provider_name, source),
             quantity,
             unit,
             billed,
             effective,
             currency,
-            document.source,
+            source,
         )
+
+    def copy_text(self, line: Line) -> str:
+        """``line`` as one line of COPY text in ``LINE_COLUMNS`` order (cheaper than binary Decimal encoding).
+
+        Amounts keep their exact digits and scale (plain notation); text values are escaped once each.
+        """
+        texts = self._copy_texts
+        day, application, environment, category, name, provider, quantity, unit, billed, effective, currency, source = (
+            line
+        )
+        try:
+            return (
+                f"{texts[day]}\t{texts[application]}\t{texts[environment]}\t{texts[category]}\t{texts[name]}\t"
+                f"{texts[provider]}\t{_NULL_TEXT if quantity is None else format(quantity, 'f')}\t{texts[unit]}\t"
+                f"{format(billed, 'f')}\t{format(effective, 'f')}\t{texts[currency]}\t{texts[source]}\n"
+            )
+        except KeyError:
+            for value in (day, application, environment, category, name, provider, unit, currency, source):
+                if value not in texts:
+                    texts[value] = _copy_value(value)
+            return self.copy_text(line)
 
 
 def _memoisable(value: object) -> bool:
@@ -615,7 +722,7 @@ class MonthInputs:
     pools: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     drivers: dict[str, dict[str, Decimal]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Decimal)))
     rules: dict[tuple[str, str], Rule] = field(default_factory=dict)
-    buffer: list[Line] = field(default_factory=list)
+    buffer: list[str] = field(default_factory=list)  # mapped lines as COPY text, not yet copied
     lines_table: str = ""
 
     @property
@@ -761,27 +868,27 @@ class MonthRebuild:
 
     async def read_finance(self, reader: RawReader) -> None:
         """Shared-cost pools and usage drivers (small: kept in memory)."""
-        async for document in reader(source="finance", kind="shared_cost"):
-            try:
-                self._pool(document.payload)
-            except LineRejected as error:
-                self._reject(document, error)
-        async for document in reader(source="finance", kind="usage_driver"):
-            try:
-                self._driver(document.payload)
-            except LineRejected as error:
-                self._reject(document, error)
+        await self._apply(reader.pages(source="finance", kind="shared_cost", shape=SharedCostFields), self._pool)
+        await self._apply(reader.pages(source="finance", kind="usage_driver", shape=UsageDriverFields), self._driver)
 
-    def _pool(self, payload: Mapping[str, Any]) -> None:
-        month = parse_period(payload.get("period"))
-        pool = _text(payload.get("pool"))
+    async def _apply(self, pages: AsyncIterator[RawPage[F]], apply: Callable[[F], None]) -> None:
+        async for page in pages:
+            for index, item in enumerate(page.fields):
+                try:
+                    apply(item)
+                except LineRejected as error:
+                    self._reject(page.document(index), error)
+
+    def _pool(self, fields: SharedCostFields) -> None:
+        month = parse_period(fields.period)
+        pool = _text(fields.pool)
         if pool is None:
             raise LineRejected("pool is missing", period=month)
-        currency = _currency_or_reject(payload.get("currency"), month)
-        amount = _amount_or_reject(payload.get("amount"), "amount", month, currency)
+        currency = _currency_or_reject(fields.currency, month)
+        amount = _amount_or_reject(fields.amount, "amount", month, currency)
         if amount % CENT != 0:
             raise LineRejected(f"pool amount {amount} is not a whole number of cents", period=month, currency=currency)
-        self.pool_names.setdefault(pool, _text(payload.get("pool_name")) or pool)
+        self.pool_names.setdefault(pool, _text(fields.pool_name) or pool)
         inputs = self._month(month)
         if inputs is None:
             self.report.skipped += 1
@@ -789,17 +896,17 @@ class MonthRebuild:
         inputs.pools[(pool, currency)] += amount
         inputs.controls[currency].pool_amount += amount
 
-    def _driver(self, payload: Mapping[str, Any]) -> None:
-        month = parse_period(payload.get("period"))
-        driver = _text(payload.get("driver"))
+    def _driver(self, fields: UsageDriverFields) -> None:
+        month = parse_period(fields.period)
+        driver = _text(fields.driver)
         if driver is None:
             raise LineRejected("driver is missing", period=month)
-        quantity = parse_quantity(payload.get("quantity"))
+        quantity = parse_quantity(fields.quantity)
         if quantity is None:
-            raise LineRejected(f"unparsable quantity {payload.get('quantity')!r}", period=month)
+            raise LineRejected(f"unparsable quantity {fields.quantity!r}", period=month)
         if quantity < 0:
             raise LineRejected(f"negative usage quantity {quantity}", period=month)
-        app = _text(payload.get("app_code"))
+        app = _text(fields.app_code)
         code = self.catalogue.code_of(self.aliases.resolve("application", app)) if app else None
         if code is None:
             raise LineRejected(f"unknown application {app!r}", period=month)
@@ -811,24 +918,37 @@ class MonthRebuild:
     async def read_costs(self, reader: RawReader) -> None:
         """Every cost line: the CMDB export and the FOCUS rows of every provider source."""
         mapper = LineMapper(self.catalogue, self.aliases)
-        for source, kind, convert in (("cmdb", "cost", mapper.cmdb_cost), (None, "focus", mapper.focus)):
-            pending = 0
-            async for document in reader(source=source, kind=kind):
-                self.report.read += 1
-                pending += 1
-                if pending >= PROGRESS_EVERY:
-                    self.hooks.progress.advance(pending)
-                    pending = 0
+        await self._read_lines(reader.pages(source="cmdb", kind="cost", shape=CmdbCostFields), mapper.cmdb_cost, mapper)
+        await self._read_lines(reader.pages(source=None, kind="focus", shape=FocusFields), mapper.focus, mapper)
+        for inputs in self.months.values():
+            await self._flush(inputs)
+        self.report.counters.update(mapper.counters)
+        self.report.counters["environments"] = sorted(mapper.environments)
+        await self.flush_rejections()
+
+    async def _read_lines(
+        self, pages: AsyncIterator[RawPage[F]], convert: Callable[[F, str], Line], mapper: LineMapper
+    ) -> None:
+        """Map every line of ``pages``: sum the month's controls, buffer its COPY text, or keep the rejection."""
+        report = self.report
+        by_day: dict[date, MonthInputs | None] = {}  # the month a day's lines go to (None: not rebuilt)
+        async for page in pages:
+            source = page.source
+            for index, item in enumerate(page.fields):
                 try:
-                    line = convert(document)
+                    line = convert(item, source)
                 except LineRejected as error:
-                    self._reject(document, error)
+                    self._reject(page.document(index), error)
                     if len(self.rejections) >= COPY_CHUNK:
                         await self.flush_rejections()
                     continue
-                inputs = self._month(month_of(line[0]))
+                day = line[0]
+                try:
+                    inputs = by_day[day]
+                except KeyError:
+                    inputs = by_day[day] = self._month(month_of(day))
                 if inputs is None:
-                    self.report.skipped += 1
+                    report.skipped += 1
                     continue
                 control = inputs.controls[line[10]]
                 control.lines_read += 1
@@ -836,19 +956,16 @@ class MonthRebuild:
                 control.source_effective += line[9]
                 if line[1] == UNALLOCATED:
                     control.lines_unallocated += 1
-                    self.report.unallocated += 1
+                    report.unallocated += 1
                 else:
                     control.lines_mapped += 1
-                    self.report.mapped += 1
-                inputs.buffer.append(line)
-                if len(inputs.buffer) >= COPY_CHUNK:
+                    report.mapped += 1
+                buffer = inputs.buffer
+                buffer.append(mapper.copy_text(line))
+                if len(buffer) >= COPY_CHUNK:
                     await self._flush(inputs)
-            self.hooks.progress.advance(pending)
-        for inputs in self.months.values():
-            await self._flush(inputs)
-        self.report.counters.update(mapper.counters)
-        self.report.counters["environments"] = sorted(mapper.environments)
-        await self.flush_rejections()
+            report.read += len(page.fields)
+            self.hooks.progress.advance(len(page.fields))
 
     async def _flush(self, inputs: MonthInputs) -> None:
         if not inputs.lines_table:
@@ -856,7 +973,9 @@ class MonthRebuild:
             inputs.lines_table = f"finops_lines_{inputs.tag}"
             await self.work.execute(f"CREATE TEMP TABLE {inputs.lines_table} ({_LINE_DDL})")
         if inputs.buffer:
-            await self.work.copy_records_to_table(inputs.lines_table, records=inputs.buffer, columns=LINE_COLUMNS)
+            await self.work.copy_to_table(
+                inputs.lines_table, source=_copy_chunks(inputs.buffer), columns=LINE_COLUMNS, format="text"
+            )
             inputs.buffer.clear()
 
     async def flush_rejections(self) -> None:
