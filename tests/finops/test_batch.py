@@ -499,3 +499,44 @@ async def test_a_requested_month_without_raw_data_is_rebuilt_empty(mart: Mart) -
         "SELECT count(*) AS months FROM pg_tables WHERE tablename = 'fact_consumption_p202605'"
     )
     assert control["months"] == 1
+
+
+async def test_text_and_amounts_reach_the_facts_exactly_and_rejections_keep_the_whole_document(mart: Mart) -> None:
+    """Mapped lines travel as COPY text: escapes and numeric scales must survive; a rejection keeps every key."""
+    await mart.land("cmdb", "application", [application("APP-T")])
+    awkward = "tab\there, new\nline, cr\rhere, back\\slash, \\N, é 日本"
+    await mart.land(
+        "cmdb",
+        "cost",
+        [
+            cost("2026-03-02", "APP-T", "1E+2", service_name=awkward, unit="\\N", quantity="0.0000001"),
+            cost("2026-03-03", "APP-T", "-0.50", service_name=None, unit=None, quantity=None, effective_cost="-0.5"),
+        ],
+    )
+    bad = cost("2026-03-04", "APP-T", "12,50", note="not read by the batch", nested={"a": [1, 2.5, None]})
+    await mart.land(
+        "aws", "focus", [{"BilledCost": "x", "BillingCurrency": "EUR", "ChargePeriodStart": "2026-03-05", "Tags": {}}]
+    )
+    await mart.land("cmdb", "cost", [bad])
+    await mart.run()
+
+    rows = await mart.fetch(
+        "SELECT period, service_name, unit, quantity::text, billed_cost::text, effective_cost::text"
+        " FROM fact_consumption WHERE cost_type = 'direct' ORDER BY period"
+    )
+    assert [tuple(row.values()) for row in rows] == [
+        (date(2026, 3, 2), awkward, "\\N", "0.0000001", "100", "100"),
+        (date(2026, 3, 3), None, None, None, "-0.50", "-0.5"),
+    ]
+    rejected = await mart.fetch("SELECT kind, reason, content_hash, payload FROM batch_rejection ORDER BY kind")
+    landed = {
+        document.content_hash: document.payload
+        async for document in mart.store.stream()
+        if document.kind in ("cost", "focus")
+    }
+    assert [(row["kind"], row["reason"]) for row in rejected] == [
+        ("cost", "unparsable billed_cost '12,50'"),
+        ("focus", "unparsable BilledCost 'x'"),
+    ]
+    assert [json.loads(row["payload"]) for row in rejected] == [landed[row["content_hash"]] for row in rejected]
+    assert json.loads(rejected[0]["payload"]) == bad
