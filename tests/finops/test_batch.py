@@ -24,7 +24,7 @@ from rosetta.batch.runner import JobLockedError, RunFailedError
 from rosetta.core import runs
 from rosetta.core.errors import ConflictError
 from rosetta.finops import service
-from rosetta.finops.pipeline import ConservationError, check_month
+from rosetta.finops.pipeline import ConservationError, F, RawLine, RawPage, check_month
 
 MARCH = "2026-03"
 MARCH_FIRST = date(2026, 3, 1)
@@ -411,13 +411,20 @@ async def test_service_refuses_a_month_locked_by_another_caller(mart: Mart) -> N
             def step(self, name: str, total: int | None = None) -> contextlib.AbstractAsyncContextManager[None]:
                 return contextlib.nullcontext()
 
-        async def nothing(*, source: str | None, kind: str) -> AsyncIterator[object]:
-            return
-            yield
+        class Nothing:
+            """A raw zone with nothing in it (the month's lock is refused before any read)."""
+
+            async def __call__(self, *, source: str | None, kind: str) -> AsyncIterator[RawLine]:
+                return
+                yield
+
+            async def pages(self, *, source: str | None, kind: str, shape: type[F]) -> AsyncIterator[RawPage[F]]:
+                return
+                yield
 
         with pytest.raises(ConflictError):
             await service.rebuild_periods(
-                mart.databases.engines["finops"], nothing, run_id=uuid.uuid4(), hooks=Hooks(),
+                mart.databases.engines["finops"], Nothing(), run_id=uuid.uuid4(), hooks=Hooks(),
                 periods=[MARCH_FIRST],
             )  # fmt: skip
     finally:
