@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from typing import NamedTuple
 
 from rosetta.core.errors import UnprocessableError
 
@@ -33,9 +34,11 @@ class AllocationError(UnprocessableError):
     title = "Invalid allocation"
 
 
-@dataclass(frozen=True, slots=True)
-class Share:
-    """What one target receives: its weight, its ratio, its amount and the quantum added by rounding."""
+class Share(NamedTuple):
+    """What one target receives: its weight, its ratio, its amount and the quantum added by rounding.
+
+    A named tuple rather than a frozen dataclass: a large pool makes thousands, and a tuple is built 3x faster.
+    """
 
     target: str
     weight: Decimal
@@ -76,24 +79,20 @@ def allocate(pool: Decimal, weights: Mapping[str, Decimal], *, quantum: Decimal 
     # Largest remainder first; a stable sort over targets in ascending code order gives equal remainders to the
     # smallest target code (deterministic reruns).
     ranked = sorted(range(len(targets)), key=remainders.__getitem__, reverse=True)
-    bonus = set(ranked[:leftover])
-    shares = []
+    extras = [0] * len(targets)
+    for index in ranked[:leftover]:
+        extras[index] = 1
     with localcontext() as context:
         context.prec = RATIO_DIGITS
         no_adjustment = 0 * quantum
         adjustment = sign * quantum
-        for index, target in enumerate(targets):
-            extra = 1 if index in bonus else 0
-            shares.append(
-                Share(
-                    target=target,
-                    weight=values[index],
-                    ratio=values[index] / total,
-                    amount=sign * (floors[index] + extra) * quantum,
-                    rounding_adjustment=adjustment if extra else no_adjustment,
-                )
+        shares = tuple(
+            Share(
+                target, weight, weight / total, sign * (floor + extra) * quantum, adjustment if extra else no_adjustment
             )
-    return Allocation(pool, tuple(shares))
+            for target, weight, floor, extra in zip(targets, values, floors, extras, strict=True)
+        )
+    return Allocation(pool, shares)
 
 
 def even_weights(targets: Iterable[str]) -> dict[str, Decimal]:
