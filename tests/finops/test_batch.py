@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from batch_support import D, Mart, add_rule, application, cost, driver, pool
@@ -24,6 +24,7 @@ from rosetta.batch.runner import JobLockedError, RunFailedError
 from rosetta.core import runs
 from rosetta.core.errors import ConflictError
 from rosetta.finops import service
+from rosetta.finops.allocation import RATIO_DIGITS, allocate
 from rosetta.finops.pipeline import ConservationError, F, RawLine, RawPage, check_month
 
 MARCH = "2026-03"
@@ -547,3 +548,54 @@ async def test_text_and_amounts_reach_the_facts_exactly_and_rejections_keep_the_
     ]
     assert [json.loads(row["payload"]) for row in rejected] == [landed[row["content_hash"]] for row in rejected]
     assert json.loads(rejected[0]["payload"]) == bad
+
+
+async def test_allocated_rows_keep_awkward_text_and_every_scale(mart: Mart) -> None:
+    """Indirect and coefficient rows travel as COPY text too: codes, names and driver escaped, numerics unscaled."""
+    codes = ["APP-\tTAB", "APP-\\N", "APP-\\back\r\nline"]
+    await mart.land("cmdb", "application", [application(code) for code in codes])
+    await mart.land("cmdb", "cost", [cost("2026-03-02", codes[0], "10.00")])
+    awkward_pool = "net\\work\tpool"
+    awkward_driver = "cpu\\N\thours"
+    await mart.land(
+        "finance",
+        "shared_cost",
+        [{"period": MARCH, "pool": awkward_pool, "pool_name": "Net\twork\\N,\r\n é 日本", "amount": "-100.00",
+          "currency": "EUR"}],
+    )  # fmt: skip
+    quantities = ["1E+3", "0.5000", "2.25E-3"]
+    await mart.land(
+        "finance",
+        "usage_driver",
+        [driver(MARCH, code, awkward_driver, quantity) for code, quantity in zip(codes, quantities, strict=True)],
+    )
+    await add_rule(mart, "by-awkward", awkward_pool, "usage", driver_name=awkward_driver)
+    context = await mart.run()
+
+    weights = [D(quantity) for quantity in quantities]
+    with localcontext() as exact:
+        exact.prec = RATIO_DIGITS
+        ratios = [weight / sum(weights) for weight in weights]
+    shares = {share.target: share for share in allocate(D("-100.00"), dict(zip(codes, weights, strict=True))).shares}
+    coefficients = await mart.fetch(
+        "SELECT target_application_code, pool_code, driver, key_type, weight::text, ratio::text, pool_amount::text,"
+        " allocated_amount::text, rounding_adjustment::text FROM fact_coefficient ORDER BY target_application_code"
+    )
+    assert [tuple(row.values()) for row in coefficients] == [
+        (code, awkward_pool, awkward_driver, "usage", text, format(ratio, "f"), "-100.00",
+         format(shares[code].amount, "f"), format(shares[code].rounding_adjustment, "f"))
+        for code, text, ratio in sorted(zip(codes, ["1000", "0.5000", "0.00225"], ratios, strict=True))
+    ]  # fmt: skip
+    assert sum(shares[code].amount for code in codes) == D("-100.00")
+    indirect = await mart.fetch(
+        "SELECT application_code, source_pool, service_name, billed_cost::text, effective_cost::text,"
+        " allocated_ratio::text, line_no FROM fact_consumption WHERE cost_type = 'indirect' ORDER BY line_no"
+    )
+    assert [tuple(row.values()) for row in indirect] == [
+        (code, awkward_pool, "Net\twork\\N,\r\n é 日本", format(shares[code].amount, "f"),
+         format(shares[code].amount, "f"), format(ratio, "f"), line_no)
+        for line_no, (code, ratio) in enumerate(sorted(zip(codes, ratios, strict=True)), start=2)
+    ]  # fmt: skip
+    hierarchy = await mart.fetch("SELECT application_code FROM dim_application_month ORDER BY application_code")
+    assert [row["application_code"] for row in hierarchy] == sorted([*codes, "UNALLOCATED"])
+    assert context.counters["pools"] == 1
