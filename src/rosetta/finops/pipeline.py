@@ -36,7 +36,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import astuple, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
@@ -127,8 +127,8 @@ class RawPage(Protocol[F_co]):
         """Each document's projection, in landing order."""
         ...
 
-    def document(self, index: int) -> RawLine:
-        """The whole ``index``-th document (for the few lines kept with a rejection)."""
+    def documents(self, indexes: Sequence[int]) -> Awaitable[Sequence[RawLine]]:
+        """The whole documents at ``indexes`` (for the few lines kept with a rejection)."""
         ...
 
 
@@ -848,6 +848,10 @@ class MonthRebuild:
         return inputs
 
     def _reject(self, document: RawLine, error: LineRejected) -> None:
+        self._count_rejection(error)
+        self._keep_rejection(document, error)
+
+    def _count_rejection(self, error: LineRejected) -> None:
         self.report.rejected += 1
         reasons = self.report.counters.setdefault("rejected_by_reason", {})
         cause = error.reason.split(" ", 1)[0] if error.reason.startswith(("unparsable", "invalid")) else error.reason
@@ -856,6 +860,8 @@ class MonthRebuild:
             inputs = self._month(error.period)
             if inputs is not None:
                 inputs.controls[error.currency or NO_CURRENCY].lines_rejected += 1
+
+    def _keep_rejection(self, document: RawLine, error: LineRejected) -> None:
         self.rejections.append(
             (
                 self.run_id,
@@ -875,11 +881,23 @@ class MonthRebuild:
 
     async def _apply(self, pages: AsyncIterator[RawPage[F]], apply: Callable[[F], None]) -> None:
         async for page in pages:
+            rejected: list[tuple[int, LineRejected]] = []
             for index, item in enumerate(page.fields):
                 try:
                     apply(item)
                 except LineRejected as error:
-                    self._reject(page.document(index), error)
+                    self._count_rejection(error)
+                    rejected.append((index, error))
+            if rejected:
+                await self._keep_rejections(page, rejected)
+
+    async def _keep_rejections(self, page: RawPage[F], rejected: list[tuple[int, LineRejected]]) -> None:
+        """Keep a page's rejected lines with their whole documents (fetched together, in page order)."""
+        documents = await page.documents([index for index, _ in rejected])
+        for document, (_, error) in zip(documents, rejected, strict=True):
+            self._keep_rejection(document, error)
+        if len(self.rejections) >= COPY_CHUNK:
+            await self.flush_rejections()
 
     def _pool(self, fields: SharedCostFields) -> None:
         month = parse_period(fields.period)
@@ -936,13 +954,13 @@ class MonthRebuild:
         by_day: dict[date, MonthInputs | None] = {}  # the month a day's lines go to (None: not rebuilt)
         async for page in pages:
             source = page.source
+            rejected: list[tuple[int, LineRejected]] = []
             for index, item in enumerate(page.fields):
                 try:
                     line = convert(item, source)
                 except LineRejected as error:
-                    self._reject(page.document(index), error)
-                    if len(self.rejections) >= COPY_CHUNK:
-                        await self.flush_rejections()
+                    self._count_rejection(error)
+                    rejected.append((index, error))
                     continue
                 day = line[0]
                 try:
@@ -966,6 +984,8 @@ class MonthRebuild:
                 buffer.append(mapper.copy_text(line))
                 if len(buffer) >= COPY_CHUNK:
                     await self._flush(inputs)
+            if rejected:
+                await self._keep_rejections(page, rejected)
             report.read += len(page.fields)
             self.hooks.progress.advance(len(page.fields))
 

@@ -15,10 +15,9 @@ before anything is written.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -64,12 +63,3 @@ def canonical_payload(payload: Mapping[str, Any]) -> tuple[bytes, str]:
 def decode_payload(encoded: bytes | str) -> dict[str, Any]:
     """A payload back from its stored JSON text."""
     return _decoder.decode(encoded)
-
-
-S = TypeVar("S", bound=msgspec.Struct)
-
-
-@functools.cache
-def projection_decoder(shape: type[S]) -> msgspec.json.Decoder[S]:
-    """A decoder of stored JSON text straight into ``shape`` (keys it does not name are skipped, not built)."""
-    return msgspec.json.Decoder(shape)

@@ -26,7 +26,7 @@ import contextlib
 import functools
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -47,13 +47,16 @@ from rosetta.raw.store import (
     DocumentPage,
     ImportStatus,
     ImportSummary,
+    PagedDocument,
     PutResult,
     RawDocument,
     RejectedRecord,
     S,
     check_finish,
     check_page_size,
+    check_projection,
     check_window,
+    keyset_pages,
     utc_or_now,
 )
 
@@ -380,14 +383,25 @@ class MongoRawStore:
     ) -> AsyncIterator[DocumentPage[S]]:
         """Documents of one source and kind in landing order, a page at a time, projected onto ``shape``.
 
-        The driver decodes whole BSON documents anyway, so the projection is applied here (``msgspec.convert``
-        matches the same encoded field names as the JSON decoder of the PostgreSQL store); the server only
-        leaves out the fields no page needs.
+        The projection is applied here, on whole payloads (``msgspec.convert`` reads the same encoded key names
+        the PostgreSQL store extracts in SQL; an absent key takes the field's default, None), which keeps
+        the whole documents at hand for ``documents()``; the server only leaves out what no page needs.
         """
         check_page_size(page_size)
+        check_projection(shape)
         query = {"source": source, "kind": kind}
         async for rows in self._page_rows("raw_documents", query, page_size, _PAGE_PROJECTION):
-            yield _document_page(source, kind, rows, [msgspec.convert(row["payload"], shape) for row in rows])
+            fields = [msgspec.convert(row["payload"], shape) for row in rows]
+
+            async def documents(indexes: Sequence[int], rows: list[Document] = rows) -> list[PagedDocument]:
+                return [
+                    PagedDocument(
+                        source=source, kind=kind, content_hash=rows[i]["content_hash"], payload=rows[i]["payload"]
+                    )
+                    for i in indexes
+                ]
+
+            yield DocumentPage(source=source, kind=kind, fields=fields, documents=documents)
 
     async def stream_rejected(
         self, *, source: str | None = None, import_id: uuid.UUID | None = None
@@ -415,16 +429,14 @@ class MongoRawStore:
     ) -> AsyncIterator[list[Document]]:
         """Keyset pagination on ``_id``: no server cursor stays open while the consumer works."""
         collection = await self._collection(name)
-        last_id: ObjectId | None = None
-        while True:
+
+        async def fetch(last_id: ObjectId | None) -> list[Document]:
             page_query = query if last_id is None else {**query, "_id": {"$gt": last_id}}
             with _mongo_errors():
-                rows = await collection.find(page_query, projection).sort("_id", ASCENDING).limit(page_size).to_list()
-            if rows:
-                yield rows
-            if len(rows) < page_size:
-                return
-            last_id = rows[-1]["_id"]
+                return await collection.find(page_query, projection).sort("_id", ASCENDING).limit(page_size).to_list()
+
+        async for rows in keyset_pages(fetch, lambda row: row["_id"], page_size):
+            yield rows
 
     # ------------------------------------------------------------------------------------------ watermarks
 
@@ -449,17 +461,6 @@ class MongoRawStore:
 
 # What a projected page reads of each document (``_id``, the keyset, is always returned).
 _PAGE_PROJECTION: Document = {"content_hash": 1, "payload": 1}
-
-
-def _document_page(source: str, kind: str, rows: list[Document], fields: list[S]) -> DocumentPage[S]:
-    """A page over documents read with ``_PAGE_PROJECTION``."""
-    return DocumentPage(
-        source=source,
-        kind=kind,
-        fields=fields,
-        content_hash=lambda index: rows[index]["content_hash"],
-        payload=lambda index: rows[index]["payload"],
-    )
 
 
 def _equals(filters: Mapping[str, Any]) -> Document:

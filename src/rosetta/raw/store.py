@@ -7,9 +7,10 @@ stores it once, so any import or pull can be re-run safely.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
@@ -81,15 +82,14 @@ class PagedDocument(msgspec.Struct, kw_only=True):
 
 
 class DocumentPage(Generic[S]):
-    """One page of :meth:`RawStore.stream_pages`: each document's projection, its whole payload on demand.
+    """One page of :meth:`RawStore.stream_pages`: each document's projection, whole documents on demand.
 
-    ``fields[i]`` holds the payload fields named by the projection's struct type, decoded as received (a field
-    absent from the payload takes its default); every other payload field was skipped without building
-    objects. ``document(i)`` decodes the whole i-th document, which a reader needs only for the few it keeps
-    (rejected lines), not for every line it maps.
+    ``fields[i]`` holds the payload keys named by the projection struct, as received (None when absent); no
+    other key of the payload was decoded, nor (on PostgreSQL) even sent. ``await documents(indexes)`` fetches
+    whole documents, which a reader needs only for the few it keeps (rejected lines), not for every line.
     """
 
-    __slots__ = ("_content_hash", "_payload", "fields", "kind", "source")
+    __slots__ = ("_documents", "fields", "kind", "source")
 
     def __init__(
         self,
@@ -97,24 +97,31 @@ class DocumentPage(Generic[S]):
         source: str,
         kind: str,
         fields: list[S],
-        content_hash: Callable[[int], str],
-        payload: Callable[[int], dict[str, Any]],
+        documents: Callable[[Sequence[int]], Awaitable[list[PagedDocument]]],
     ) -> None:
         self.source = source
         self.kind = kind
         self.fields = fields
-        self._content_hash = content_hash
-        self._payload = payload
+        self._documents = documents
 
     def __len__(self) -> int:
         """How many documents the page holds."""
         return len(self.fields)
 
-    def document(self, index: int) -> PagedDocument:
-        """The whole ``index``-th document of the page."""
-        return PagedDocument(
-            source=self.source, kind=self.kind, content_hash=self._content_hash(index), payload=self._payload(index)
-        )
+    async def documents(self, indexes: Sequence[int]) -> list[PagedDocument]:
+        """The whole documents at ``indexes`` of the page, in that order (one query at most)."""
+        return await self._documents(indexes) if indexes else []
+
+
+def check_projection(shape: type[msgspec.Struct]) -> None:
+    """Refuse a projection struct with a field not defaulting to None.
+
+    A key absent from a payload and a key holding ``null`` read alike (None) in every store: PostgreSQL
+    projects in SQL, where an absent key is NULL, so a non-None default could not be honoured there.
+    """
+    for field in msgspec.structs.fields(shape):
+        if field.default is not None or field.default_factory is not msgspec.NODEFAULT:
+            raise TypeError(f"projection field {shape.__name__}.{field.name} must default to None")
 
 
 class RawStore(Protocol):
@@ -175,11 +182,11 @@ class RawStore(Protocol):
     ) -> AsyncIterator[DocumentPage[S]]:
         """Documents of one source and kind in landing order, a page at a time, projected onto ``shape``.
 
-        ``shape`` is a ``msgspec.Struct`` whose fields are payload keys (encoded names, so ``rename`` applies)
-        typed loosely enough for any value a payload may hold (``Any`` keeps each value exactly as
-        :meth:`stream` would return it), with a default for absent keys. A bulk reader that needs a dozen of
-        a payload's fifty keys then never builds the others. Same order, pages and memory bounds as
-        :meth:`stream`.
+        ``shape`` is a ``msgspec.Struct`` whose fields are payload keys (encoded names, so ``rename`` applies),
+        each defaulting to None (an absent key reads as None, like ``null``) and typed loosely enough for any
+        value a payload may hold (``Any`` keeps each value exactly as :meth:`stream` would return it). A bulk
+        reader that needs a dozen of a payload's fifty keys then never receives nor builds the others. Same
+        order, pages and memory bounds as :meth:`stream`; a struct breaking those rules raises TypeError.
         """
         ...
 
@@ -254,6 +261,33 @@ def check_window(received_from: datetime | None, received_to: datetime | None, b
             utc_or_now(value, name)
     if batch_size < 1:
         raise BadRequestError("batch_size must be at least 1")
+
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+async def keyset_pages(
+    fetch: Callable[[K | None], Awaitable[list[R]]], key: Callable[[R], K], page_size: int
+) -> AsyncIterator[list[R]]:
+    """Keyset pages (``fetch(None)`` first, then ``fetch(key(last row))``) until a page comes back short.
+
+    The next page's query is sent before the current page is handed over, so the database produces it while
+    the caller decodes and uses this one (they would otherwise take turns, each idle half the time). Each
+    query still borrows its connection only while it runs; memory is bounded by two pages.
+    """
+    pending: asyncio.Future[list[R]] | None = asyncio.ensure_future(fetch(None))
+    try:
+        while pending is not None:
+            rows = await pending
+            pending = asyncio.ensure_future(fetch(key(rows[-1]))) if len(rows) >= page_size else None
+            if rows:
+                yield rows
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
 
 
 def check_page_size(page_size: int) -> None:
