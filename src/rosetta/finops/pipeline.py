@@ -437,7 +437,13 @@ _LINE_DDL = """
     currency text COLLATE "C" NOT NULL, source text COLLATE "C" NOT NULL
 """
 
-Line = tuple[date, str, str, str, str | None, str, Decimal | None, str | None, Decimal, Decimal, str, str]
+# A mapped cost line: its day, currency, billed and effective amounts, whether it went to UNALLOCATED, and its
+# line of COPY text (LINE_COLUMNS).
+MappedLine = tuple[date, str, Decimal, Decimal, bool, str]
+# What a line's application, environment, category, service name and provider resolve to, memoised per
+# distinct raw combination: their COPY text, whether the application is UNALLOCATED, and the counters
+# (name, amount) that resolving them adds for each such line.
+_Dimensions = tuple[str, bool, tuple[tuple[str, int], ...]]
 _NULL_TEXT = "\\N"
 
 
@@ -503,7 +509,8 @@ class LineMapper:
     """Turns one raw cost line into a fact line (or raises :class:`LineRejected`), counting what it decided.
 
     Codes, days and currencies repeat across millions of lines: each distinct raw value is resolved once and
-    memoised (the hot path of the batch), and so is each distinct value's COPY text.
+    memoised (the hot path of the batch), and so is each distinct combination of a line's dimensions (with
+    their COPY text and the counters they add), keyed by raw values that are strings or None only.
     """
 
     def __init__(self, catalogue: Catalogue, aliases: Aliases) -> None:
@@ -519,6 +526,7 @@ class LineMapper:
         self._days: dict[object, date] = {}
         self._currencies: dict[object, str] = {}
         self._copy_texts: dict[object, str] = {}
+        self._dimensions: dict[tuple[object, ...], _Dimensions] = {}
 
     def application(self, value: object) -> str:
         """The CMDB code a tag or export value designates, or UNALLOCATED (counted by cause)."""
@@ -609,7 +617,7 @@ class LineMapper:
                 normalised[canonical] = tag_value
         return normalised
 
-    def cmdb_cost(self, line: CmdbCostFields, source: str) -> Line:
+    def cmdb_cost(self, line: CmdbCostFields, source: str) -> MappedLine:
         """A ``cmdb/cost`` line."""
         day = self.day(line.date, "date")
         currency = self.currency(line.currency, day)
@@ -619,69 +627,133 @@ class LineMapper:
             if line.effective_cost is None
             else _amount_or_reject(line.effective_cost, "effective_cost", day, currency)
         )
-        return (
-            day,
-            self.application(line.app_code),
-            self.environment(line.environment),
-            self.category(line.service_category),
-            _text(line.service_name),
-            self.provider(line.provider, source),
-            parse_quantity(line.quantity),
-            _text(line.unit),
-            billed,
-            effective,
-            currency,
-            source,
+        key = (line.app_code, line.environment, line.service_category, line.service_name, line.provider, source)
+        dimensions = self._known(key) if _plain(key) else None
+        if dimensions is None:
+            dimensions = self._resolve(
+                key if _plain(key) else None,
+                lambda: (
+                    self.application(line.app_code),
+                    self.environment(line.environment),
+                    self.category(line.service_category),
+                    _text(line.service_name),
+                    self.provider(line.provider, source),
+                ),
+            )
+        quantity = parse_quantity(line.quantity)
+        return self._mapped(
+            day, currency, billed, effective, dimensions, quantity=quantity, unit=line.unit, source=source
         )
 
-    def focus(self, line: FocusFields, source: str) -> Line:
+    def focus(self, line: FocusFields, source: str) -> MappedLine:
         """A FOCUS row: charge-period day, BilledCost and EffectiveCost, tags ``application``/``environment``."""
         day = self.day(line.charge_period_start, "ChargePeriodStart")
         currency = self.currency(line.billing_currency, day)
         billed = _amount_or_reject(line.billed_cost, "BilledCost", day, currency)
         effective = _amount_or_reject(line.effective_cost, "EffectiveCost", day, currency)
-        tags = self.tags(line.tags)
-        quantity = parse_quantity(line.consumed_quantity)
-        unit = _text(line.consumed_unit)
-        if quantity is None:
-            quantity, unit = parse_quantity(line.pricing_quantity), _text(line.pricing_unit)
-        return (
-            day,
-            self.application(tags.get(_TAG_APPLICATION)),
-            self.environment(tags.get(_TAG_ENVIRONMENT)),
-            self.category(line.service_category),
-            _text(line.service_name),
-            self.provider(line.provider_name, source),
-            quantity,
-            unit,
-            billed,
-            effective,
-            currency,
-            source,
-        )
+        raw_tags = line.tags
+        tags_key = _plain_tags(raw_tags)
+        key = (tags_key, line.service_category, line.service_name, line.provider_name, source)
+        plain = tags_key is not _UNHASHABLE and _plain(key[1:])
+        dimensions = self._known(key) if plain else None
+        if dimensions is None:
 
-    def copy_text(self, line: Line) -> str:
-        """``line`` as one line of COPY text in ``LINE_COLUMNS`` order (cheaper than binary Decimal encoding).
+            def resolve() -> tuple[str, str, str, str | None, str]:
+                tags = self.tags(raw_tags)
+                return (
+                    self.application(tags.get(_TAG_APPLICATION)),
+                    self.environment(tags.get(_TAG_ENVIRONMENT)),
+                    self.category(line.service_category),
+                    _text(line.service_name),
+                    self.provider(line.provider_name, source),
+                )
+
+            dimensions = self._resolve(key if plain else None, resolve)
+        quantity = parse_quantity(line.consumed_quantity)
+        unit = line.consumed_unit
+        if quantity is None:
+            quantity, unit = parse_quantity(line.pricing_quantity), line.pricing_unit
+        return self._mapped(day, currency, billed, effective, dimensions, quantity=quantity, unit=unit, source=source)
+
+    def _known(self, key: tuple[object, ...]) -> _Dimensions | None:
+        """The dimensions already resolved for ``key``, their counters added for this line too."""
+        dimensions = self._dimensions.get(key)
+        if dimensions is not None:
+            for name, amount in dimensions[2]:
+                self.counters[name] += amount
+        return dimensions
+
+    def _resolve(
+        self, key: tuple[object, ...] | None, resolve: Callable[[], tuple[str, str, str, str | None, str]]
+    ) -> _Dimensions:
+        """Resolve a line's dimensions (counting as one line does) and memoise them under ``key`` (if any)."""
+        before = dict(self.counters)
+        application, environment, category, name, provider = resolve()
+        counted = tuple(
+            (counter, value - before.get(counter, 0))
+            for counter, value in self.counters.items()
+            if value != before.get(counter, 0)
+        )
+        text = "\t".join(_copy_value(value) for value in (application, environment, category, name, provider))
+        dimensions = (text, application == UNALLOCATED, counted)
+        if key is not None:
+            self._dimensions[key] = dimensions
+        return dimensions
+
+    def _mapped(
+        self,
+        day: date,
+        currency: str,
+        billed: Decimal,
+        effective: Decimal,
+        dimensions: _Dimensions,
+        *,
+        quantity: Decimal | None,
+        unit: object,
+        source: str,
+    ) -> MappedLine:
+        """The mapped line, with its COPY text in ``LINE_COLUMNS`` order (cheaper than binary Decimal encoding).
 
         Amounts keep their exact digits and scale: ``str`` of a Decimal may use an exponent (``1E-7``,
         ``1.50E+3``), which PostgreSQL's numeric input reads to the same value and scale as the plain
         notation, at a third of the cost of ``format(amount, "f")``. Text values are escaped once each.
         """
         texts = self._copy_texts
-        day, application, environment, category, name, provider, quantity, unit, billed, effective, currency, source = (
-            line
-        )
         try:
-            return (
-                f"{texts[day]}\t{texts[application]}\t{texts[environment]}\t{texts[category]}\t{texts[name]}\t"
-                f"{texts[provider]}\t{_NULL_TEXT if quantity is None else quantity}\t{texts[unit]}\t"
-                f"{billed}\t{effective}\t{texts[currency]}\t{texts[source]}\n"
-            )
+            unit_text = texts[unit]
+        except (KeyError, TypeError):  # a first sight, or an unhashable unit (a list...): never memoised
+            unit_text = _copy_value(_text(unit))
+            if _memoisable(unit):
+                texts[unit] = unit_text
+        try:
+            prefix = texts[day]
+            suffix = texts[(currency, source)]
         except KeyError:
-            for value in (day, application, environment, category, name, provider, unit, currency, source):
-                if value not in texts:
-                    texts[value] = _copy_value(value)
-            return self.copy_text(line)
+            texts[day] = prefix = _copy_value(day)
+            texts[(currency, source)] = suffix = f"{_copy_value(currency)}\t{_copy_value(source)}"
+        text = (
+            f"{prefix}\t{dimensions[0]}\t{_NULL_TEXT if quantity is None else quantity}\t{unit_text}\t"
+            f"{billed}\t{effective}\t{suffix}\n"
+        )
+        return day, currency, billed, effective, dimensions[1], text
+
+
+_UNHASHABLE = object()
+
+
+_PLAIN_TYPES = frozenset({str, type(None)})
+
+
+def _plain(values: Iterable[object]) -> bool:
+    """True when every value is a string or None: such a key never mistakes ``1`` for ``True`` or ``1.0``."""
+    return _PLAIN_TYPES.issuperset(map(type, values))
+
+
+def _plain_tags(tags: object) -> object:
+    """A memo key for a FOCUS ``Tags`` value, or ``_UNHASHABLE`` when it holds anything but strings and None."""
+    if type(tags) is dict:
+        return tuple(tags.items()) if _plain(tags.values()) else _UNHASHABLE
+    return tags if tags is None or type(tags) is str else _UNHASHABLE
 
 
 def _memoisable(value: object) -> bool:
@@ -944,10 +1016,8 @@ class MonthRebuild:
         """Every cost line: the CMDB export and the FOCUS rows of every provider source."""
         mapper = LineMapper(self.catalogue, self.aliases)
         try:
-            await self._read_lines(
-                reader.pages(source="cmdb", kind="cost", shape=CmdbCostFields), mapper.cmdb_cost, mapper
-            )
-            await self._read_lines(reader.pages(source=None, kind="focus", shape=FocusFields), mapper.focus, mapper)
+            await self._read_lines(reader.pages(source="cmdb", kind="cost", shape=CmdbCostFields), mapper.cmdb_cost)
+            await self._read_lines(reader.pages(source=None, kind="focus", shape=FocusFields), mapper.focus)
             for inputs in self.months.values():
                 await self._flush_later(inputs)
             await self._copied()
@@ -961,9 +1031,7 @@ class MonthRebuild:
         self.report.counters["environments"] = sorted(mapper.environments)
         await self.flush_rejections()
 
-    async def _read_lines(
-        self, pages: AsyncIterator[RawPage[F]], convert: Callable[[F, str], Line], mapper: LineMapper
-    ) -> None:
+    async def _read_lines(self, pages: AsyncIterator[RawPage[F]], convert: Callable[[F, str], MappedLine]) -> None:
         """Map every line of ``pages``: sum the month's controls, buffer its COPY text, or keep the rejection."""
         report = self.report
         by_day: dict[date, MonthInputs | None] = {}  # the month a day's lines go to (None: not rebuilt)
@@ -977,7 +1045,7 @@ class MonthRebuild:
                     self._count_rejection(error)
                     rejected.append((index, error))
                     continue
-                day = line[0]
+                day, currency, billed, effective, unallocated, text = line
                 try:
                     inputs = by_day[day]
                 except KeyError:
@@ -985,18 +1053,18 @@ class MonthRebuild:
                 if inputs is None:
                     report.skipped += 1
                     continue
-                control = inputs.controls[line[10]]
+                control = inputs.controls[currency]
                 control.lines_read += 1
-                control.source_billed += line[8]
-                control.source_effective += line[9]
-                if line[1] == UNALLOCATED:
+                control.source_billed += billed
+                control.source_effective += effective
+                if unallocated:
                     control.lines_unallocated += 1
                     report.unallocated += 1
                 else:
                     control.lines_mapped += 1
                     report.mapped += 1
                 buffer = inputs.buffer
-                buffer.append(mapper.copy_text(line))
+                buffer.append(text)
                 if len(buffer) >= COPY_CHUNK:
                     await self._flush_later(inputs)
             if rejected:
@@ -1061,6 +1129,17 @@ class MonthRebuild:
         await self.work.execute(
             f"CREATE TABLE {coefficients} (LIKE fact_coefficient INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
         )
+        # The allocation keys come from the lines (the sums the direct rows will hold), so the pools can be split
+        # in Python while PostgreSQL groups the lines into the direct rows.
+        direct_cost: dict[str, dict[str, Decimal]] = defaultdict(dict)
+        codes: set[str] = set()
+        for row in await self.work.fetch(
+            f"SELECT currency, application_code, sum(billed_cost) AS cost FROM {inputs.lines_table} GROUP BY 1, 2"
+        ):
+            codes.add(row["application_code"])
+            if row["application_code"] != UNALLOCATED:
+                direct_cost[row["currency"]][row["application_code"]] = row["cost"]
+        valid = self.catalogue.valid_in(inputs.month)
         grain = (
             "day, application_code, environment_code, service_category, service_name, provider, unit, currency, source"
         )
@@ -1069,39 +1148,33 @@ class MonthRebuild:
             # the default plan hashes them in spilled batches, then sorts the groups again.
             await self.work.execute(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'")
             await self.work.execute("SET LOCAL enable_hashagg = off")
-            status = await self.work.execute(
+            status, allocated = await _overlapped(
+                self.work,
                 f"""
                 INSERT INTO {facts} (period_month, line_no, period, granularity, application_code, environment_code,
                     service_category, service_name, provider, cost_type, quantity, unit, billed_cost, effective_cost,
                     currency, source, run_id)
-                SELECT $1, row_number() OVER (ORDER BY {grain}), day, 'day', application_code, environment_code,
-                    service_category, service_name, provider, 'direct', sum(quantity), unit, sum(billed_cost),
-                    sum(effective_cost), currency, source, $2
+                SELECT DATE '{inputs.month}', row_number() OVER (ORDER BY {grain}), day, 'day', application_code,
+                    environment_code, service_category, service_name, provider, 'direct', sum(quantity), unit,
+                    sum(billed_cost), sum(effective_cost), currency, source, '{self.run_id}'::uuid
                 FROM {inputs.lines_table} GROUP BY {grain}
                 """,
-                inputs.month,
-                self.run_id,
+                lambda: self._allocate(inputs, direct_cost, valid),
             )
         direct_rows = int(status.rsplit(" ", 1)[-1])
         await self.work.execute(f"DROP TABLE {inputs.lines_table}")
-        direct_cost: dict[str, dict[str, Decimal]] = defaultdict(dict)
-        codes: set[str] = set()
-        for row in await self.work.fetch(
-            f"SELECT currency, application_code, sum(billed_cost) AS cost FROM {facts} GROUP BY 1, 2"
-        ):
-            codes.add(row["application_code"])
-            if row["application_code"] != UNALLOCATED:
-                direct_cost[row["currency"]][row["application_code"]] = row["cost"]
-        valid = self.catalogue.valid_in(inputs.month)
-        allocated = self._allocate(inputs, direct_cost, valid, first_line=direct_rows + 1)
-        await self.work.copy_to_table(
-            facts, source=_copy_chunks(allocated.indirect), columns=INDIRECT_COLUMNS, format="text"
-        )
+        # The indirect rows are numbered after the direct ones (line_no is their last COPY column).
+        indirect = [f"{line}{number}\n" for number, line in enumerate(allocated.indirect, start=direct_rows + 1)]
+        await self.work.copy_to_table(facts, source=_copy_chunks(indirect), columns=INDIRECT_COLUMNS, format="text")
         await self.work.copy_to_table(
             coefficients, source=_copy_chunks(allocated.coefficients), columns=COEFFICIENT_COLUMNS, format="text"
         )
         # Fresh tables have no statistics: without them the views' refresh plans joins on wild guesses.
-        await self.work.execute(f"ANALYZE {facts}")
+        _, hierarchy = await _overlapped(
+            self.work,
+            f"ANALYZE {facts}",
+            lambda: self._hierarchy_rows(inputs.month, codes | allocated.targets, valid),
+        )
         upper = next_month(inputs.month)
         for table, key in ((facts, "period_month, line_no"), (coefficients, _COEFFICIENT_KEY)):
             # The CHECK lets ATTACH PARTITION skip its validation scan; the key becomes the partition's PK.
@@ -1110,19 +1183,17 @@ class MonthRebuild:
                 f" CHECK (period_month >= DATE '{inputs.month}' AND period_month < DATE '{upper}'),"
                 f" ADD CONSTRAINT {table}_pkey PRIMARY KEY ({key})"
             )
-        self.report.written += direct_rows + len(allocated.indirect)
-        return facts, coefficients, self._hierarchy_rows(inputs.month, codes | allocated.targets, valid)
+        self.report.written += direct_rows + len(indirect)
+        return facts, coefficients, hierarchy
 
     def _allocate(
         self,
         inputs: MonthInputs,
         direct_cost: Mapping[str, Mapping[str, Decimal]],
         valid: Sequence[str],
-        *,
-        first_line: int,
     ) -> AllocatedRows:
         """Split every pool of the month over the ``valid`` applications (or the rule's targets); return the
-        indirect fact rows and the coefficient rows as COPY text."""
+        indirect fact rows (without their line number) and the coefficient rows as COPY text."""
         rows = AllocatedRows()
         counters = self.report.counters
         escaped: dict[str, str] = {}  # each target code escaped once, not once per pool
@@ -1160,8 +1231,7 @@ class MonthRebuild:
                     code = escaped[target] = _copy_value(target)
                 allocated = format(share_amount, "f")
                 ratio = format(share_ratio, "f")
-                line_no = first_line + len(rows.indirect)
-                rows.indirect.append(f"{indirect}{line_no}\t{code}\t{allocated}\t{allocated}\t{ratio}\n")
+                rows.indirect.append(f"{indirect}{code}\t{allocated}\t{allocated}\t{ratio}\t")
                 rows.coefficients.append(
                     f"{coefficient}{code}\t{format(weight, 'f')}\t{ratio}\t{allocated}\t{format(adjustment, 'f')}\n"
                 )
@@ -1350,7 +1420,10 @@ UNALLOCATED_VERSION_HIERARCHY = (UNALLOCATED, "Unallocated", UNALLOCATED, "Unall
 
 @dataclass
 class AllocatedRows:
-    """A month's indirect fact rows and coefficient rows, as lines of COPY text, and the targets they name."""
+    """A month's indirect fact rows and coefficient rows, as lines of COPY text, and the targets they name.
+
+    An indirect line stops before its last column, ``line_no``, known once the direct rows are counted.
+    """
 
     indirect: list[str] = field(default_factory=list)
     coefficients: list[str] = field(default_factory=list)
@@ -1363,7 +1436,7 @@ INDIRECT_POOL_COLUMNS = (
     "period_month", "period", "granularity", "environment_code", "service_category", "service_name", "provider",
     "cost_type", "currency", "source", "allocation_rule_id", "allocation_rule_version", "source_pool", "run_id",
 )  # fmt: skip
-INDIRECT_SHARE_COLUMNS = ("line_no", "application_code", "billed_cost", "effective_cost", "allocated_ratio")
+INDIRECT_SHARE_COLUMNS = ("application_code", "billed_cost", "effective_cost", "allocated_ratio", "line_no")
 INDIRECT_COLUMNS = INDIRECT_POOL_COLUMNS + INDIRECT_SHARE_COLUMNS
 COEFFICIENT_POOL_COLUMNS = (
     "period_month", "pool_code", "currency", "allocation_rule_id", "allocation_rule_version", "key_type", "driver",
@@ -1389,6 +1462,27 @@ def _copy_value(value: object) -> str:
 def _copy_prefix(values: Iterable[object]) -> str:
     """The leading fields of a COPY text line, each followed by its tab."""
     return "".join(f"{_copy_value(value)}\t" for value in values)
+
+
+Computed = TypeVar("Computed")
+
+
+async def _overlapped(
+    connection: asyncpg.Connection, statement: str, compute: Callable[[], Computed]
+) -> tuple[str, Computed]:
+    """Run ``statement`` on ``connection`` while ``compute()`` runs here; return the status and the computed value.
+
+    Without parameters the statement goes by the simple query protocol: one message, written before the first
+    suspension, so PostgreSQL executes it while Python computes. The statement is awaited even when ``compute``
+    raises (the connection is never left with a statement in flight); nothing may use the connection meanwhile.
+    """
+    running = asyncio.ensure_future(connection.execute(statement))
+    try:
+        await asyncio.sleep(0)  # the task writes the statement
+        value = compute()
+    finally:
+        status = await running
+    return status, value
 
 
 async def _copy_chunks(lines: list[str]) -> AsyncIterator[bytes]:
