@@ -437,13 +437,7 @@ _LINE_DDL = """
     currency text COLLATE "C" NOT NULL, source text COLLATE "C" NOT NULL
 """
 
-# A mapped cost line: its day, currency, billed and effective amounts, whether it went to UNALLOCATED, and its
-# line of COPY text (LINE_COLUMNS).
-MappedLine = tuple[date, str, Decimal, Decimal, bool, str]
-# What a line's application, environment, category, service name and provider resolve to, memoised per
-# distinct raw combination: their COPY text, whether the application is UNALLOCATED, and the counters
-# (name, amount) that resolving them adds for each such line.
-_Dimensions = tuple[str, bool, tuple[tuple[str, int], ...]]
+Line = tuple[date, str, str, str, str | None, str, Decimal | None, str | None, Decimal, Decimal, str, str]
 _NULL_TEXT = "\\N"
 
 
@@ -509,8 +503,7 @@ class LineMapper:
     """Turns one raw cost line into a fact line (or raises :class:`LineRejected`), counting what it decided.
 
     Codes, days and currencies repeat across millions of lines: each distinct raw value is resolved once and
-    memoised (the hot path of the batch), and so is each distinct combination of a line's dimensions (with
-    their COPY text and the counters they add), keyed by raw values that are strings or None only.
+    memoised (the hot path of the batch), and so is each distinct value's COPY text.
     """
 
     def __init__(self, catalogue: Catalogue, aliases: Aliases) -> None:
@@ -526,7 +519,6 @@ class LineMapper:
         self._days: dict[object, date] = {}
         self._currencies: dict[object, str] = {}
         self._copy_texts: dict[object, str] = {}
-        self._dimensions: dict[tuple[object, ...], _Dimensions] = {}
 
     def application(self, value: object) -> str:
         """The CMDB code a tag or export value designates, or UNALLOCATED (counted by cause)."""
@@ -617,7 +609,7 @@ class LineMapper:
                 normalised[canonical] = tag_value
         return normalised
 
-    def cmdb_cost(self, line: CmdbCostFields, source: str) -> MappedLine:
+    def cmdb_cost(self, line: CmdbCostFields, source: str) -> Line:
         """A ``cmdb/cost`` line."""
         day = self.day(line.date, "date")
         currency = self.currency(line.currency, day)
@@ -627,133 +619,69 @@ class LineMapper:
             if line.effective_cost is None
             else _amount_or_reject(line.effective_cost, "effective_cost", day, currency)
         )
-        key = (line.app_code, line.environment, line.service_category, line.service_name, line.provider, source)
-        dimensions = self._known(key) if _plain(key) else None
-        if dimensions is None:
-            dimensions = self._resolve(
-                key if _plain(key) else None,
-                lambda: (
-                    self.application(line.app_code),
-                    self.environment(line.environment),
-                    self.category(line.service_category),
-                    _text(line.service_name),
-                    self.provider(line.provider, source),
-                ),
-            )
-        quantity = parse_quantity(line.quantity)
-        return self._mapped(
-            day, currency, billed, effective, dimensions, quantity=quantity, unit=line.unit, source=source
+        return (
+            day,
+            self.application(line.app_code),
+            self.environment(line.environment),
+            self.category(line.service_category),
+            _text(line.service_name),
+            self.provider(line.provider, source),
+            parse_quantity(line.quantity),
+            _text(line.unit),
+            billed,
+            effective,
+            currency,
+            source,
         )
 
-    def focus(self, line: FocusFields, source: str) -> MappedLine:
+    def focus(self, line: FocusFields, source: str) -> Line:
         """A FOCUS row: charge-period day, BilledCost and EffectiveCost, tags ``application``/``environment``."""
         day = self.day(line.charge_period_start, "ChargePeriodStart")
         currency = self.currency(line.billing_currency, day)
         billed = _amount_or_reject(line.billed_cost, "BilledCost", day, currency)
         effective = _amount_or_reject(line.effective_cost, "EffectiveCost", day, currency)
-        raw_tags = line.tags
-        tags_key = _plain_tags(raw_tags)
-        key = (tags_key, line.service_category, line.service_name, line.provider_name, source)
-        plain = tags_key is not _UNHASHABLE and _plain(key[1:])
-        dimensions = self._known(key) if plain else None
-        if dimensions is None:
-
-            def resolve() -> tuple[str, str, str, str | None, str]:
-                tags = self.tags(raw_tags)
-                return (
-                    self.application(tags.get(_TAG_APPLICATION)),
-                    self.environment(tags.get(_TAG_ENVIRONMENT)),
-                    self.category(line.service_category),
-                    _text(line.service_name),
-                    self.provider(line.provider_name, source),
-                )
-
-            dimensions = self._resolve(key if plain else None, resolve)
+        tags = self.tags(line.tags)
         quantity = parse_quantity(line.consumed_quantity)
-        unit = line.consumed_unit
+        unit = _text(line.consumed_unit)
         if quantity is None:
-            quantity, unit = parse_quantity(line.pricing_quantity), line.pricing_unit
-        return self._mapped(day, currency, billed, effective, dimensions, quantity=quantity, unit=unit, source=source)
-
-    def _known(self, key: tuple[object, ...]) -> _Dimensions | None:
-        """The dimensions already resolved for ``key``, their counters added for this line too."""
-        dimensions = self._dimensions.get(key)
-        if dimensions is not None:
-            for name, amount in dimensions[2]:
-                self.counters[name] += amount
-        return dimensions
-
-    def _resolve(
-        self, key: tuple[object, ...] | None, resolve: Callable[[], tuple[str, str, str, str | None, str]]
-    ) -> _Dimensions:
-        """Resolve a line's dimensions (counting as one line does) and memoise them under ``key`` (if any)."""
-        before = dict(self.counters)
-        application, environment, category, name, provider = resolve()
-        counted = tuple(
-            (counter, value - before.get(counter, 0))
-            for counter, value in self.counters.items()
-            if value != before.get(counter, 0)
+            quantity, unit = parse_quantity(line.pricing_quantity), _text(line.pricing_unit)
+        return (
+            day,
+            self.application(tags.get(_TAG_APPLICATION)),
+            self.environment(tags.get(_TAG_ENVIRONMENT)),
+            self.category(line.service_category),
+            _text(line.service_name),
+            self.provider(line.provider_name, source),
+            quantity,
+            unit,
+            billed,
+            effective,
+            currency,
+            source,
         )
-        text = "\t".join(_copy_value(value) for value in (application, environment, category, name, provider))
-        dimensions = (text, application == UNALLOCATED, counted)
-        if key is not None:
-            self._dimensions[key] = dimensions
-        return dimensions
 
-    def _mapped(
-        self,
-        day: date,
-        currency: str,
-        billed: Decimal,
-        effective: Decimal,
-        dimensions: _Dimensions,
-        *,
-        quantity: Decimal | None,
-        unit: object,
-        source: str,
-    ) -> MappedLine:
-        """The mapped line, with its COPY text in ``LINE_COLUMNS`` order (cheaper than binary Decimal encoding).
+    def copy_text(self, line: Line) -> str:
+        """``line`` as one line of COPY text in ``LINE_COLUMNS`` order (cheaper than binary Decimal encoding).
 
         Amounts keep their exact digits and scale: ``str`` of a Decimal may use an exponent (``1E-7``,
         ``1.50E+3``), which PostgreSQL's numeric input reads to the same value and scale as the plain
         notation, at a third of the cost of ``format(amount, "f")``. Text values are escaped once each.
         """
         texts = self._copy_texts
-        try:
-            unit_text = texts[unit]
-        except (KeyError, TypeError):  # a first sight, or an unhashable unit (a list...): never memoised
-            unit_text = _copy_value(_text(unit))
-            if _memoisable(unit):
-                texts[unit] = unit_text
-        try:
-            prefix = texts[day]
-            suffix = texts[(currency, source)]
-        except KeyError:
-            texts[day] = prefix = _copy_value(day)
-            texts[(currency, source)] = suffix = f"{_copy_value(currency)}\t{_copy_value(source)}"
-        text = (
-            f"{prefix}\t{dimensions[0]}\t{_NULL_TEXT if quantity is None else quantity}\t{unit_text}\t"
-            f"{billed}\t{effective}\t{suffix}\n"
+        day, application, environment, category, name, provider, quantity, unit, billed, effective, currency, source = (
+            line
         )
-        return day, currency, billed, effective, dimensions[1], text
-
-
-_UNHASHABLE = object()
-
-
-_PLAIN_TYPES = frozenset({str, type(None)})
-
-
-def _plain(values: Iterable[object]) -> bool:
-    """True when every value is a string or None: such a key never mistakes ``1`` for ``True`` or ``1.0``."""
-    return _PLAIN_TYPES.issuperset(map(type, values))
-
-
-def _plain_tags(tags: object) -> object:
-    """A memo key for a FOCUS ``Tags`` value, or ``_UNHASHABLE`` when it holds anything but strings and None."""
-    if type(tags) is dict:
-        return tuple(tags.items()) if _plain(tags.values()) else _UNHASHABLE
-    return tags if tags is None or type(tags) is str else _UNHASHABLE
+        try:
+            return (
+                f"{texts[day]}\t{texts[application]}\t{texts[environment]}\t{texts[category]}\t{texts[name]}\t"
+                f"{texts[provider]}\t{_NULL_TEXT if quantity is None else quantity}\t{texts[unit]}\t"
+                f"{billed}\t{effective}\t{texts[currency]}\t{texts[source]}\n"
+            )
+        except KeyError:
+            for value in (day, application, environment, category, name, provider, unit, currency, source):
+                if value not in texts:
+                    texts[value] = _copy_value(value)
+            return self.copy_text(line)
 
 
 def _memoisable(value: object) -> bool:
@@ -1016,8 +944,10 @@ class MonthRebuild:
         """Every cost line: the CMDB export and the FOCUS rows of every provider source."""
         mapper = LineMapper(self.catalogue, self.aliases)
         try:
-            await self._read_lines(reader.pages(source="cmdb", kind="cost", shape=CmdbCostFields), mapper.cmdb_cost)
-            await self._read_lines(reader.pages(source=None, kind="focus", shape=FocusFields), mapper.focus)
+            await self._read_lines(
+                reader.pages(source="cmdb", kind="cost", shape=CmdbCostFields), mapper.cmdb_cost, mapper
+            )
+            await self._read_lines(reader.pages(source=None, kind="focus", shape=FocusFields), mapper.focus, mapper)
             for inputs in self.months.values():
                 await self._flush_later(inputs)
             await self._copied()
@@ -1031,7 +961,9 @@ class MonthRebuild:
         self.report.counters["environments"] = sorted(mapper.environments)
         await self.flush_rejections()
 
-    async def _read_lines(self, pages: AsyncIterator[RawPage[F]], convert: Callable[[F, str], MappedLine]) -> None:
+    async def _read_lines(
+        self, pages: AsyncIterator[RawPage[F]], convert: Callable[[F, str], Line], mapper: LineMapper
+    ) -> None:
         """Map every line of ``pages``: sum the month's controls, buffer its COPY text, or keep the rejection."""
         report = self.report
         by_day: dict[date, MonthInputs | None] = {}  # the month a day's lines go to (None: not rebuilt)
@@ -1045,7 +977,7 @@ class MonthRebuild:
                     self._count_rejection(error)
                     rejected.append((index, error))
                     continue
-                day, currency, billed, effective, unallocated, text = line
+                day = line[0]
                 try:
                     inputs = by_day[day]
                 except KeyError:
@@ -1053,18 +985,18 @@ class MonthRebuild:
                 if inputs is None:
                     report.skipped += 1
                     continue
-                control = inputs.controls[currency]
+                control = inputs.controls[line[10]]
                 control.lines_read += 1
-                control.source_billed += billed
-                control.source_effective += effective
-                if unallocated:
+                control.source_billed += line[8]
+                control.source_effective += line[9]
+                if line[1] == UNALLOCATED:
                     control.lines_unallocated += 1
                     report.unallocated += 1
                 else:
                     control.lines_mapped += 1
                     report.mapped += 1
                 buffer = inputs.buffer
-                buffer.append(text)
+                buffer.append(mapper.copy_text(line))
                 if len(buffer) >= COPY_CHUNK:
                     await self._flush_later(inputs)
             if rejected:
