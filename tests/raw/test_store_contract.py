@@ -326,7 +326,8 @@ def _values(items: list[Any]) -> list[tuple[Any, ...]]:
 
 async def test_stream_pages_decode_only_the_projected_fields_exactly_as_stream_returns_them(store: RawStore) -> None:
     payloads: list[dict[str, Any]] = [
-        {"amount": "12.40", "tags": {"env": "prod", "n": [1, 2.5, None]}, "other": "x" * 100},
+        {"amount": "12.40", "tags": {"env": "prod", "n": [1, 2.5, None]}, "other": "x" * 1000},
+        {"amount": 1e300, "it's": ["q", {"u": "\u00e9\t\\"}], "other": "y" * 1000},
         {"amount": 7, "tags": None},
         {"amount": 1.5, "extra": {"deep": [{"a": 1}]}, "it's": "quoted"},
         {"amount": "-0.00", "tags": "tab\there", "missing": False},
@@ -342,12 +343,12 @@ async def test_stream_pages_decode_only_the_projected_fields_exactly_as_stream_r
     assert _values(fields) == [
         (d.payload.get("amount"), d.payload.get("tags"), d.payload.get("missing"), d.payload.get("it's")) for d in whole
     ]
-    assert [(page.source, page.kind, len(page)) for page in pages] == [("cmdb", "cost", 5)]
+    assert [(page.source, page.kind, len(page)) for page in pages] == [("cmdb", "cost", 6)]
     # Whole documents on demand, in the order asked: the ones stream() returns.
     [page] = pages
-    documents = await page.documents([3, 0, 4])
+    documents = await page.documents([4, 0, 5, 1])
     assert [(d.source, d.kind, d.content_hash, d.payload) for d in documents] == [
-        (whole[i].source, whole[i].kind, whole[i].content_hash, whole[i].payload) for i in (3, 0, 4)
+        (whole[i].source, whole[i].kind, whole[i].content_hash, whole[i].payload) for i in (4, 0, 5, 1)
     ]
     assert await page.documents([]) == []
 
