@@ -260,7 +260,7 @@ def parse_quantity(value: object) -> Decimal | None:
     if value is None or value == "NULL":
         return None
     try:
-        quantity = Decimal(str(value).strip()) if isinstance(value, str | int) else None
+        quantity = Decimal(str(value).strip()) if isinstance(value, (str, int)) else None
     except InvalidOperation:
         return None
     return quantity if quantity is not None and quantity.is_finite() else None
@@ -666,7 +666,8 @@ class LineMapper:
 
         Amounts keep their exact digits and scale: ``str`` of a Decimal may use an exponent (``1E-7``,
         ``1.50E+3``), which PostgreSQL's numeric input reads to the same value and scale as the plain
-        notation, at a third of the cost of ``format(amount, "f")``. Text values are escaped once each.
+        notation, at a third of the cost of ``format(amount, "f")`` (``!s``: a plain ``{amount}`` would go
+        through ``Decimal.__format__``, as slow). Text values are escaped once each.
         """
         texts = self._copy_texts
         day, application, environment, category, name, provider, quantity, unit, billed, effective, currency, source = (
@@ -675,8 +676,8 @@ class LineMapper:
         try:
             return (
                 f"{texts[day]}\t{texts[application]}\t{texts[environment]}\t{texts[category]}\t{texts[name]}\t"
-                f"{texts[provider]}\t{_NULL_TEXT if quantity is None else quantity}\t{texts[unit]}\t"
-                f"{billed}\t{effective}\t{texts[currency]}\t{texts[source]}\n"
+                f"{texts[provider]}\t{_NULL_TEXT if quantity is None else quantity!s}\t{texts[unit]}\t"
+                f"{billed!s}\t{effective!s}\t{texts[currency]}\t{texts[source]}\n"
             )
         except KeyError:
             for value in (day, application, environment, category, name, provider, unit, currency, source):
