@@ -1097,6 +1097,13 @@ class MonthRebuild:
         grain = (
             "day, application_code, environment_code, service_category, service_name, provider, unit, currency, source"
         )
+
+        def split_pools() -> AllocatedRows:
+            # Tens of thousands of short-lived shares: collected in larger batches (~0.8 s of collections in the
+            # large world's build otherwise).
+            with _fewer_collections():
+                return self._allocate(inputs, direct_cost, valid)
+
         async with self.work.transaction():
             # Grouping on the sorted lines leaves them in the order row_number needs (one sort, in memory), where
             # the default plan hashes them in spilled batches, then sorts the groups again.
@@ -1113,7 +1120,7 @@ class MonthRebuild:
                     sum(billed_cost), sum(effective_cost), currency, source, '{self.run_id}'::uuid
                 FROM {inputs.lines_table} GROUP BY {grain}
                 """,
-                lambda: self._allocate(inputs, direct_cost, valid),
+                split_pools,
             )
         direct_rows = int(status.rsplit(" ", 1)[-1])
         await self.work.execute(f"DROP TABLE {inputs.lines_table}")
