@@ -435,7 +435,7 @@ class MongoRawStore:
             with _mongo_errors():
                 return await collection.find(page_query, projection).sort("_id", ASCENDING).limit(page_size).to_list()
 
-        async for rows in keyset_pages(fetch, lambda row: row["_id"], page_size):
+        async for rows in keyset_pages(fetch, lambda rows: rows[-1]["_id"], page_size):
             yield rows
 
     # ------------------------------------------------------------------------------------------ watermarks

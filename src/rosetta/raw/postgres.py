@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import itertools
 import uuid
@@ -346,15 +347,20 @@ class PostgresRawStore:
     ) -> AsyncIterator[DocumentPage[S]]:
         """Documents of one source and kind in landing order, a page at a time, projected onto ``shape``."""
         check_page_size(page_size)
-        columns, decode = _projection(shape)
-        where, arguments = _filters({"source": source, "kind": kind})
-        async for rows in self._page_rows("raw_document", columns, where, arguments, page_size):
-            ids = [row[0] for row in rows]
+        query, decode = _projection(shape)
+
+        async def fetch(last_id: int | None) -> _Aggregated:
+            async with self._connection() as connection:
+                row = await connection.fetchrow(query, source, kind, last_id or 0, page_size)
+            return _Aggregated(row[0] or [], row[1])
+
+        async for page in keyset_pages(fetch, lambda page: page.ids[-1], page_size):
+            ids = page.ids
 
             async def documents(indexes: Sequence[int], ids: list[int] = ids) -> list[PagedDocument]:
                 return await self._documents(source, kind, [ids[index] for index in indexes])
 
-            yield DocumentPage(source=source, kind=kind, fields=[decode(row[1]) for row in rows], documents=documents)
+            yield DocumentPage(source=source, kind=kind, fields=decode(page.fields), documents=documents)
 
     async def _documents(self, source: str, kind: str, ids: list[int]) -> list[PagedDocument]:
         """Whole documents by id, in the order of ``ids``."""
@@ -404,7 +410,7 @@ class PostgresRawStore:
             async with self._connection() as connection:
                 return await connection.fetch(query, *arguments, last_id or 0, page_size)
 
-        async for rows in keyset_pages(fetch, lambda row: row["id"], page_size):
+        async for rows in keyset_pages(fetch, lambda rows: rows[-1]["id"], page_size):
             yield rows
 
     # ------------------------------------------------------------------------------------------ watermarks
@@ -432,18 +438,39 @@ class PostgresRawStore:
 
 
 @functools.cache
-def _projection(shape: type[S]) -> tuple[str, Callable[[str], S]]:
-    """The select list of a projected page, and the decoder of its second column into ``shape``.
+def _projection(shape: type[S]) -> tuple[str, Callable[[str | None], list[S]]]:
+    """The query of one projected page, and the decoder of its projections into ``shape``.
 
-    The server extracts the keys (``payload->'BilledCost'``; NULL when absent) into one small JSON array,
-    rather than rendering the whole document as text: for a FOCUS row (~1.6 KB, ~50 keys) that is less
-    work for the server and ~10x fewer bytes to send and parse. The array decodes positionally into an
-    ``array_like`` subclass of ``shape``, so what the caller gets is still a ``shape``.
+    The server extracts the keys (``payload->'BilledCost'``; NULL when absent) into one small JSON array
+    per document, rather than rendering the whole document as text: for a FOCUS row (~1.6 KB, ~50 keys)
+    that is less work for the server and ~10x fewer bytes to send and parse. The page comes back as ONE row
+    (the ids, and the arrays aggregated into one JSON text), so neither asyncpg nor Python does anything per
+    document: msgspec decodes the whole page in one call, each array positionally into an ``array_like``
+    subclass of ``shape`` (what the caller gets is still a ``shape``). Medium demo world, 1.78M cost lines:
+    client CPU 3.4 s -> 1.9 s against one row per document, server CPU +0.2-0.6 s.
     """
     check_projection(shape)
     keys = ", ".join(f"payload->{_literal(field.encode_name)}" for field in msgspec.structs.fields(shape))
     positional = type(shape.__name__, (shape,), {}, array_like=True)
-    return f"id, jsonb_build_array({keys})::text", msgspec.json.Decoder(positional).decode
+    query = (
+        "SELECT array_agg(id ORDER BY id), json_agg(fields ORDER BY id)::text"
+        f" FROM (SELECT id, jsonb_build_array({keys}) AS fields FROM raw_document"
+        " WHERE source = $1 AND kind = $2 AND id > $3 ORDER BY id LIMIT $4) AS page"
+    )
+    decode = msgspec.json.Decoder(list[positional]).decode  # type: ignore[valid-type]
+    return query, lambda text: decode(text) if text is not None else []
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Aggregated:
+    """One projected page as the server sends it: the documents' ids and their projections as JSON text."""
+
+    ids: list[int]
+    fields: str | None
+
+    def __len__(self) -> int:
+        """How many documents the page holds."""
+        return len(self.ids)
 
 
 def _literal(text: str) -> str:

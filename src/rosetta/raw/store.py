@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
@@ -264,25 +264,25 @@ def check_window(received_from: datetime | None, received_to: datetime | None, b
 
 
 K = TypeVar("K")
-R = TypeVar("R")
+P = TypeVar("P", bound=Sized)
 
 
 async def keyset_pages(
-    fetch: Callable[[K | None], Awaitable[list[R]]], key: Callable[[R], K], page_size: int
-) -> AsyncIterator[list[R]]:
-    """Keyset pages (``fetch(None)`` first, then ``fetch(key(last row))``) until a page comes back short.
+    fetch: Callable[[K | None], Awaitable[P]], last_key: Callable[[P], K], page_size: int
+) -> AsyncIterator[P]:
+    """Keyset pages (``fetch(None)`` first, then ``fetch(last_key(page))``) until a page comes back short.
 
     The next page's query is sent before the current page is handed over, so the database produces it while
     the caller decodes and uses this one (they would otherwise take turns, each idle half the time). Each
     query still borrows its connection only while it runs; memory is bounded by two pages.
     """
-    pending: asyncio.Future[list[R]] | None = asyncio.ensure_future(fetch(None))
+    pending: asyncio.Future[P] | None = asyncio.ensure_future(fetch(None))
     try:
         while pending is not None:
-            rows = await pending
-            pending = asyncio.ensure_future(fetch(key(rows[-1]))) if len(rows) >= page_size else None
-            if rows:
-                yield rows
+            page = await pending
+            pending = asyncio.ensure_future(fetch(last_key(page))) if len(page) >= page_size else None
+            if len(page):
+                yield page
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
