@@ -52,6 +52,14 @@ async def test_a_run_swaps_in_new_views_keeping_their_indexes_grants_and_comment
         )
         assert privileges["can_read"] is True
         assert privileges["comment"] == "what the dashboards read"
+        # Built analyzed and vacuumed, with autovacuum off (never modified, only replaced by the next run).
+        [stats] = await mart.fetch(
+            "SELECT reltuples, relallvisible, reloptions, (SELECT count(*) FROM mv_finops_cost_monthly) AS rows"
+            " FROM pg_class WHERE relname = 'mv_finops_cost_monthly'"
+        )
+        assert stats["reltuples"] == stats["rows"] == 3
+        assert stats["relallvisible"] == 1
+        assert stats["reloptions"] == ["autovacuum_enabled=false"]
         assert await mart.fetch("SELECT relname FROM pg_class WHERE relname LIKE 'finops\\_next\\_%'") == []
     finally:
         await mart.execute(f"REVOKE ALL ON mv_finops_cost_monthly FROM {role}")

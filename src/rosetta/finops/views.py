@@ -7,7 +7,8 @@ replaced row behind as a dead tuple. Instead, for each view:
 
 1. its query is read from the catalogue (the migrations stay the only definition), materialized under a
    temporary name in one transaction per view, with the view's indexes, grants and comment, then analyzed
-   (so the API's first query after the swap is planned on real statistics); the views are spread over
+   (so the API's first query after the swap is planned on real statistics) and vacuumed (so its index-only
+   scans skip the heap), with autovacuum off (it is never modified, only replaced); the views are spread over
    several connections, largest first, so PostgreSQL builds them on several cores;
 2. ONE short transaction drops the old views and renames the new ones into place: a reader sees all the old
    views or all the new ones. The swap needs a moment of ``ACCESS EXCLUSIVE`` on each view; it waits at most
@@ -176,7 +177,11 @@ async def _build(connection: asyncpg.Connection, twin: Twin) -> None:
     view = twin.view
     async with connection.transaction():
         await connection.execute(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'")
-        await connection.execute(f"CREATE MATERIALIZED VIEW {twin.name} AS {view.query} WITH DATA")
+        # Never modified, only replaced by the next run: autovacuum has nothing to do on it, and a worker
+        # busy on a view would hold up the swap's DROP until it is cancelled (a second each time).
+        await connection.execute(
+            f"CREATE MATERIALIZED VIEW {twin.name} WITH (autovacuum_enabled = false) AS {view.query} WITH DATA"
+        )
         for (_, definition), index_name in zip(view.indexes, twin.index_names, strict=True):
             match = _INDEX_DEFINITION.match(definition)
             if match is None:
@@ -187,6 +192,9 @@ async def _build(connection: asyncpg.Connection, twin: Twin) -> None:
         if view.comment is not None:
             await connection.execute(f"COMMENT ON MATERIALIZED VIEW {twin.name} IS {_literal(view.comment)}")
         await connection.execute(f"ANALYZE {twin.name}")
+    # Sets the visibility map (VACUUM cannot run inside a transaction), so the API's index-only scans of a
+    # fresh view do not visit the heap: 60 ms on the largest view of the large world.
+    await connection.execute(f"VACUUM {twin.name}")
 
 
 async def _swap(work: asyncpg.Connection, twins: Sequence[Twin], *, lock_timeout: str, attempts: int) -> bool:
