@@ -9,6 +9,7 @@ from fractions import Fraction
 import pytest
 
 from rosetta.finops.allocation import (
+    EXACT,
     RATIO_DIGITS,
     UNALLOCATED,
     AllocationError,
@@ -179,3 +180,27 @@ def test_integer_method_matches_exact_fractions() -> None:
         seen["ties"] += len(set(weights.values())) < len(weights)
     # The seeded draw really covers credits, zero-weight pools and tied remainders.
     assert min(seen.values()) > 50
+
+
+def test_pools_and_weights_wider_than_the_decimal_context_are_exact() -> None:
+    """Past 28 significant digits the default context would round: units, shares and totals stay exact."""
+    pool = D("98765432109876543210987654321.01")  # 31 digits
+    result = allocate(pool, {"A": D(1), "B": D(2)})
+    assert [share.amount for share in result.shares] == [
+        D("32921810703292181070329218107.00"),
+        D("65843621406584362140658436214.01"),
+    ]
+    total = D(0)
+    for share in result.shares:
+        total = EXACT.add(total, share.amount)  # a plain sum() would round to 28 digits
+    assert total == pool
+    # A weight 1e-40 beside weights of 1e30 still counts in the total: A's and B's exact shares fall just short
+    # of 50.00 (floors 49.99, each topped up by a rounding cent); a total rounded to 28 digits would give 50.00
+    # with no rounding at all.
+    wide = allocate(D("100.00"), {"A": D("1E+30"), "B": D("1E+30"), "C": D("1E-40")})
+    assert [share.amount for share in wide.shares] == [D("50.00"), D("50.00"), D("0.00")]
+    assert [share.rounding_adjustment for share in wide.shares] == [D("0.01"), D("0.01"), D("0.00")]
+    with pytest.raises(AllocationError, match="whole number"):
+        allocate(D("98765432109876543210987654321.001"), {"A": D(1)})
+    with pytest.raises(AllocationError, match="exactly 100"):
+        fixed_weights({"A": D("50.0000000000000000000000000000001"), "B": D(50)})

@@ -599,3 +599,37 @@ async def test_allocated_rows_keep_awkward_text_and_every_scale(mart: Mart) -> N
     hierarchy = await mart.fetch("SELECT application_code FROM dim_application_month ORDER BY application_code")
     assert [row["application_code"] for row in hierarchy] == sorted([*codes, "UNALLOCATED"])
     assert context.counters["pools"] == 1
+
+
+async def test_amounts_wider_than_the_decimal_context_are_summed_exactly(mart: Mart) -> None:
+    # 39 significant digits: a running total in Python's default 28-digit context would round, disagree with
+    # PostgreSQL's exact sum, and fail the month's conservation check.
+    wide = "123456789012345678901234567890.123456789"
+    await mart.land("cmdb", "application", [application("APP-A")])
+    await mart.land("cmdb", "cost", [cost("2026-03-02", "APP-A", wide), cost("2026-03-03", "APP-A", "0.000000001")])
+    await mart.land("finance", "shared_cost", [pool(MARCH, "wide", "98765432109876543210987654321.01")])
+    await add_rule(mart, "even-split", "wide", "even")
+
+    context = await mart.run()
+
+    assert context.counters["rejected"] == 0
+    [control] = await mart.fetch("SELECT source_billed, pool_amount FROM fact_period_control")
+    assert control["source_billed"] == D("123456789012345678901234567890.123456790")  # wide + 0.000000001
+    assert control["pool_amount"] == D("98765432109876543210987654321.01")
+    [indirect] = await mart.fetch("SELECT sum(billed_cost) AS total FROM fact_consumption WHERE cost_type = 'indirect'")
+    assert indirect["total"] == D("98765432109876543210987654321.01")
+
+
+async def test_a_provider_that_is_not_text_keeps_its_own_code(mart: Mart) -> None:
+    await mart.land("cmdb", "application", [application("APP-A")])
+    # A missing provider falls back to the source; a number is a provider code of its own, whichever comes first.
+    await mart.land(
+        "cmdb",
+        "cost",
+        [cost("2026-03-02", "APP-A", "1.00", provider=None), cost("2026-03-03", "APP-A", "2.00", provider=42)],
+    )
+
+    await mart.run()
+
+    rows = await mart.fetch("SELECT period, provider FROM fact_consumption WHERE cost_type = 'direct' ORDER BY period")
+    assert [(f"{row['period']:%d}", row["provider"]) for row in rows] == [("02", "cmdb"), ("03", "42")]

@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
 from typing import NamedTuple
 
 from rosetta.core.errors import UnprocessableError
@@ -26,6 +26,9 @@ from rosetta.core.errors import UnprocessableError
 UNALLOCATED = "UNALLOCATED"
 CENT = Decimal("0.01")
 RATIO_DIGITS = 28
+# Exact arithmetic on amounts of any width (the default context rounds past 28 significant digits): used only
+# for additions and multiplications by an integer, never a division, so its precision costs only the digits.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 class AllocationError(UnprocessableError):
@@ -63,15 +66,14 @@ class Allocation:
 
 def allocate(pool: Decimal, weights: Mapping[str, Decimal], *, quantum: Decimal = CENT) -> Allocation:
     """Split ``pool`` over the targets of ``weights`` by largest remainder; shares in ascending target order."""
-    _check_quantum(pool, quantum)
+    units = whole_quanta(pool.copy_abs(), quantum)
     for target, weight in weights.items():
         if weight < 0:
             raise AllocationError(f"negative weight {weight} for target {target!r}")
-    total = sum(weights.values(), Decimal(0))
+    total = _exact_sum(weights.values())
     if total == 0:
         return Allocation(pool, (Share(UNALLOCATED, Decimal(0), Decimal(1), pool, Decimal(0)),))
     sign = -1 if pool < 0 else 1
-    units = int(abs(pool) / quantum)
     targets = sorted(weights)
     values = [weights[target] for target in targets]
     floors, remainders = _integer_shares(units, values, total)
@@ -84,11 +86,15 @@ def allocate(pool: Decimal, weights: Mapping[str, Decimal], *, quantum: Decimal 
         extras[index] = 1
     with localcontext() as context:
         context.prec = RATIO_DIGITS
-        no_adjustment = 0 * quantum
-        adjustment = sign * quantum
+        no_adjustment = EXACT.multiply(0, quantum)
+        adjustment = EXACT.multiply(sign, quantum)
         shares = tuple(
             Share(
-                target, weight, weight / total, sign * (floor + extra) * quantum, adjustment if extra else no_adjustment
+                target,
+                weight,
+                weight / total,
+                EXACT.multiply(sign * (floor + extra), quantum),
+                adjustment if extra else no_adjustment,
             )
             for target, weight, floor, extra in zip(targets, values, floors, extras, strict=True)
         )
@@ -102,7 +108,7 @@ def even_weights(targets: Iterable[str]) -> dict[str, Decimal]:
 
 def fixed_weights(percentages: Mapping[str, Decimal]) -> dict[str, Decimal]:
     """Fixed percentages as weights, refusing a set that does not total exactly 100."""
-    total = sum(percentages.values(), Decimal(0))
+    total = _exact_sum(percentages.values())
     if total != 100:
         raise AllocationError(f"fixed percentages must total exactly 100, not {total}")
     return dict(percentages)
@@ -142,8 +148,20 @@ def _integer_shares(units: int, values: list[Decimal], total: Decimal) -> tuple[
     return floors, remainders
 
 
-def _check_quantum(pool: Decimal, quantum: Decimal) -> None:
+def whole_quanta(amount: Decimal, quantum: Decimal = CENT) -> int:
+    """How many quanta make ``amount`` (exactly, at any width); AllocationError if not a whole number of them."""
     if quantum <= 0:
         raise AllocationError(f"the quantum must be positive, not {quantum}")
-    if pool % quantum != 0:
-        raise AllocationError(f"pool {pool} is not a whole number of {quantum}")
+    amount_numerator, amount_denominator = amount.as_integer_ratio()
+    quantum_numerator, quantum_denominator = quantum.as_integer_ratio()
+    units, remainder = divmod(amount_numerator * quantum_denominator, amount_denominator * quantum_numerator)
+    if remainder:
+        raise AllocationError(f"pool {amount} is not a whole number of {quantum}")
+    return units
+
+
+def _exact_sum(values: Iterable[Decimal]) -> Decimal:
+    total = Decimal(0)
+    for value in values:
+        total = EXACT.add(total, value)
+    return total

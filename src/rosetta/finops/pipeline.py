@@ -53,6 +53,7 @@ from rosetta.core.errors import ConflictError, RosettaError
 from rosetta.core.runs import advisory_lock_key
 from rosetta.finops.allocation import (
     CENT,
+    EXACT,
     UNALLOCATED,
     Allocation,
     AllocationError,
@@ -61,6 +62,7 @@ from rosetta.finops.allocation import (
     even_weights,
     fixed_weights,
     inputs_hash,
+    whole_quanta,
 )
 from rosetta.finops.models import SERVICE_CATEGORIES, SHARED_ENVIRONMENT, UNKNOWN_ENVIRONMENT
 from rosetta.finops.views import rebuild_views
@@ -568,11 +570,14 @@ class LineMapper:
 
     def provider(self, value: object, fallback: str) -> str:
         """A lower-case provider code (aliases applied)."""
-        key = (value if _memoisable(value) else None, fallback)
-        code = self._providers.get(key)
+        memoisable = _memoisable(value)
+        key = (value, fallback)
+        code = self._providers.get(key) if memoisable else None
         if code is None:
             text = _text(value) or fallback
-            code = self._providers[key] = self.aliases.resolve("provider", text.lower()).lower()
+            code = self.aliases.resolve("provider", text.lower()).lower()
+            if memoisable:
+                self._providers[key] = code
         return code
 
     def day(self, value: object, name: str) -> date:
@@ -932,15 +937,20 @@ class MonthRebuild:
             raise LineRejected("pool is missing", period=month)
         currency = _currency_or_reject(fields.currency, month)
         amount = _amount_or_reject(fields.amount, "amount", month, currency)
-        if amount % CENT != 0:
-            raise LineRejected(f"pool amount {amount} is not a whole number of cents", period=month, currency=currency)
+        try:
+            whole_quanta(amount, CENT)
+        except AllocationError:
+            raise LineRejected(
+                f"pool amount {amount} is not a whole number of cents", period=month, currency=currency
+            ) from None
         self.pool_names.setdefault(pool, _text(fields.pool_name) or pool)
         inputs = self._month(month)
         if inputs is None:
             self.report.skipped += 1
             return
-        inputs.pools[(pool, currency)] += amount
-        inputs.controls[currency].pool_amount += amount
+        inputs.pools[(pool, currency)] = EXACT.add(inputs.pools[(pool, currency)], amount)
+        control = inputs.controls[currency]
+        control.pool_amount = EXACT.add(control.pool_amount, amount)
 
     def _driver(self, fields: UsageDriverFields) -> None:
         month = parse_period(fields.period)
@@ -959,7 +969,8 @@ class MonthRebuild:
         inputs = self._month(month)
         if inputs is None:
             return
-        inputs.drivers[driver][code] += quantity
+        quantities = inputs.drivers[driver]
+        quantities[code] = EXACT.add(quantities[code], quantity)
 
     async def read_costs(self, reader: RawReader) -> None:
         """Every cost line: the CMDB export and the FOCUS rows of every provider source."""
@@ -1009,8 +1020,9 @@ class MonthRebuild:
                     continue
                 control = inputs.controls[line[10]]
                 control.lines_read += 1
-                control.source_billed += line[8]
-                control.source_effective += line[9]
+                # Exact, as PostgreSQL's sums are: the default context would round a total past 28 digits.
+                control.source_billed = EXACT.add(control.source_billed, line[8])
+                control.source_effective = EXACT.add(control.source_effective, line[9])
                 if line[1] == UNALLOCATED:
                     control.lines_unallocated += 1
                     report.unallocated += 1
