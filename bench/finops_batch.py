@@ -29,10 +29,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from sqlalchemy.engine import URL
+
+if TYPE_CHECKING:
+    from rosetta.core.settings import DatabaseRole
 
 
 def configure(data_dir: Path) -> URL:
@@ -45,7 +48,7 @@ def configure(data_dir: Path) -> URL:
     return embedded_server_url(data_dir)
 
 
-async def prepare(server: URL, size: str, granularity: str, seed: int) -> tuple[dict[str, URL], int]:
+async def prepare(server: URL, size: str, granularity: str, seed: int) -> tuple[dict[DatabaseRole, URL], int]:
     """Migrated raw and finops databases with the world landed; return their URLs and the source line count."""
     from rosetta.core import migrations  # noqa: PLC0415
     from rosetta.core.db import create_missing_databases  # noqa: PLC0415
@@ -54,10 +57,11 @@ async def prepare(server: URL, size: str, granularity: str, seed: int) -> tuple[
     from rosetta.demo.world import Granularity, WorldSize, build_world  # noqa: PLC0415
     from rosetta.raw.postgres import PostgresRawStore  # noqa: PLC0415
 
-    urls = {role: server.set(database=f"bench_finops_{size}_{granularity}_{role}") for role in ("raw", "finops")}
+    roles: tuple[DatabaseRole, ...] = ("raw", "finops")
+    urls = {role: server.set(database=f"bench_finops_{size}_{granularity}_{role}") for role in roles}
     await create_missing_databases(urls)
     for role, url in urls.items():
-        await asyncio.to_thread(migrations.upgrade, role, url)  # type: ignore[arg-type]
+        await asyncio.to_thread(migrations.upgrade, role, url)
     store = PostgresRawStore.from_settings(settings_for(urls, Settings))
     try:
         if await demo_world_landed(store) is None:
@@ -77,14 +81,14 @@ async def prepare(server: URL, size: str, granularity: str, seed: int) -> tuple[
     return urls, lines
 
 
-def settings_for(urls: dict[str, URL], settings_class: Any) -> Any:
+def settings_for(urls: dict[DatabaseRole, URL], settings_class: Any) -> Any:
     """Settings on the bench's databases."""
     return settings_class(
         **{f"{role}_database_url": url.render_as_string(hide_password=False) for role, url in urls.items()}
     )
 
 
-async def run_batch(urls: dict[str, URL]) -> tuple[float, Any]:
+async def run_batch(urls: dict[DatabaseRole, URL]) -> tuple[float, Any]:
     """One finops-batch run through the runner; its wall time and run context."""
     from rosetta.batch.finops import FINOPS_JOB  # noqa: PLC0415
     from rosetta.batch.runner import execute  # noqa: PLC0415
@@ -92,7 +96,7 @@ async def run_batch(urls: dict[str, URL]) -> tuple[float, Any]:
     from rosetta.core.settings import Settings  # noqa: PLC0415
 
     settings = settings_for(urls, Settings)
-    databases = Databases.open(settings, ("finops",), process="bench", urls=urls)  # type: ignore[arg-type]
+    databases = Databases.open(settings, ("finops",), process="bench", urls=urls)
     try:
         started = time.perf_counter()
         context = await execute(FINOPS_JOB, {}, databases=databases, settings=settings)
@@ -101,7 +105,7 @@ async def run_batch(urls: dict[str, URL]) -> tuple[float, Any]:
         await databases.dispose()
 
 
-async def time_raw_read(urls: dict[str, URL]) -> tuple[int, float]:
+async def time_raw_read(urls: dict[DatabaseRole, URL]) -> tuple[int, float]:
     """Source lines and the time to only stream them through the RawStore as the batch does (no mapping).
 
     The same reader, pages and projections as the batch: every payload is fetched and decoded into the
