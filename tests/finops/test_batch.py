@@ -387,6 +387,35 @@ async def test_killing_the_batch_during_the_swap_leaves_the_previous_month_intac
     assert total["direct"] == D("1500.00")
 
 
+async def test_two_months_built_at_once_drop_a_killed_runs_line_tables(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.land("cmdb", "cost", [cost("2026-04-01", "APP-A", "1.00"), cost("2026-05-01", "APP-B", "2.00")])
+    # What a run killed while reading March leaves: its line table (not temporary: another connection builds it).
+    killed = uuid.uuid4().hex[:12]
+    await mart.execute(f"CREATE UNLOGGED TABLE finops_stage_lines_202603_{killed} (day date)")
+    await mart.execute(f"CREATE TABLE finops_stage_fc_202603_{killed} (LIKE fact_consumption)")
+
+    context = await mart.run()
+
+    assert context.counters["periods"] == ["2026-03", "2026-04", "2026-05"]
+    assert await mart.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'finops_stage_%'") == []
+    steps = [step["name"] for step in context.steps if step["name"].startswith(("build", "swap"))]
+    assert sorted(steps) == [f"{step} 2026-{month:02d}" for step in ("build", "swap") for month in (3, 4, 5)]
+    for month in ("2026-03", "2026-04", "2026-05"):
+        assert steps.index(f"build {month}") < steps.index(f"swap {month}")
+    totals = await mart.fetch(
+        "SELECT period_month, sum(billed_cost) FILTER (WHERE cost_type = 'direct') AS direct FROM fact_consumption"
+        " GROUP BY 1 ORDER BY 1"
+    )
+    assert [row["direct"] for row in totals] == [D("1000.00"), D("1.00"), D("2.00")]
+    connection = await mart.connect()
+    try:
+        for month in (3, 4, 5):
+            await check_month(connection, date(2026, month, 1))
+    finally:
+        await connection.close()
+
+
 async def _wait_for_swap_waiting_on_lock(mart: Mart, seconds: float = 90.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

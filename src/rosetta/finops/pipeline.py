@@ -1,4 +1,4 @@
-"""finops-batch: from raw documents to the data mart, one month at a time, atomically.
+"""finops-batch: from raw documents to the data mart, each month rebuilt atomically.
 
 The transformation, in the order it runs:
 
@@ -11,21 +11,26 @@ The transformation, in the order it runs:
    never float), mapped to an application and an environment (tags with their aliases, CMDB codes, the
    ``mapping_alias`` table) or to ``UNALLOCATED`` - counted, never dropped - or rejected with a reason
    (``batch_rejection``, with the whole document). Mapped lines go by ``COPY`` (text format) into one
-   temporary table per month while control totals are summed in Python, independently of SQL.
+   unlogged table per month (named with the run id, like the staging tables, so another connection can build
+   the month) while control totals are summed in Python, independently of SQL.
 3. **build** - per month, a staging table ``LIKE fact_consumption`` gets the daily direct rows (grouped in
    SQL, numbered in grain order so a rerun yields identical rows), then the indirect rows: each pool is split
    by the rule version valid for the month with :mod:`rosetta.finops.allocation`, and the coefficients go to
-   a second staging table ``LIKE fact_coefficient``.
+   a second staging table ``LIKE fact_coefficient``. Two months at a time, on two connections: each worker
+   takes the next month, builds it and swaps it in (one groups its lines in PostgreSQL while the other's pools
+   are split in Python), so months finish in any order.
 4. **swap** - per month, ONE transaction replaces the month's small tables (hierarchy attribution, pools,
    control totals), swaps both partitions (DETACH + DROP the old one, RENAME + ATTACH the staging table),
    then asserts in SQL that every pool is conserved and that direct + indirect = source; a failed assertion
-   rolls the whole month back. Readers see the old month or the new one, never a mix (ADR 0005).
-5. **views** - every materialized view is rebuilt beside the live one (several at once, on two connections)
-   and the new ones replace the old in one short transaction (:mod:`rosetta.finops.views`, ADR 0007).
+   rolls the whole month back. Readers see the old month or the new one, never a mix (ADR 0005). Two swaps
+   take the same locks in the same order: the second waits for the first's commit.
+5. **views** - ``dim_application_month`` is analysed once every month is in, then every materialized view is
+   rebuilt beside the live one (several at once, on two connections) and the new ones replace the old in one
+   short transaction (:mod:`rosetta.finops.views`, ADR 0007).
 
 A run holds a session advisory lock per month it rebuilds, so two runs never rebuild the same month at once
 (the batch runner's job lock already serialises finops-batch runs; this also covers any other caller).
-The staging tables of a killed run are dropped by the next run that locks the same month.
+The line and staging tables of a killed run are dropped by the next run that locks the same month.
 """
 
 from __future__ import annotations
@@ -1038,11 +1043,6 @@ class MonthRebuild:
             report.read += len(page.fields)
             self.hooks.progress.advance(len(page.fields))
 
-    async def _flush(self, inputs: MonthInputs) -> None:
-        """Copy the month's buffered lines into its temporary table (created on first use), and wait for it."""
-        await self._flush_later(inputs)
-        await self._copied()
-
     async def _flush_later(self, inputs: MonthInputs) -> None:
         """Start copying the month's buffered lines and return: the server ingests them while mapping goes on.
 
@@ -1062,8 +1062,11 @@ class MonthRebuild:
     async def _copy_lines(self, inputs: MonthInputs, lines: list[str]) -> None:
         if not inputs.lines_table:
             await self.locks.take(inputs.month)
-            inputs.lines_table = f"finops_lines_{inputs.tag}"
-            await self.work.execute(f"CREATE TEMP TABLE {inputs.lines_table} ({_LINE_DDL})")
+            await self._drop_leftovers(inputs.month)
+            # Not TEMPORARY: the month may be built on another connection (see _run_steps). UNLOGGED as a
+            # temporary table is: a crash loses nothing a rerun would not rebuild.
+            inputs.lines_table = _stage_name("lines", inputs.month, self.run_id)
+            await self.work.execute(f"CREATE UNLOGGED TABLE {inputs.lines_table} ({_LINE_DDL})")
         if lines:
             await self.work.copy_to_table(
                 inputs.lines_table, source=_copy_chunks(lines), columns=LINE_COLUMNS, format="text"
@@ -1081,25 +1084,30 @@ class MonthRebuild:
 
     # ---- building a month
 
-    async def build(self, inputs: MonthInputs) -> tuple[str, str, list[tuple[Any, ...]]]:
-        """Fill the month's staging tables; return their names and the month's hierarchy rows."""
-        await self._flush(inputs)
-        await self._drop_leftovers(inputs.month)
+    async def build(
+        self, inputs: MonthInputs, connection: asyncpg.Connection
+    ) -> tuple[str, str, list[tuple[Any, ...]]]:
+        """Fill the month's staging tables on ``connection``; return their names and the month's hierarchy rows.
+
+        The month's lines must all be copied (:meth:`read_costs` copies every month's before it returns).
+        """
+        if not inputs.lines_table or inputs.buffer:
+            raise RuntimeError(f"month {inputs.month:%Y-%m} is built before its lines are copied")
         facts, coefficients = (
             _stage_name("fc", inputs.month, self.run_id),
             _stage_name("coef", inputs.month, self.run_id),
         )
-        await self.work.execute(
+        await connection.execute(
             f"CREATE TABLE {facts} (LIKE fact_consumption INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
         )
-        await self.work.execute(
+        await connection.execute(
             f"CREATE TABLE {coefficients} (LIKE fact_coefficient INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
         )
         # The allocation keys come from the lines (the sums the direct rows will hold), so the pools can be split
         # in Python while PostgreSQL groups the lines into the direct rows.
         direct_cost: dict[str, dict[str, Decimal]] = defaultdict(dict)
         codes: set[str] = set()
-        for row in await self.work.fetch(
+        for row in await connection.fetch(
             f"SELECT currency, application_code, sum(billed_cost) AS cost FROM {inputs.lines_table} GROUP BY 1, 2"
         ):
             codes.add(row["application_code"])
@@ -1116,13 +1124,13 @@ class MonthRebuild:
             with _fewer_collections():
                 return self._allocate(inputs, direct_cost, valid)
 
-        async with self.work.transaction():
+        async with connection.transaction():
             # Grouping on the sorted lines leaves them in the order row_number needs (one sort, in memory), where
             # the default plan hashes them in spilled batches, then sorts the groups again.
-            await self.work.execute(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'")
-            await self.work.execute("SET LOCAL enable_hashagg = off")
+            await connection.execute(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'")
+            await connection.execute("SET LOCAL enable_hashagg = off")
             status, allocated = await _overlapped(
-                self.work,
+                connection,
                 f"""
                 INSERT INTO {facts} (period_month, line_no, period, granularity, application_code, environment_code,
                     service_category, service_name, provider, cost_type, quantity, unit, billed_cost, effective_cost,
@@ -1135,23 +1143,23 @@ class MonthRebuild:
                 split_pools,
             )
         direct_rows = int(status.rsplit(" ", 1)[-1])
-        await self.work.execute(f"DROP TABLE {inputs.lines_table}")
+        await connection.execute(f"DROP TABLE {inputs.lines_table}")
         # The indirect rows are numbered after the direct ones (line_no is their last COPY column).
         indirect = [f"{line}{number}\n" for number, line in enumerate(allocated.indirect, start=direct_rows + 1)]
-        await self.work.copy_to_table(facts, source=_copy_chunks(indirect), columns=INDIRECT_COLUMNS, format="text")
-        await self.work.copy_to_table(
+        await connection.copy_to_table(facts, source=_copy_chunks(indirect), columns=INDIRECT_COLUMNS, format="text")
+        await connection.copy_to_table(
             coefficients, source=_copy_chunks(allocated.coefficients), columns=COEFFICIENT_COLUMNS, format="text"
         )
         # Fresh tables have no statistics: without them the views' refresh plans joins on wild guesses.
         _, hierarchy = await _overlapped(
-            self.work,
+            connection,
             f"ANALYZE {facts}",
             lambda: self._hierarchy_rows(inputs.month, codes | allocated.targets, valid),
         )
         upper = next_month(inputs.month)
         for table, key in ((facts, "period_month, line_no"), (coefficients, _COEFFICIENT_KEY)):
             # The CHECK lets ATTACH PARTITION skip its validation scan; the key becomes the partition's PK.
-            await self.work.execute(
+            await connection.execute(
                 f"ALTER TABLE {table} ADD CONSTRAINT {table}_bounds"
                 f" CHECK (period_month >= DATE '{inputs.month}' AND period_month < DATE '{upper}'),"
                 f" ADD CONSTRAINT {table}_pkey PRIMARY KEY ({key})"
@@ -1274,34 +1282,43 @@ class MonthRebuild:
             await self.work.execute(f'DROP TABLE IF EXISTS "{row["tablename"]}"')
 
     async def _drop_leftovers(self, month: date) -> None:
-        """Drop staging tables a killed run left for this month (we hold the month's lock, so none is live)."""
+        """Drop the line and staging tables a killed run left for this month (we hold the month's lock, so none
+        is live; this run creates its own after this)."""
         rows = await self.work.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            " AND (tablename LIKE $1 OR tablename LIKE $2)",
+            " AND (tablename LIKE $1 OR tablename LIKE $2 OR tablename LIKE $3)",
             f"finops\\_stage\\_fc\\_{month:%Y%m}\\_%",
             f"finops\\_stage\\_coef\\_{month:%Y%m}\\_%",
+            f"finops\\_stage\\_lines\\_{month:%Y%m}\\_%",
         )
         for row in rows:
             await self.work.execute(f'DROP TABLE IF EXISTS "{row["tablename"]}"')
 
     # ---- swapping a month in
 
-    async def swap(self, inputs: MonthInputs, facts: str, coefficients: str, hierarchy: list[tuple[Any, ...]]) -> None:
-        """Replace the month in ONE transaction, then check its invariants in SQL before committing."""
+    async def swap(
+        self,
+        inputs: MonthInputs,
+        connection: asyncpg.Connection,
+        facts: str,
+        coefficients: str,
+        hierarchy: list[tuple[Any, ...]],
+    ) -> None:
+        """Replace the month in ONE transaction on ``connection``, then check its invariants in SQL before committing.
+
+        Swaps of two months on two connections take the same locks in the same order (the small tables' rows of
+        their own month, then each parent for the DETACH): the second waits for the first's commit.
+        """
         month = inputs.month
         rules = inputs.rules
-        async with self.work.transaction():
-            await self.work.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
-            await self.work.execute("DELETE FROM dim_application_month WHERE period = $1", month)
-            await self.work.copy_records_to_table(
+        async with connection.transaction():
+            await connection.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+            await connection.execute("DELETE FROM dim_application_month WHERE period = $1", month)
+            await connection.copy_records_to_table(
                 "dim_application_month", records=hierarchy, columns=_HIERARCHY_COLUMNS
             )
-            if month == max(self.months):
-                # Months are swapped in order and the views are built once the last one is in: statistics
-                # gathered at every swap would only be replaced by the next swap's (~0.14 s each, large world).
-                await self.work.execute("ANALYZE dim_application_month")
-            await self.work.execute("DELETE FROM fact_pool WHERE period_month = $1", month)
-            await self.work.copy_records_to_table(
+            await connection.execute("DELETE FROM fact_pool WHERE period_month = $1", month)
+            await connection.copy_records_to_table(
                 "fact_pool",
                 records=[
                     (
@@ -1325,8 +1342,8 @@ class MonthRebuild:
                     "run_id",
                 ],
             )
-            await self.work.execute("DELETE FROM fact_period_control WHERE period_month = $1", month)
-            await self.work.copy_records_to_table(
+            await connection.execute("DELETE FROM fact_period_control WHERE period_month = $1", month)
+            await connection.copy_records_to_table(
                 "fact_period_control",
                 records=[
                     (
@@ -1358,19 +1375,19 @@ class MonthRebuild:
             )
             for parent, stage in (("fact_consumption", facts), ("fact_coefficient", coefficients)):
                 partition = f"{parent}_p{month:%Y%m}"
-                if await self.work.fetchval("SELECT to_regclass($1)", partition) is not None:
-                    await self.work.execute(f"ALTER TABLE {parent} DETACH PARTITION {partition}")
-                    await self.work.execute(f"DROP TABLE {partition}")
-                await self.work.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
-                await self.work.execute(f"ALTER INDEX {stage}_pkey RENAME TO {partition}_pkey")
-                await self.work.execute(
+                if await connection.fetchval("SELECT to_regclass($1)", partition) is not None:
+                    await connection.execute(f"ALTER TABLE {parent} DETACH PARTITION {partition}")
+                    await connection.execute(f"DROP TABLE {partition}")
+                await connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
+                await connection.execute(f"ALTER INDEX {stage}_pkey RENAME TO {partition}_pkey")
+                await connection.execute(
                     f"ALTER TABLE {partition} RENAME CONSTRAINT {stage}_bounds TO {partition}_bounds"
                 )
-                await self.work.execute(
+                await connection.execute(
                     f"ALTER TABLE {parent} ATTACH PARTITION {partition}"
                     f" FOR VALUES FROM ('{month}') TO ('{next_month(month)}')"
                 )
-            await check_month(self.work, month)
+            await check_month(connection, month)
 
     async def upsert_dimensions(self) -> None:
         """Environments and cost pools seen in this run (never removed: older months may use them)."""
@@ -1621,21 +1638,57 @@ async def _run_steps(run: MonthRebuild, reader: RawReader, hooks: RunHooks, engi
         await run.read_finance(reader)
         await run.read_costs(reader)
         await run.upsert_dimensions()
-    for month in sorted(run.months):
-        inputs = run.months[month]
-        started = time.perf_counter()
-        async with hooks.step(f"build {month:%Y-%m}"):
-            facts, coefficients, hierarchy = await run.build(inputs)
-        async with hooks.step(f"swap {month:%Y-%m}"):
-            await run.swap(inputs, facts, coefficients, hierarchy)
-        run.report.periods.append(month)
-        logger.info(
-            "finops month rebuilt",
-            extra={"period": f"{month:%Y-%m}", "seconds": round(time.perf_counter() - started, 3)},
-        )
+    await _rebuild_months(run, hooks, engine)
+    run.report.periods.sort()
     async with hooks.step("refresh views"), _dedicated(engine) as builder:
         await builder.execute("SET statement_timeout = 0")
+        # Once, after the last swap (months finish in any order): the views' plans join on it.
+        await run.work.execute("ANALYZE dim_application_month")
         run.report.counters["views"] = await rebuild_views(
             run.work, [run.work, builder], MATERIALIZED_VIEWS, tag=run.run_id.hex[:12]
         )
     await run.flush_rejections()
+
+
+MONTH_WORKERS = 2  # one per core: while one month's lines are grouped in PostgreSQL, the other's pools are split
+
+
+async def _rebuild_months(run: MonthRebuild, hooks: RunHooks, engine: AsyncEngine) -> None:
+    """Build then swap every month, two at a time on two connections (``run.work`` and a dedicated one).
+
+    Each worker takes the next month of the queue, builds it and swaps it in. After a failure no worker takes
+    another month or starts another step (a month being built or swapped finishes: nothing is cancelled
+    mid-statement); the first error is raised once both have stopped.
+    """
+    queue = sorted(run.months)
+    errors: list[Exception] = []
+
+    async def worker(connection: asyncpg.Connection) -> None:
+        while queue and not errors:
+            month = queue.pop(0)
+            inputs = run.months[month]
+            started = time.perf_counter()
+            try:
+                async with hooks.step(f"build {month:%Y-%m}"):
+                    facts, coefficients, hierarchy = await run.build(inputs, connection)
+                if errors:
+                    return
+                async with hooks.step(f"swap {month:%Y-%m}"):
+                    await run.swap(inputs, connection, facts, coefficients, hierarchy)
+            except Exception as error:
+                errors.append(error)
+                return
+            run.report.periods.append(month)
+            logger.info(
+                "finops month rebuilt",
+                extra={"period": f"{month:%Y-%m}", "seconds": round(time.perf_counter() - started, 3)},
+            )
+
+    if len(queue) < MONTH_WORKERS:
+        await worker(run.work)
+    else:
+        async with _dedicated(engine) as second:
+            await second.execute("SET statement_timeout = 0")
+            await asyncio.gather(worker(run.work), worker(second))
+    if errors:
+        raise errors[0]
