@@ -98,8 +98,23 @@ def test_json_progress_lines_are_parseable() -> None:
     progress = JsonLinesProgress(stream, run_id="r1")
     progress.start_step("load", total=3)
     progress.advance(3)
-    progress.end_step()
+    progress.end_step("load")
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [event["event"] for event in events] == ["step_started", "step_finished"]
     assert events[-1]["done"] == 3
     assert all(event["run_id"] == "r1" for event in events)
+
+
+def test_overlapping_steps_finish_under_their_own_names() -> None:
+    stream = io.StringIO()
+    progress = JsonLinesProgress(stream)
+    progress.start_step("build 2026-01")
+    progress.start_step("build 2026-02", total=5)
+    progress.advance(5)  # counts for the most recently started open step
+    progress.end_step("build 2026-01")
+    progress.end_step("build 2026-02")
+    finished = [json.loads(line) for line in stream.getvalue().splitlines()][-2:]
+    assert [(event["step"], event["done"], event["total"]) for event in finished] == [
+        ("build 2026-01", 0, None),
+        ("build 2026-02", 5, 5),
+    ]

@@ -1,4 +1,8 @@
-"""Progress reporting for batch runs: a progress bar on a terminal, JSON lines otherwise (CronJob logs)."""
+"""Progress reporting for batch runs: a progress bar on a terminal, JSON lines otherwise (CronJob logs).
+
+Steps may overlap (finops-batch builds two months at once), so a step is ended by name; ``advance`` counts
+towards the most recently started step still open.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ class Progress(Protocol):
         """A named step begins; ``total`` units of work are expected if known."""
 
     def advance(self, amount: int = 1) -> None:
-        """``amount`` units of the current step are done."""
+        """``amount`` units of the most recently started open step are done."""
 
-    def end_step(self) -> None:
-        """The current step is finished."""
+    def end_step(self, name: str) -> None:
+        """The step ``name`` is finished."""
 
     def close(self) -> None:
         """The run is over; release the terminal."""
@@ -31,9 +35,8 @@ class JsonLinesProgress:
     def __init__(self, stream: TextIO | None = None, *, run_id: str | None = None) -> None:
         self._stream = stream or sys.stderr
         self._run_id = run_id
-        self._step: str | None = None
-        self._done = 0
-        self._total: int | None = None
+        # Open steps by name, in start order: [done, total]; the last one is the one ``advance`` counts for.
+        self._open: dict[str, list[Any]] = {}
         self._last = 0.0
 
     def _emit(self, event: str, **fields: Any) -> None:
@@ -45,21 +48,25 @@ class JsonLinesProgress:
 
     def start_step(self, name: str, total: int | None = None) -> None:
         """Emit ``step_started``."""
-        self._step, self._done, self._total, self._last = name, 0, total, time.monotonic()
+        self._open[name] = [0, total]
+        self._last = time.monotonic()
         self._emit("step_started", step=name, total=total)
 
     def advance(self, amount: int = 1) -> None:
         """Count work; emit ``progress`` at most once a second."""
-        self._done += amount
+        if not self._open:
+            return
+        step, counts = next(reversed(self._open.items()))
+        counts[0] += amount
         now = time.monotonic()
         if now - self._last >= 1.0:
             self._last = now
-            self._emit("progress", step=self._step, done=self._done, total=self._total)
+            self._emit("progress", step=step, done=counts[0], total=counts[1])
 
-    def end_step(self) -> None:
-        """Emit ``step_finished`` with the final count."""
-        self._emit("step_finished", step=self._step, done=self._done, total=self._total)
-        self._step = None
+    def end_step(self, name: str) -> None:
+        """Emit ``step_finished`` with the step's final count."""
+        done, total = self._open.pop(name, [0, None])
+        self._emit("step_finished", step=name, done=done, total=total)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -87,23 +94,23 @@ class RichProgress:
             transient=False,
         )
         self._bar.start()
-        self._task: Any = None
+        self._tasks: dict[str, Any] = {}  # open steps' bars, in start order
 
     def start_step(self, name: str, total: int | None = None) -> None:
         """Add a bar for the step."""
-        self._task = self._bar.add_task(name, total=total)
+        self._tasks[name] = self._bar.add_task(name, total=total)
 
     def advance(self, amount: int = 1) -> None:
-        """Move the current bar."""
-        if self._task is not None:
-            self._bar.advance(self._task, amount)
+        """Move the bar of the most recently started open step."""
+        if self._tasks:
+            self._bar.advance(next(reversed(self._tasks.values())), amount)
 
-    def end_step(self) -> None:
-        """Complete the current bar."""
-        if self._task is not None:
-            task = self._bar.tasks[-1]
-            self._bar.update(self._task, total=task.completed or 1, completed=task.completed or 1)
-            self._task = None
+    def end_step(self, name: str) -> None:
+        """Complete the step's bar."""
+        task_id = self._tasks.pop(name, None)
+        if task_id is not None:
+            completed = next(task.completed for task in self._bar.tasks if task.id == task_id) or 1
+            self._bar.update(task_id, total=completed, completed=completed)
 
     def close(self) -> None:
         """Stop drawing."""
@@ -119,7 +126,7 @@ class SilentProgress:
     def advance(self, amount: int = 1) -> None:
         """Ignore."""
 
-    def end_step(self) -> None:
+    def end_step(self, name: str) -> None:
         """Ignore."""
 
     def close(self) -> None:

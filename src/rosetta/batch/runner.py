@@ -77,7 +77,7 @@ class RunContext:
             yield
             outcome = "succeeded"
         finally:
-            self.progress.end_step()
+            self.progress.end_step(name)
             self.steps.append({"name": name, "seconds": round(time.perf_counter() - started, 3), "outcome": outcome})
 
 
