@@ -31,7 +31,9 @@ async def test_argocd_fields_selector_cookie_and_resource_tree() -> None:
             excluded = (await client.get("/applications", params={"fields": "-items.status"}, headers=BEARER)).json()
             team = (await client.get("/applications", params={"selector": "team=shop"}, headers=BEARER)).json()
             projects = (await client.get("/applications?projects=payments&projects=shop", headers=BEARER)).json()
-            cookie = await client.get("/applications", cookies={"argocd.token": argocd.DEFAULT_TOKEN})
+            # A Cookie header, not httpx's per-request cookies (deprecated: they may persist on the client, and
+            # the anonymous request below must carry none).
+            cookie = await client.get("/applications", headers={"Cookie": f"argocd.token={argocd.DEFAULT_TOKEN}"})
             anonymous = await client.get("/applications")
             tree = (await client.get("/applications/checkout-prod/resource-tree", headers=BEARER)).json()
 
