@@ -51,6 +51,11 @@ def database_urls(settings: Settings, roles: Iterable[DatabaseRole] = DATABASE_R
     return urls
 
 
+def sql_literal(text: str) -> str:
+    """``text`` as an SQL string literal, for the few statements that cannot take a parameter (DDL, COMMENT)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def asyncpg_dsn(url: URL) -> str:
     """A DSN asyncpg accepts directly (no ``+asyncpg`` driver suffix), password included."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from rosetta.core.db import sql_literal
 from rosetta.core.runs import advisory_lock_key
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ async def _build(connection: asyncpg.Connection, twin: Twin) -> None:
         for grant in view.grants:
             await connection.execute("GRANT " + grant.replace("%s", twin.name, 1))
         if view.comment is not None:
-            await connection.execute(f"COMMENT ON MATERIALIZED VIEW {twin.name} IS {_literal(view.comment)}")
+            await connection.execute(f"COMMENT ON MATERIALIZED VIEW {twin.name} IS {sql_literal(view.comment)}")
         await connection.execute(f"ANALYZE {twin.name}")
 
 
@@ -226,7 +227,3 @@ async def _swap(work: asyncpg.Connection, twins: Sequence[Twin], *, lock_timeout
 async def _drop_twins(connection: asyncpg.Connection, twins: Sequence[Twin]) -> None:
     for twin in twins:
         await connection.execute(f"DROP MATERIALIZED VIEW IF EXISTS {twin.name}")
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -45,7 +45,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from rosetta.core.db import asyncpg_dsn, database_urls
+from rosetta.core.db import asyncpg_dsn, database_urls, sql_literal
 from rosetta.core.errors import (
     ConfigurationError,
     ConflictError,
@@ -450,7 +450,7 @@ def _projection(shape: type[S]) -> tuple[str, Callable[[str | None], list[S]]]:
     client CPU 3.4 s -> 1.9 s against one row per document, server CPU +0.2-0.6 s.
     """
     check_projection(shape)
-    keys = ", ".join(f"payload->{_literal(field.encode_name)}" for field in msgspec.structs.fields(shape))
+    keys = ", ".join(f"payload->{sql_literal(field.encode_name)}" for field in msgspec.structs.fields(shape))
     positional = type(shape.__name__, (shape,), {}, array_like=True)
     query = (
         "SELECT array_agg(id ORDER BY id), json_agg(fields ORDER BY id)::text"
@@ -471,11 +471,6 @@ class _Aggregated:
     def __len__(self) -> int:
         """How many documents the page holds."""
         return len(self.ids)
-
-
-def _literal(text: str) -> str:
-    """``text`` as an SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _filters(
