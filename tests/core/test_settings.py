@@ -69,6 +69,14 @@ def test_mongodb_store_needs_a_url() -> None:
         load_settings(raw_store="mongodb")
 
 
+def test_production_refuses_the_embedded_database() -> None:
+    with pytest.raises(ConfigurationError, match="ROSETTA_ENV=prod needs ROSETTA_DATABASE_URL"):
+        load_settings(env="prod")
+    settings = load_settings(env="prod", database_url="postgresql://u:p@db.internal:5432/postgres")
+    assert not settings.uses_embedded_database
+    assert settings.effective_log_format == "json"
+
+
 def test_secrets_are_masked_in_repr() -> None:
     settings = Settings(
         database_url="postgresql://u:topsecretpw@h/postgres",

@@ -185,6 +185,17 @@ class Settings(BaseSettings):
             raise ValueError("ROSETTA_RAW_STORE=mongodb needs ROSETTA_MONGODB_URL")
         return self
 
+    @model_validator(mode="after")
+    def _production_needs_a_database(self) -> Settings:
+        # Without a URL the process would start a private embedded PostgreSQL in its container: data that lives
+        # and dies with one pod, and a batch that writes where no API reads. Never what production means.
+        if self.env == "prod" and self.uses_embedded_database:
+            raise ValueError(
+                "ROSETTA_ENV=prod needs ROSETTA_DATABASE_URL or one ROSETTA_<DB>_DATABASE_URL per database"
+                " (the embedded PostgreSQL is for development)"
+            )
+        return self
+
     @property
     def effective_log_format(self) -> Literal["json", "text"]:
         """JSON logs in production, readable text elsewhere, unless ``log_format`` says otherwise."""
