@@ -759,18 +759,30 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+# Typer 0.2x parses with its own copy of click (typer._click): its usage errors and Exit/Abort are not click's
+# classes. Both are caught, so a bad argument is one line and exit code 2 whichever typer is installed.
+_EXITS: tuple[type[BaseException], ...] = (click.exceptions.Exit, typer.Exit)
+_ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.Abort)
+_USAGE_ERRORS: tuple[type[Exception], ...] = (
+    click.ClickException,
+    getattr(typer, "TyperException", click.ClickException),
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command; turn every failure into one stderr line and an exit code."""
     try:
         result = app(args=argv, prog_name="rosetta", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.exceptions.Abort:
+    except _EXITS as done:
+        sys.exit(getattr(done, "exit_code", 0))
+    except _ABORTS:
         print("rosetta: interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as error:
-        print(f"rosetta: error: {_one_line(error.format_message())}", file=sys.stderr)
-        sys.exit(error.exit_code)
+    except _USAGE_ERRORS as error:
+        format_message = getattr(error, "format_message", None)
+        message = format_message() if callable(format_message) else str(error)
+        print(f"rosetta: error: {_one_line(message)}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 2))
     except RosettaError as error:
         print(f"rosetta: error: {_one_line(error.detail)}", file=sys.stderr)
         sys.exit(exit_code_for(error))
