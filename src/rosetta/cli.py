@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
@@ -217,8 +218,10 @@ def build_app(target: str, *, dev: bool = False, dev_url: str = "http://127.0.0.
     it; ``dev_url`` is where this very process is reachable (its JWKS is fetched from there over HTTP).
     """
     from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
+    from rosetta.batch.kubernetes import KubernetesJobLauncher  # noqa: PLC0415
     from rosetta.batch.launcher import InProcessLauncher  # noqa: PLC0415
     from rosetta.core.http import create_app  # noqa: PLC0415
+    from rosetta.core.runs import RunLauncher  # noqa: PLC0415
 
     settings = _settings()
     serve_target = ServeTarget(target)
@@ -230,11 +233,14 @@ def build_app(target: str, *, dev: bool = False, dev_url: str = "http://127.0.0.
         extra_handlers.append(dev_idp_router(data_dir(), dev_url))
         settings = settings.model_copy(update={"oidc_issuers": [*settings.oidc_issuers, dev_issuer_settings(dev_url)]})
         settings = _with_dev_simulators(settings, extra_handlers, dev_url)
+    launcher: RunLauncher = InProcessLauncher(registered_jobs(), settings)
+    if settings.batch_launcher == "kubernetes" and not dev:
+        launcher = KubernetesJobLauncher(registered_jobs(), settings)
     return create_app(
         _context_apps(serve_target),
         process="dev" if dev else serve_target.value,
         settings=settings,
-        launcher=InProcessLauncher(registered_jobs(), settings),
+        launcher=launcher,
         extra_route_handlers=extra_handlers,
     )
 
@@ -499,11 +505,14 @@ def audit_verify(
 # ---------------------------------------------------------------------------------------------- batches
 
 
-def run_batch_job(name: str, parameters: dict[str, Any]) -> None:
-    """Run one registered job from the command line, with progress and the documented exit codes."""
+def run_batch_job(name: str, parameters: dict[str, Any], *, run_id: uuid.UUID | None = None) -> None:
+    """Run one registered job from the command line, with progress and the documented exit codes.
+
+    With ``run_id``, execute that queued run (a Job made by the Kubernetes launcher) with its own parameters.
+    """
     from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
     from rosetta.batch.progress import progress_for  # noqa: PLC0415
-    from rosetta.batch.runner import execute  # noqa: PLC0415
+    from rosetta.batch.runner import execute, queued_parameters  # noqa: PLC0415
     from rosetta.core.db import Databases, database_urls  # noqa: PLC0415
 
     settings = _settings()
@@ -514,7 +523,10 @@ def run_batch_job(name: str, parameters: dict[str, Any]) -> None:
         urls = await asyncio.to_thread(database_urls, settings, spec.all_databases)
         databases = Databases.open(settings, spec.all_databases, process=f"batch.{name}", urls=urls)
         try:
-            return await execute(spec, parameters, databases=databases, settings=settings, progress=progress_for())
+            arguments = parameters if run_id is None else await queued_parameters(databases, spec, run_id)
+            return await execute(
+                spec, arguments, databases=databases, settings=settings, progress=progress_for(), run_id=run_id
+            )
         finally:
             await databases.dispose()
 
@@ -530,12 +542,23 @@ def batch_finops(
     period: Annotated[str | None, typer.Option("--period", help="Rebuild one month (YYYY-MM).")] = None,
     period_from: Annotated[str | None, typer.Option("--from", help="First month to rebuild (YYYY-MM).")] = None,
     period_to: Annotated[str | None, typer.Option("--to", help="Last month to rebuild (YYYY-MM).")] = None,
+    run_id: Annotated[
+        uuid.UUID | None,
+        typer.Option("--run-id", help="Execute this queued run (started through the API) with its parameters."),
+    ] = None,
 ) -> None:
     """Rebuild the FinOps data mart from the raw zone (default: every month found there)."""
     from rosetta.core.errors import BadRequestError  # noqa: PLC0415
     from rosetta.finops import service  # noqa: PLC0415
     from rosetta.finops.schemas import BatchRunRequest  # noqa: PLC0415
 
+    if run_id is not None:
+        if period or period_from or period_to:
+            raise ConfigurationError(
+                "invalid option: --run-id takes the queued run's own months, not --period/--from/--to"
+            )
+        run_batch_job("finops", {}, run_id=run_id)
+        return
     request = BatchRunRequest(period=period, period_from=period_from, period_to=period_to)
     try:
         parameters = service.batch_parameters(request)

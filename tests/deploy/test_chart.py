@@ -20,9 +20,9 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import typer
-import yaml
 from typer.core import TyperGroup
 
+from chart_support import CHART, render
 from rosetta.batch.runner import EXIT_FAILED, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_USAGE
 from rosetta.cli import app
 from rosetta.core.errors import ConfigurationError
@@ -30,7 +30,6 @@ from rosetta.core.http import healthz, readyz
 from rosetta.core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "rosetta"
 KUBERNETES = "1.30.0"
 DATABASES_SECRET = {"ROSETTA_DATABASE_URL": "postgresql://rosetta:secret@pg.internal:5432/postgres"}
 MINIMAL = {"secrets": {"databases": "rosetta-databases"}}
@@ -56,20 +55,6 @@ EVERYTHING = {
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
 }
-
-
-def render(values: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chart's manifests for ``values`` (merged over values.yaml), as parsed documents."""
-    chart = helm.Chart.load(CHART)
-    try:
-        rendered = chart.render(values, name="rosetta", namespace="platform", is_install=True)
-    finally:
-        chart.close()
-    documents: list[dict[str, Any]] = []
-    for path, text in sorted(rendered.items()):
-        if path.endswith(".yaml"):
-            documents.extend(document for document in yaml.safe_load_all(text) if document)
-    return documents
 
 
 def pods(documents: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -250,7 +235,8 @@ def test_jobs_retry_only_what_may_pass(everything: list[dict[str, Any]]) -> None
 def test_pods_run_unprivileged_on_a_read_only_root(everything: list[dict[str, Any]]) -> None:
     for document, pod in pods(everything):
         assert pod["securityContext"]["runAsNonRoot"] is True, document["metadata"]["name"]
-        assert pod["automountServiceAccountToken"] is False
+        # Only the finops API calls the Kubernetes API (it starts runs as Jobs): only it gets a token.
+        assert pod["automountServiceAccountToken"] is (document["metadata"]["name"] == "rosetta-api-finops")
         for container in pod["containers"]:
             security = container["securityContext"]
             assert security["readOnlyRootFilesystem"] is True
@@ -285,3 +271,36 @@ def test_the_containerfile_lints_clean() -> None:
     containerfile = (REPO / "Containerfile").read_text()
     assert 'ENTRYPOINT ["rosetta"]' in containerfile
     assert "USER 10001" in containerfile
+
+
+def test_the_finops_api_may_read_its_cronjob_and_create_jobs_and_nothing_else(everything: list[dict[str, Any]]) -> None:
+    role = by_name(everything, "Role")["rosetta-batch-launcher"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["batch"],
+            "resources": ["cronjobs"],
+            "resourceNames": ["rosetta-batch-finops"],
+            "verbs": ["get"],
+        },
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+    ]
+    binding = by_name(everything, "RoleBinding")["rosetta-batch-launcher"]
+    assert binding["roleRef"]["name"] == "rosetta-batch-launcher"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rosetta", "namespace": "platform"}]
+    finops = by_name(everything, "Deployment")["rosetta-api-finops"]["spec"]["template"]["spec"]
+    environment = _environment(finops["containers"][0], {})
+    assert environment["ROSETTA_BATCH_LAUNCHER"] == "kubernetes"
+    named = json.loads(environment["ROSETTA_KUBERNETES__CRONJOBS"])
+    assert named == {"finops": "rosetta-batch-finops"}
+    assert named["finops"] in by_name(everything, "CronJob")
+    assert finops["serviceAccountName"] == "rosetta"
+
+
+def test_the_in_process_launcher_needs_no_kubernetes_rights() -> None:
+    documents = render({**MINIMAL, "batchLauncher": "in-process"})
+    assert not [document for document in documents if document["kind"] in ("Role", "RoleBinding")]
+    finops = by_name(documents, "Deployment")["rosetta-api-finops"]["spec"]["template"]["spec"]
+    assert finops["automountServiceAccountToken"] is False
+    assert "ROSETTA_BATCH_LAUNCHER" not in _environment(finops["containers"][0], {})
+    with pytest.raises(helm.HelmError, match="batchLauncher=kubernetes copies the batch-finops CronJob"):
+        render({**MINIMAL, "cronJobs": {"batch-finops": {"enabled": False}}})

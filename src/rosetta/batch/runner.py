@@ -23,7 +23,7 @@ from typing import Any
 from rosetta.batch.progress import Progress, SilentProgress
 from rosetta.core import runs
 from rosetta.core.db import Databases
-from rosetta.core.errors import ConflictError, RosettaError
+from rosetta.core.errors import ConflictError, NotFoundError, RosettaError
 from rosetta.core.settings import DatabaseRole, Settings
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,20 @@ class JobSpec:
     def all_databases(self) -> tuple[DatabaseRole, ...]:
         """Every database the job opens (its own first)."""
         return (self.database, *(role for role in self.databases if role != self.database))
+
+
+async def queued_parameters(databases: Databases, job: JobSpec, run_id: uuid.UUID) -> dict[str, Any]:
+    """The parameters of ``job``'s queued run ``run_id``, which a launched Kubernetes Job now executes.
+
+    Only a queued run is taken: a run that started or ended is never run a second time under the same id.
+    """
+    async with databases.unit_of_work(job.database) as session:
+        run = await runs.get_run(session, run_id)
+    if run is None or run["job"] != job.name:
+        raise NotFoundError(f"no {job.name} run {run_id}")
+    if run["status"] != "queued":
+        raise ConflictError(f"{job.name} run {run_id} is {run['status']}, not queued: it is not run again")
+    return dict(run["parameters"] or {})
 
 
 async def execute(

@@ -92,6 +92,24 @@ class ExternalSystem(BaseModel):
     page_size: int = Field(default=500, ge=1, le=10_000)
 
 
+_SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubernetesSettings(BaseModel):
+    """How the Job launcher reaches the Kubernetes API from inside its pod (in-cluster defaults)."""
+
+    # Default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, which every pod gets.
+    api_url: str | None = None
+    # Default: the pod's own namespace (read from the service account's files).
+    namespace: str | None = None
+    # Read at each call: projected service-account tokens are rotated by the kubelet.
+    token_file: Path = _SERVICE_ACCOUNT / "token"
+    ca_file: Path = _SERVICE_ACCOUNT / "ca.crt"
+    # Batch job name -> the CronJob whose Job template a launched run copies, e.g. {"finops": "rosetta-batch-finops"}.
+    cronjobs: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
 def _database_url(value: Any) -> Any:
     if value is None or value == "":
         return None
@@ -150,6 +168,11 @@ class Settings(BaseSettings):
     servicenow: ExternalSystem = Field(default_factory=ExternalSystem)
     argocd: ExternalSystem = Field(default_factory=ExternalSystem)
 
+    # Where a run started through an API executes: in the API process, or as a Kubernetes Job made from the
+    # job's CronJob template (its own pod and resources).
+    batch_launcher: Literal["in-process", "kubernetes"] = "in-process"
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] | None = None
 
@@ -183,6 +206,15 @@ class Settings(BaseSettings):
     def _mongodb_needs_url(self) -> Settings:
         if self.raw_store == "mongodb" and self.mongodb_url is None:
             raise ValueError("ROSETTA_RAW_STORE=mongodb needs ROSETTA_MONGODB_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _kubernetes_launcher_needs_cronjobs(self) -> Settings:
+        if self.batch_launcher == "kubernetes" and not self.kubernetes.cronjobs:
+            raise ValueError(
+                "ROSETTA_BATCH_LAUNCHER=kubernetes needs ROSETTA_KUBERNETES__CRONJOBS"
+                ' (batch job -> CronJob, e.g. {"finops": "rosetta-batch-finops"})'
+            )
         return self
 
     @model_validator(mode="after")
