@@ -27,6 +27,21 @@ app.kubernetes.io/part-of: rosetta
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/* The CronJob a run started through the API is copied from (the Kubernetes launcher). */}}
+{{- define "rosetta.launchedCronJob" -}}
+{{- include "rosetta.componentName" (dict "root" . "component" "batch-finops") -}}
+{{- end -}}
+
+{{/* True when finops API calls start runs as Kubernetes Jobs. */}}
+{{- define "rosetta.launchesJobs" -}}
+{{- if eq .Values.batchLauncher "kubernetes" -}}
+{{- if not (index .Values.cronJobs "batch-finops").enabled -}}
+{{- fail "batchLauncher=kubernetes copies the batch-finops CronJob: enable cronJobs.batch-finops, or set batchLauncher=in-process" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "rosetta.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "rosetta.fullname" .) .Values.serviceAccount.name -}}
@@ -44,9 +59,10 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- end -}}
 
 {{/* What every pod shares: account, security, placement, and the only writable path (/tmp, an emptyDir).
-Takes "root" and "serviceAccountName" (empty: the namespace's default account). */}}
+Takes "root", "serviceAccountName" (empty: the namespace's default account) and "mountToken" (only the pods
+that call the Kubernetes API get a service-account token). */}}
 {{- define "rosetta.podSpec" -}}
-automountServiceAccountToken: false
+automountServiceAccountToken: {{ .mountToken | default false }}
 {{- with .serviceAccountName }}
 serviceAccountName: {{ . }}
 {{- end }}
