@@ -103,6 +103,23 @@ def _authorise(account: ServiceAccount, verb: str, resource: str, namespace: str
         raise SimulatedError(403, status_body(403, message, kind=resource))
 
 
+def _read_object(
+    request: Request[Any, Any, Any],
+    tokens: Mapping[str, ServiceAccount],
+    objects: Mapping[tuple[str, str], dict[str, Any]],
+    *,
+    resource: str,
+    namespace: str,
+    name: str,
+) -> dict[str, Any]:
+    """``GET`` of one namespaced object: authorised, else 403; found, else 404."""
+    _authorise(_caller(request, tokens), "get", resource, namespace)
+    found = objects.get((namespace, name))
+    if found is None:
+        raise SimulatedError(404, status_body(404, f'{resource}.batch "{name}" not found', name=name, kind=resource))
+    return found
+
+
 def _check_job(job: Any, namespace: str) -> str:
     """The Job's name, once it is a Job the API server would accept."""
     if not isinstance(job, dict) or job.get("kind", "Job") != "Job":
@@ -149,13 +166,7 @@ def build_kubernetes_simulator(
         sync_to_thread=False,
     )
     def read_cronjob(request: Request[Any, Any, Any], namespace: FromPath[str], name: FromPath[str]) -> dict[str, Any]:
-        _authorise(_caller(request, state.tokens), "get", "cronjobs", namespace)
-        found = state.cronjobs.get((namespace, name))
-        if found is None:
-            raise SimulatedError(
-                404, status_body(404, f'cronjobs.batch "{name}" not found', name=name, kind="cronjobs")
-            )
-        return found
+        return _read_object(request, state.tokens, state.cronjobs, resource="cronjobs", namespace=namespace, name=name)
 
     @post(
         "/apis/batch/v1/namespaces/{namespace:str}/jobs",
@@ -185,11 +196,7 @@ def build_kubernetes_simulator(
         sync_to_thread=False,
     )
     def read_job(request: Request[Any, Any, Any], namespace: FromPath[str], name: FromPath[str]) -> dict[str, Any]:
-        _authorise(_caller(request, state.tokens), "get", "jobs", namespace)
-        found = state.jobs.get((namespace, name))
-        if found is None:
-            raise SimulatedError(404, status_body(404, f'jobs.batch "{name}" not found', name=name, kind="jobs"))
-        return found
+        return _read_object(request, state.tokens, state.jobs, resource="jobs", namespace=namespace, name=name)
 
     state.app = build_simulator(
         "kubernetes",
