@@ -338,3 +338,32 @@ async def test_record_audit_refuses_an_unknown_outcome(fresh: tuple[dict[Databas
                 entity_id="z",
                 outcome="maybe",  # type: ignore[arg-type]
             )
+
+
+async def test_a_refused_change_is_audited_as_denied_and_a_refused_read_is_not(
+    audited_client: AsyncTestClient[Litestar],
+    fresh: tuple[dict[DatabaseRole, URL], Databases],
+    auth_headers: Callable[..., dict[str, str]],
+) -> None:
+    user = auth_headers("Rosetta_User", subject="mallory")
+    refused = await audited_client.post("/api/finops/v1/test-renames/t-9", json={"name": "mine"}, headers=user)
+    assert refused.status_code == 403
+    # A read the caller may not make, and an anonymous change: no identity or no change to record.
+    assert (await audited_client.get("/api/finops/v1/audit", headers=user)).status_code == 403
+    assert (await audited_client.post("/api/finops/v1/test-renames/t-9", json={"name": "x"})).status_code == 401
+
+    admin = auth_headers("Rosetta_Admin", subject="root")
+    page = (await audited_client.get("/api/finops/v1/audit", headers=admin)).json()
+    assert len(page["items"]) == 1
+    entry = page["items"][0]
+    assert entry["outcome"] == "denied"
+    assert (entry["actorSubject"], entry["actorRoles"]) == ("oid-mallory", ["user"])
+    assert entry["action"] == "POST /api/finops/v1/test-renames/{item_id}"
+    assert (entry["entityType"], entry["entityId"]) == ("route", "/api/finops/v1/test-renames/t-9")
+    assert entry["after"] == {"reason": "this action needs the finops:admin permission"}
+    assert entry["requestId"] == refused.headers["x-request-id"]
+    # It went to the finops context's log only, and the chain holds.
+    assert (await audited_client.get("/api/ref/v1/audit", headers=admin)).json()["items"] == []
+    _, databases = fresh
+    async with databases.engines["finops"].connect() as connection:
+        assert (await verify_chain(connection)).intact

@@ -11,6 +11,7 @@ refuse ``UPDATE``, ``DELETE`` and ``TRUNCATE``. :func:`verify_chain` recomputes 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ from typing import Any, Literal
 import msgspec
 from litestar import Request
 from litestar.di import NamedDependency
+from litestar.exceptions import PermissionDeniedException
+from litestar.types import Scope
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -44,6 +47,8 @@ from rosetta.core.errors import RosettaError
 from rosetta.core.problems import request_id_of
 from rosetta.core.schemas import CamelStruct
 from rosetta.core.security.permissions import Principal
+
+logger = logging.getLogger(__name__)
 
 AuditOutcome = Literal["succeeded", "failed", "denied"]
 AUDIT_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "denied")
@@ -147,6 +152,46 @@ async def record_audit(
             outcome=outcome,
         )
     )
+
+
+# Route handler ``opt`` key naming the database whose audit log records the route's refused changes.
+AUDIT_DATABASE_OPT = "audit_database"
+_MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def record_denied_change(exception: Exception, scope: Scope) -> None:
+    """``after_exception`` hook: a change an authenticated caller may not make leaves a ``denied`` audit row.
+
+    Auditors ask who tried to change what they were not allowed to, not only who changed what. The row goes
+    to the audit log of the context the route belongs to (``AUDIT_DATABASE_OPT``), in a transaction of its
+    own: the refused request has nothing to commit. Reads that are refused and anonymous callers (401, no
+    identity to record) are left to the access logs. A failure to write the row is logged and never changes
+    the 403 the caller gets.
+    """
+    if not isinstance(exception, PermissionDeniedException) or scope.get("method") not in _MUTATING_METHODS:
+        return
+    handler = scope.get("route_handler")
+    role = handler.opt.get(AUDIT_DATABASE_OPT) if handler is not None else None
+    principal = scope.get("user")
+    if role is None or not isinstance(principal, Principal):
+        return
+    method, path = str(scope.get("method")), str(scope["path"])
+    template = str(scope.get("path_template") or path)
+    try:
+        async with scope["app"].state.databases.unit_of_work(role) as session:
+            await record_audit(
+                session,
+                actor_subject=principal.subject,
+                actor_roles=principal.roles,
+                action=f"{method} {template}"[:100],
+                entity_type="route",
+                entity_id=path[:255],
+                after={"reason": exception.detail},
+                request_id=scope.get("state", {}).get("request_id"),
+                outcome="denied",
+            )
+    except Exception:
+        logger.warning("could not audit a refused change", extra={"path": path}, exc_info=True)
 
 
 @dataclass(frozen=True)

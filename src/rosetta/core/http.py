@@ -26,7 +26,7 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rosetta import __version__
-from rosetta.core.audit import provide_auditor
+from rosetta.core.audit import AUDIT_DATABASE_OPT, provide_auditor, record_denied_change
 from rosetta.core.db import Databases, database_urls
 from rosetta.core.observability import HttpMetrics, metrics_text, request_context_middleware
 from rosetta.core.problems import EXCEPTION_HANDLERS, problem_response
@@ -103,6 +103,8 @@ def _context_router(context: ContextApi) -> Router:
             "auditor": Provide(provide_auditor, sync_to_thread=False),
         },
         tags=[context.name],
+        # Where the context's refused changes are audited (rosetta.core.audit.record_denied_change).
+        opt={AUDIT_DATABASE_OPT: context.database},
     )
 
 
@@ -230,6 +232,7 @@ def create_app(
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        after_exception=[record_denied_change],
         # A route without a declared permission is refused (the role-matrix test also fails on it).
         guards=[enforce_declared_permission],
         # Authentication first: every later layer sees scope["user"] (a Principal) or the rejection reason.
