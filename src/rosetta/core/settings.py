@@ -85,6 +85,9 @@ class ExternalSystem(BaseModel):
     token: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
+    # OAuth client (ServiceNow): tokens from the instance's token endpoint instead of Basic authentication.
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
     timeout_seconds: float = 30.0
     max_concurrency: int = 4
     max_retries: int = 5

@@ -14,7 +14,13 @@ Faithful to what clients get wrong (docs/../external-apis.md, section 2):
 - ``javascript:gs.dateGenerate('2024-01-01','00:00:00')`` is read in the API user's time zone
   (``user_time_zone``, ServiceNow's default ``America/Los_Angeles``), a literal date as UTC;
 - Basic or Bearer authentication, the exact 401 body, 404 on a single record, 400 on an unknown table,
-  429 with ``Retry-After`` and ``X-RateLimit-*`` when a fault rule says so.
+  429 with ``Retry-After`` and ``X-RateLimit-*`` when a fault rule says so;
+- OAuth (``POST /oauth_token.do``, form-encoded): ``grant_type=password`` with ``client_id``/``client_secret``
+  and the user's ``username``/``password``, ``refresh_token``, and ``client_credentials`` only when the
+  instance allows it (``client_credentials_grant``, as ``glide.oauth.inbound.client.credential.grant_type
+  .enabled`` does); the token body ``{access_token, refresh_token, scope, token_type: "Bearer", expires_in}``;
+  a refused request is 401 ``{"error_description": "access_denied", "error": "server_error"}``. An access
+  token stops working after ``expires_in`` seconds (or :meth:`ServiceNowSimulator.expire_access_tokens`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from litestar import Request, Response, get
+from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
 from rosetta.core.security.permissions import Permission, requires
@@ -206,6 +212,9 @@ class ServiceNowSimulator:
         *,
         users: Mapping[str, str] = DEFAULT_USERS,
         tokens: Collection[str] = (),
+        oauth_clients: Mapping[str, str] | None = None,
+        client_credentials_grant: bool = False,
+        token_seconds: int = 1800,
         faults: FaultInjector | None = None,
         invalid_query_returns_no_rows: bool = False,
         user_time_zone: str = "America/Los_Angeles",
@@ -213,6 +222,12 @@ class ServiceNowSimulator:
         self.tables: dict[str, list[dict[str, str]]] = {name: [dict(r) for r in rows] for name, rows in tables.items()}
         self.users = dict(users)
         self.tokens = frozenset(tokens)
+        self.oauth_clients = dict(oauth_clients or {})
+        self.client_credentials_grant = client_credentials_grant
+        self.token_seconds = token_seconds
+        # Issued OAuth access tokens -> when they stop working (time.monotonic()); refresh tokens -> client id.
+        self._access_tokens: dict[str, float] = {}
+        self._refresh_tokens: dict[str, str] = {}
         self.invalid_query_returns_no_rows = invalid_query_returns_no_rows
         self.user_time_zone = ZoneInfo(user_time_zone)
         self.faults = faults or FaultInjector()
@@ -407,10 +422,46 @@ class ServiceNowSimulator:
             expected = self.users.get(user)
             if expected is not None and secrets.compare_digest(expected, password):
                 return
-        elif scheme.lower() == "bearer" and credentials in self.tokens:
+        elif scheme.lower() == "bearer" and (
+            credentials in self.tokens or self._access_tokens.get(credentials, 0.0) > time.monotonic()
+        ):
             return
         body = servicenow_error(401, "User Not Authenticated", "Required to provide Auth information")
         raise SimulatedError(401, body)
+
+    def expire_access_tokens(self) -> None:
+        """End every issued OAuth access token now (refresh tokens stay valid), as time would."""
+        self._access_tokens.clear()
+
+    def _grant(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """The token body for a ``POST /oauth_token.do`` form; raise the OAuth refusal otherwise."""
+        denied = SimulatedError(401, {"error_description": "access_denied", "error": "server_error"})
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        expected_secret = self.oauth_clients.get(client_id)
+        if expected_secret is None or not secrets.compare_digest(expected_secret, secret):
+            raise denied
+        grant = form.get("grant_type", "")
+        if grant == "password":
+            expected = self.users.get(form.get("username", ""))
+            if expected is None or not secrets.compare_digest(expected, form.get("password", "")):
+                raise denied
+        elif grant == "refresh_token":
+            if self._refresh_tokens.get(form.get("refresh_token", "")) != client_id:
+                raise denied
+        elif grant != "client_credentials" or not self.client_credentials_grant:
+            raise SimulatedError(
+                400, {"error_description": f"unsupported grant_type {grant!r}", "error": "unsupported_grant_type"}
+            )
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        self._access_tokens[access] = time.monotonic() + self.token_seconds
+        self._refresh_tokens[refresh] = client_id
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "scope": "useraccount",
+            "token_type": "Bearer",
+            "expires_in": self.token_seconds,
+        }
 
     def _check_table(self, table: str) -> None:
         if table not in self.tables and table not in KNOWN_TABLES:
@@ -460,7 +511,12 @@ class ServiceNowSimulator:
             params = {key: request.query_params[key] for key in request.query_params}
             return {"result": simulator._render(table, row, params, _instance_url(request))}
 
-        return [list_records, get_record]
+        @post("/oauth_token.do", guards=[requires(Permission.PUBLIC)], status_code=200)
+        async def oauth_token(request: Request[Any, Any, Any]) -> dict[str, Any]:
+            form = await request.form()
+            return simulator._grant({key: str(form.get(key, "")) for key in form})
+
+        return [list_records, get_record, oauth_token]
 
 
 def _instance_url(request: Request[Any, Any, Any]) -> str:
