@@ -5,7 +5,9 @@ and memory: fine on a laptop, a risk in production, where a full finops-batch ne
 pod is given. This launcher does what ``kubectl create job --from=cronjob/<name>`` does: it reads the
 CronJob, copies its Job template (image, resources, Secrets, security, failure policy), points the
 ``rosetta`` container at the queued run (``rosetta batch <job> --run-id <id>``) and creates the Job, owned by
-the CronJob so that ``concurrencyPolicy: Forbid`` and the history limits apply to it too. The run record is
+the CronJob (its history limits clean it up, deleting the CronJob deletes it). The CronJob controller does not
+count a Job it did not schedule for ``concurrencyPolicy``: the job's database lock is what keeps a launched run
+and a scheduled one from overlapping (the later one exits 3, its run recorded failed). The run record is
 committed as ``queued`` first, so the caller can follow it at once; the pod's ``rosetta batch`` takes it
 from there. If the Job cannot be created the run is recorded ``failed`` with the API server's reason and the
 caller gets a 503.
