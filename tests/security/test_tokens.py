@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from pydantic import ValidationError
 
 from rosetta.core.http import create_app
 from rosetta.core.settings import Settings
@@ -401,6 +402,42 @@ async def test_keys_can_come_from_the_discovery_document(
     async with AsyncTestClient(app=app_factory(oidc_issuers=issuers)) as client:
         response = await client.get(ME, headers=bearer(idp.entra.make_token(groups=["Rosetta_User"])))
     assert response.status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- Entra multi-tenant
+
+OTHER_TENANT = "0c7e5a7d-1111-4a2b-9c3d-2e4f6a8b0c1d"
+UNLISTED_TENANT = "5d1b9e22-2222-4f00-8e1a-7b3c5d7e9f00"
+
+
+def tenant_claims(tenant: str, tid: str | None = None) -> dict[str, Any]:
+    return {"iss": f"https://login.microsoftonline.com/{tenant}/v2.0", "tid": tid or tenant}
+
+
+async def test_a_multi_tenant_issuer_trusts_exactly_the_listed_tenants(
+    app_factory: Callable[..., Litestar], idp: IdentityServer
+) -> None:
+    issuers = [
+        idp.entra.settings(
+            issuer="https://login.microsoftonline.com/{tenantid}/v2.0", allowed_tenants=[ENTRA_TENANT, OTHER_TENANT]
+        )
+    ]
+    async with AsyncTestClient(app=app_factory(oidc_issuers=issuers)) as client:
+        for tenant in (ENTRA_TENANT, OTHER_TENANT):
+            token = idp.entra.make_token(groups=["Rosetta_User"], claims=tenant_claims(tenant))
+            response = await client.get(ME, headers=bearer(token))
+            assert response.status_code == 200, response.text
+            # The principal names the tenant's own issuer, not the template.
+            assert response.json()["issuer"] == f"https://login.microsoftonline.com/{tenant}/v2.0"
+        unlisted = idp.entra.make_token(groups=["Rosetta_User"], claims=tenant_claims(UNLISTED_TENANT))
+        assert_rejected(await client.get(ME, headers=bearer(unlisted)), "untrusted issuer")
+        crossed = idp.entra.make_token(groups=["Rosetta_User"], claims=tenant_claims(OTHER_TENANT, ENTRA_TENANT))
+        assert_rejected(await client.get(ME, headers=bearer(crossed)), "the issuer does not match the token's tenant")
+
+
+def test_a_multi_tenant_issuer_without_its_tenants_is_refused_at_start(idp: IdentityServer) -> None:
+    with pytest.raises(ValidationError, match="needs allowed_tenants"):
+        idp.entra.settings(issuer="https://login.microsoftonline.com/{tenantid}/v2.0")
 
 
 # ---------------------------------------------------------------------------------------------- Entra group overage

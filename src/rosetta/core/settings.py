@@ -72,6 +72,14 @@ class IssuerSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _tenants_of_a_multi_tenant_issuer(self) -> IssuerSettings:
+        # Entra's multi-tenant discovery documents name the issuer with a literal {tenantid}: which tenants are
+        # trusted must be listed, never "any tenant that can get a token for our audience".
+        if "{tenantid}" in self.issuer and not self.allowed_tenants:
+            raise ValueError("an issuer with {tenantid} needs allowed_tenants (the tenant ids it trusts)")
+        return self
+
+    @model_validator(mode="after")
     def _has_key_source(self) -> IssuerSettings:
         if not self.jwks_url and not self.discovery_url:
             raise ValueError("set jwks_url or discovery_url")

@@ -75,6 +75,21 @@ def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> float | 
     return float(value)
 
 
+TENANT_PLACEHOLDER = "{tenantid}"
+
+
+def tenant_issuer(issuer: IssuerSettings, tenant: str) -> str:
+    """The exact issuer of ``tenant`` for a multi-tenant issuer (``{tenantid}`` in its ``issuer``)."""
+    return issuer.issuer.replace(TENANT_PLACEHOLDER, tenant)
+
+
+def issuer_names(issuer: IssuerSettings) -> list[str]:
+    """Every exact ``iss`` a configured issuer stands for: itself, or one per allowed tenant."""
+    if TENANT_PLACEHOLDER not in issuer.issuer:
+        return [issuer.issuer]
+    return [tenant_issuer(issuer, tenant) for tenant in issuer.allowed_tenants]
+
+
 class TokenValidator:
     """Validates bearer tokens against the configured issuers and builds the :class:`Principal`."""
 
@@ -100,9 +115,7 @@ class TokenValidator:
         )
         self._issuers: dict[str, TrustedIssuer] = {}
         for issuer in issuers:
-            if issuer.issuer in self._issuers:
-                raise ConfigurationError(f"ROSETTA_OIDC_ISSUERS: issuer {issuer.issuer!r} is configured twice")
-            self._issuers[issuer.issuer] = TrustedIssuer(
+            trusted = TrustedIssuer(
                 settings=issuer,
                 keys=JwksCache(
                     client,
@@ -113,6 +126,12 @@ class TokenValidator:
                 ),
                 groups=group_resolver_for(issuer, client, cache_seconds=group_cache_seconds),
             )
+            # A multi-tenant Entra issuer ({tenantid}) is trusted as the exact issuer of each allowed tenant,
+            # all sharing one key cache: a token's issuer is still matched exactly, before any network call.
+            for name in issuer_names(issuer):
+                if name in self._issuers:
+                    raise ConfigurationError(f"ROSETTA_OIDC_ISSUERS: issuer {name!r} is configured twice")
+                self._issuers[name] = trusted
 
     @classmethod
     def from_settings(cls, settings: Settings, client: httpx.AsyncClient) -> TokenValidator:
@@ -183,7 +202,7 @@ class TokenValidator:
         principal = Principal(
             subject=self._subject(claims, issuer.settings),
             display_name=self._display_name(claims),
-            issuer=issuer.settings.issuer,
+            issuer=str(claims["iss"]),
             groups=groups,
             roles=roles_for((*groups, *app_roles), self._group_roles),
         )
@@ -242,6 +261,9 @@ class TokenValidator:
             raise TokenRejectedError(f"wrong token type (typ must be {issuer.required_typ})")
         if issuer.allowed_tenants and claims.get("tid") not in issuer.allowed_tenants:
             raise TokenRejectedError("tenant not allowed")
+        if TENANT_PLACEHOLDER in issuer.issuer and claims.get("iss") != tenant_issuer(issuer, str(claims.get("tid"))):
+            # One tenant's issuer with another tenant's id: not a token Entra issues.
+            raise TokenRejectedError("the issuer does not match the token's tenant (tid)")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise TokenRejectedError("the token has no 'sub' claim")
