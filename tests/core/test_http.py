@@ -26,3 +26,54 @@ async def test_health_readiness_metrics_and_openapi_for_each_context(settings: S
         metrics = (await client.get("/metrics")).text
         assert 'rosetta_http_requests_total{method="GET",route="/readyz",status="200"} 1.0' in metrics
         assert "rosetta_http_request_duration_seconds_bucket" in metrics
+
+
+async def test_openapi_documents_errors_as_problems_conditional_updates_and_csv_exports(settings: Settings) -> None:
+    app = create_app([ref_api(), finops_api(), monitoring_api()], process="test", settings=settings)
+    async with AsyncTestClient(app=app) as client:
+        documents = {name: (await client.get(f"/api/{name}/v1/openapi.json")).json() for name in ("ref", "finops")}
+        # What a real error looks like, to hold against the documented schema.
+        missing = await client.get("/api/finops/v1/budgets/00000000-0000-4000-8000-000000000000")
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for document in documents.values():
+        assert document["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status"]
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                responses = operation["responses"]
+                errors = {status: response for status, response in responses.items() if int(status) >= 400}
+                assert {"400", "401", "403", "503"} <= set(errors), (method, path)
+                assert ("404" in errors) == ("{" in path), (method, path)
+                for status, response in errors.items():
+                    assert response["content"] == {"application/problem+json": {"schema": problem}}, (status, path)
+
+    finops = documents["finops"]["paths"]
+    budget = finops["/api/finops/v1/budgets/{budget_id}"]
+    for method in ("put", "patch"):
+        if_match = _parameter(budget[method], "If-Match")
+        assert (if_match["in"], if_match["required"]) == ("header", True)
+        assert {"409", "412", "428"} <= set(budget[method]["responses"])
+    imported = finops["/api/finops/v1/budgets/{budget_id}/import"]["post"]
+    assert _parameter(imported, "If-Match")["required"] is False
+    assert "412" in imported["responses"]
+    assert "428" not in imported["responses"]
+    assert "If-Match" not in {parameter["name"] for parameter in budget["get"].get("parameters", [])}
+    assert set(finops["/api/finops/v1/costs/drilldown"]["get"]["responses"]["200"]["content"]) == {
+        "application/json",
+        "text/csv",
+    }
+    assert "text/csv" not in finops["/api/finops/v1/costs/summary"]["get"]["responses"]["200"]["content"]
+
+    assert missing.status_code == 401  # no token: still a problem, as documented
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    body = missing.json()
+    schema = documents["finops"]["components"]["schemas"]["Problem"]
+    assert set(schema["required"]) <= set(body)
+    assert set(body) <= set(schema["properties"])
+
+
+def _parameter(operation: dict[str, object], name: str) -> dict[str, object]:
+    parameters = operation.get("parameters", [])
+    assert isinstance(parameters, list)
+    found = [parameter for parameter in parameters if parameter["name"] == name]
+    assert len(found) == 1, parameters
+    return dict(found[0])

@@ -426,6 +426,10 @@ async def test_allocation_rules_get_new_immutable_versions(
     no_driver = {"ruleId": "bad-usage", "method": "usage", "validFrom": "2026-01"}
     assert_problem(await client.post(f"{API}/allocation-rules", json=no_driver, headers=as_finops), 400, "driver")
     assert_problem(await client.get(f"{API}/allocation-rules/nope/versions/3", headers=as_user), 404)
+    # Beyond a PostgreSQL integer, or below 1: no version can have that number (was a 500, found by schemathesis).
+    for version in ("19526516102115424", "0"):
+        url = f"{API}/allocation-rules/network-split/versions/{version}"
+        assert_problem(await client.get(url, headers=as_user), 400, "version")
 
     audited = await audit_rows(client, as_admin, "allocation_rule", "network-split@2")
     assert [row["action"] for row in audited] == ["allocation_rule.create_version"]

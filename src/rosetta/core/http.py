@@ -29,6 +29,7 @@ from rosetta import __version__
 from rosetta.core.audit import AUDIT_DATABASE_OPT, provide_auditor, record_denied_change
 from rosetta.core.db import Databases, database_urls
 from rosetta.core.observability import HttpMetrics, metrics_text, request_context_middleware
+from rosetta.core.openapi import complete_document, handler_options
 from rosetta.core.problems import EXCEPTION_HANDLERS, problem_response
 from rosetta.core.runs import RunLauncher
 from rosetta.core.schemas import HealthStatus
@@ -119,7 +120,7 @@ def _filtered_openapi(app: Litestar, context: ContextApi) -> dict[str, Any]:
         path: item for path, item in document.get("paths", {}).items() if path.startswith(context.prefix)
     }
     document["servers"] = [{"url": "/"}]
-    return document
+    return complete_document(document, handler_options(app))
 
 
 _DOCS_PAGE = """<!doctype html>

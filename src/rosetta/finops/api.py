@@ -21,7 +21,7 @@ import msgspec
 from litestar import Controller, Litestar, Request, Response, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, SkipValidation
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,7 @@ from rosetta.core.errors import BadRequestError, NotFoundError
 from rosetta.core.etag import check_if_match, compute_etag
 from rosetta.core.http import ContextApi
 from rosetta.core.http import create_app as create_core_app
+from rosetta.core.openapi import CSV_OPT, IF_MATCH_OPT
 from rosetta.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, check_limit, decode_cursor, encode_cursor, next_link
 from rosetta.core.runs import RunLauncher
 from rosetta.core.schemas import Page
@@ -80,6 +81,8 @@ _CSV = "text/csv"
 _EXCEL = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 LimitParam = Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_LIMIT, description="Page size.")]
+# Rule versions are PostgreSQL integers: a larger number can name no version (and must not reach the query).
+RuleVersionParam = Annotated[int, PathParameter(ge=1, le=2_147_483_647, description="A version of the rule.")]
 CursorParam = Annotated[str | None, QueryParameter(name="cursor", description="Opaque cursor of the next page.")]
 EnvironmentParam = Annotated[str | None, QueryParameter(name="environment", description="Only this environment.")]
 CurrencyParam = Annotated[
@@ -303,7 +306,7 @@ class CostsController(Controller):
             basis=queries.check_basis(basis),
         )
 
-    @get("/drilldown", guards=READ)
+    @get("/drilldown", guards=READ, opt={CSV_OPT: True})
     async def drilldown(
         self,
         *,
@@ -387,7 +390,7 @@ class BudgetsController(Controller):
     path = "/budgets"
     tags = ["budgets"]
 
-    @get("/", guards=READ)
+    @get("/", guards=READ, opt={CSV_OPT: True})
     async def list_budgets(
         self,
         *,
@@ -416,7 +419,7 @@ class BudgetsController(Controller):
         budget = await service.budget_create(session, auditor=auditor, data=data, actor=principal.subject)
         return with_etag(budget, status_code=HTTP_201_CREATED, location=f"{PREFIX}/budgets/{budget.id}")
 
-    @get("/comparison", guards=READ)
+    @get("/comparison", guards=READ, opt={CSV_OPT: True})
     async def comparison(
         self,
         *,
@@ -475,7 +478,7 @@ class BudgetsController(Controller):
         """One budget version (with its ETag)."""
         return with_etag(await service.budget_get(session, budget_id))
 
-    @get("/{budget_id:uuid}/lines", guards=READ)
+    @get("/{budget_id:uuid}/lines", guards=READ, opt={CSV_OPT: True})
     async def list_lines(
         self,
         *,
@@ -493,7 +496,7 @@ class BudgetsController(Controller):
 
         return await list_response(request, fetch, limit=limit, cursor=cursor, filename=f"budget-{budget_id}-lines")
 
-    @put("/{budget_id:uuid}", guards=ADMIN)
+    @put("/{budget_id:uuid}", guards=ADMIN, opt={IF_MATCH_OPT: "required"})
     async def replace_budget(
         self,
         *,
@@ -508,7 +511,7 @@ class BudgetsController(Controller):
         check_if_match(request, compute_etag(current), required=True)
         return with_etag(await service.budget_replace(session, auditor=auditor, current=current, data=data))
 
-    @patch("/{budget_id:uuid}", guards=ADMIN)
+    @patch("/{budget_id:uuid}", guards=ADMIN, opt={IF_MATCH_OPT: "required"})
     async def patch_budget(
         self,
         *,
@@ -523,7 +526,7 @@ class BudgetsController(Controller):
         check_if_match(request, compute_etag(current), required=True)
         return with_etag(await service.budget_patch(session, auditor=auditor, current=current, data=data))
 
-    @post("/{budget_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK)
+    @post("/{budget_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK, opt={IF_MATCH_OPT: "optional"})
     async def import_lines(
         self,
         request: Request[Any, Any, Any],
@@ -547,7 +550,7 @@ class PricingViewsController(Controller):
     path = "/pricing-views"
     tags = ["pricing views"]
 
-    @get("/", guards=READ)
+    @get("/", guards=READ, opt={CSV_OPT: True})
     async def list_views(
         self,
         *,
@@ -582,7 +585,7 @@ class PricingViewsController(Controller):
         """One pricing view (with its ETag)."""
         return with_etag(await service.pricing_view_get(session, view_id))
 
-    @put("/{view_id:uuid}", guards=ADMIN)
+    @put("/{view_id:uuid}", guards=ADMIN, opt={IF_MATCH_OPT: "required"})
     async def replace_view(
         self,
         *,
@@ -597,7 +600,7 @@ class PricingViewsController(Controller):
         check_if_match(request, compute_etag(current), required=True)
         return with_etag(await service.pricing_view_replace(session, auditor=auditor, current=current, data=data))
 
-    @patch("/{view_id:uuid}", guards=ADMIN)
+    @patch("/{view_id:uuid}", guards=ADMIN, opt={IF_MATCH_OPT: "required"})
     async def patch_view(
         self,
         *,
@@ -612,7 +615,7 @@ class PricingViewsController(Controller):
         check_if_match(request, compute_etag(current), required=True)
         return with_etag(await service.pricing_view_patch(session, auditor=auditor, current=current, data=data))
 
-    @post("/{view_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK)
+    @post("/{view_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK, opt={IF_MATCH_OPT: "optional"})
     async def import_rates(
         self,
         request: Request[Any, Any, Any],
@@ -636,7 +639,7 @@ class AllocationRulesController(Controller):
     path = "/allocation-rules"
     tags = ["allocation rules"]
 
-    @get("/", guards=READ)
+    @get("/", guards=READ, opt={CSV_OPT: True})
     async def list_rules(
         self,
         *,
@@ -681,7 +684,7 @@ class AllocationRulesController(Controller):
 
     @get("/{rule_id:str}/versions/{version:int}", guards=READ)
     async def get_rule_version(
-        self, session: NamedDependency[AsyncSession], rule_id: FromPath[str], version: FromPath[int]
+        self, session: NamedDependency[AsyncSession], rule_id: FromPath[str], version: RuleVersionParam
     ) -> Response[AllocationRule]:
         """One version of a rule."""
         return with_etag(await service.rule_get(session, rule_id, version=version))
@@ -729,7 +732,7 @@ class BatchRunsController(Controller):
             headers={"Location": location},
         )
 
-    @get("/", guards=READ)
+    @get("/", guards=READ, opt={CSV_OPT: True})
     async def list_batch_runs(
         self,
         *,
