@@ -118,3 +118,28 @@ def test_overlapping_steps_finish_under_their_own_names() -> None:
         ("build 2026-01", 0, None),
         ("build 2026-02", 5, 5),
     ]
+
+
+async def test_a_run_left_running_by_a_dead_process_is_recorded_abandoned_by_the_next(
+    databases: Databases, settings: Settings
+) -> None:
+    name = f"abandon-probe-{uuid.uuid4().hex[:8]}"
+    other = f"other-probe-{uuid.uuid4().hex[:8]}"
+    async with databases.unit_of_work("finops") as session:
+        # What a killed process leaves: a record that says running, and no lock (it died with the connection).
+        dead = await runs.create_run(session, job=name, parameters={}, status="running")
+        elsewhere = await runs.create_run(session, job=other, parameters={}, status="running")
+        waiting = await runs.create_run(session, job=name, parameters={})
+
+    context = await execute(_job(name, lambda _ctx: asyncio.sleep(0)), {}, databases=databases, settings=settings)
+
+    async with databases.unit_of_work("finops") as session:
+        records = {run_id: await runs.get_run(session, run_id) for run_id in (dead, elsewhere, waiting, context.run_id)}
+    assert records[dead] is not None
+    assert records[dead]["status"] == "failed"
+    assert records[dead]["error"].startswith("abandoned:")
+    assert records[dead]["finished_at"] is not None
+    # Another job's run, and a run still queued for a launcher's pod, are not this run's to judge.
+    assert records[elsewhere]["status"] == "running"
+    assert records[waiting]["status"] == "queued"
+    assert records[context.run_id]["status"] == "succeeded"

@@ -380,8 +380,15 @@ async def test_killing_the_batch_during_the_swap_leaves_the_previous_month_intac
     [killed] = await mart.fetch("SELECT status FROM batch_run ORDER BY queued_at DESC LIMIT 1")
     assert killed["status"] == "running"  # a killed process cannot record its end; its lock died with it
 
-    # The next run drops the leftovers, takes the locks the killed run lost, and swaps March in.
+    # The next run drops the leftovers, takes the locks the killed run lost, and swaps March in; holding the job's
+    # lock, it knows the killed run is dead and records it so.
     await mart.run()
+    [abandoned] = await mart.fetch(
+        "SELECT status, error, finished_at FROM batch_run ORDER BY queued_at LIMIT 1 OFFSET 1"
+    )
+    assert abandoned["status"] == "failed"
+    assert abandoned["error"].startswith("abandoned: its process ended without recording an outcome")
+    assert abandoned["finished_at"] is not None
     assert await mart.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'finops_stage_%'") == []
     [total] = await mart.fetch("SELECT sum(billed_cost) AS direct FROM fact_consumption WHERE cost_type = 'direct'")
     assert total["direct"] == D("1500.00")

@@ -141,6 +141,7 @@ async def execute(
             raise JobLockedError(f"another {job.name} run is in progress; this one was not started")
         try:
             async with databases.unit_of_work(job.database) as session:
+                abandoned = await runs.abandon_running(session, job.name)
                 if run_id is None:
                     run_id = await runs.create_run(
                         session, job=job.name, parameters=parameters, status="running", requested_by=requested_by
@@ -155,6 +156,11 @@ async def execute(
                 settings=settings,
                 progress=progress,
             )
+            if abandoned:
+                logger.warning(
+                    "earlier runs recorded as abandoned",
+                    extra={"job": job.name, "run_id": str(run_id), "abandoned": [str(item) for item in abandoned]},
+                )
             logger.info("batch run started", extra={"job": job.name, "run_id": str(run_id)})
             try:
                 await job.body(context)

@@ -115,6 +115,26 @@ async def create_run(
     return run_id
 
 
+async def abandon_running(session: AsyncSession, job: str) -> list[uuid.UUID]:
+    """Record as failed every run of ``job`` still marked running; return their ids.
+
+    Call it holding the job's lock: no run of the job can then be alive, so a ``running`` record is one whose
+    process died before it could record its end (killed, out of memory, its node lost). Left alone, such a
+    record would say "running" forever.
+    """
+    result = await session.execute(
+        update(_runs)
+        .where(_runs.c.job == job, _runs.c.status == "running")
+        .values(
+            status="failed",
+            finished_at=datetime.now(UTC),
+            error="abandoned: its process ended without recording an outcome (killed, out of memory or node lost)",
+        )
+        .returning(_runs.c.run_id)
+    )
+    return [row[0] for row in result]
+
+
 async def mark_running(session: AsyncSession, run_id: uuid.UUID) -> None:
     """Move a queued run to ``running``."""
     await session.execute(
