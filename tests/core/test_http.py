@@ -62,6 +62,11 @@ async def test_openapi_documents_errors_as_problems_conditional_updates_and_csv_
         "text/csv",
     }
     assert "text/csv" not in finops["/api/finops/v1/costs/summary"]["get"]["responses"]["200"]["content"]
+    # Formats the handlers check are documented too (the handlers' own 400s still name what they expect).
+    period = _parameter(finops["/api/finops/v1/costs/summary"]["get"], "period")["schema"]
+    assert period["pattern"] == "^[0-9]{4}-(0[1-9]|1[0-2])$"
+    level = _parameter(finops["/api/finops/v1/costs/drilldown"]["get"], "level")["schema"]
+    assert level["enum"] == ["domain", "family", "product", "application"]
 
     assert missing.status_code == 401  # no token: still a problem, as documented
     assert missing.headers["content-type"].startswith("application/problem+json")

@@ -89,7 +89,32 @@ CurrencyParam = Annotated[
     str | None, QueryParameter(name="currency", description="ISO 4217 code; default: the mart's main currency.")
 ]
 BasisParam = Annotated[
-    str, QueryParameter(name="basis", description="effective (amortised, default) or billed (invoiced) cost.")
+    str,
+    QueryParameter(
+        name="basis",
+        description="effective (amortised, default) or billed (invoiced) cost.",
+        schema_extra={"enum": ["effective", "billed"]},
+    ),
+]
+# The formats below are checked by the handlers (their 400 names the parameter and what it expects); the
+# schema only documents them, so generated clients and fuzzers send well-formed values.
+_MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+PeriodParam = Annotated[
+    str, QueryParameter(name="period", description="A month (YYYY-MM).", schema_extra={"pattern": _MONTH})
+]
+FromParam = Annotated[
+    str | None, QueryParameter(name="from", description="First month (YYYY-MM).", schema_extra={"pattern": _MONTH})
+]
+ToParam = Annotated[
+    str | None, QueryParameter(name="to", description="Last month (YYYY-MM).", schema_extra={"pattern": _MONTH})
+]
+LevelParam = Annotated[
+    str,
+    QueryParameter(
+        name="level",
+        description="Level of the hierarchy to list.",
+        schema_extra={"enum": ["domain", "family", "product", "application"]},
+    ),
 ]
 
 
@@ -292,7 +317,7 @@ class CostsController(Controller):
         self,
         *,
         reader: NamedDependency[queries.ViewReader],
-        period: FromQuery[str],
+        period: PeriodParam,
         environment: EnvironmentParam = None,
         currency: CurrencyParam = None,
         basis: BasisParam = "effective",
@@ -312,10 +337,10 @@ class CostsController(Controller):
         *,
         request: Request[Any, Any, Any],
         reader: NamedDependency[queries.ViewReader],
-        level: FromQuery[str],
+        level: LevelParam,
         parent: FromQuery[str | None] = None,
-        period_from: Annotated[str | None, QueryParameter(name="from")] = None,
-        period_to: Annotated[str | None, QueryParameter(name="to")] = None,
+        period_from: FromParam = None,
+        period_to: ToParam = None,
         environment: EnvironmentParam = None,
         currency: CurrencyParam = None,
         basis: BasisParam = "effective",
@@ -357,7 +382,7 @@ class ApplicationsController(Controller):
         *,
         reader: NamedDependency[queries.ViewReader],
         code: FromPath[str],
-        period_to: Annotated[str | None, QueryParameter(name="to", description="Last month (YYYY-MM).")] = None,
+        period_to: ToParam = None,
         currency: CurrencyParam = None,
         basis: BasisParam = "effective",
     ) -> ApplicationCosts:
@@ -429,10 +454,10 @@ class BudgetsController(Controller):
         left: Annotated[
             str, QueryParameter(description="actual (default), budget:<id> or pricing-view:<id>.")
         ] = "actual",
-        level: FromQuery[str] = "domain",
+        level: LevelParam = "domain",
         parent: FromQuery[str | None] = None,
-        period_from: Annotated[str | None, QueryParameter(name="from")] = None,
-        period_to: Annotated[str | None, QueryParameter(name="to")] = None,
+        period_from: FromParam = None,
+        period_to: ToParam = None,
         currency: CurrencyParam = None,
         basis: BasisParam = "effective",
         limit: LimitParam = DEFAULT_LIMIT,
@@ -767,7 +792,12 @@ class BatchRunsController(Controller):
 
 
 IntervalsParam = Annotated[
-    str, QueryParameter(name="intervals", description="ISO 8601 repeating interval, e.g. R2/P30D/2026-10-01.")
+    str,
+    QueryParameter(
+        name="intervals",
+        description="ISO 8601 repeating interval, e.g. R2/P30D/2026-10-01.",
+        schema_extra={"pattern": r"^R[0-9]+/P[0-9]+D/[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+    ),
 ]
 
 
