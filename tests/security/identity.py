@@ -26,6 +26,7 @@ Fixtures (registered for the whole suite in ``tests/conftest.py``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -363,15 +364,22 @@ class IdentityServer:
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def identity_server() -> Iterator[IdentityServer]:
-    """Entra-style and Backstage-style issuers (plus Graph and Backstage simulators) on 127.0.0.1."""
+@contextlib.contextmanager
+def served_identity() -> Iterator[IdentityServer]:
+    """An :class:`IdentityServer` started for the block (a module that rotates keys takes its own)."""
     server = IdentityServer()
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def identity_server() -> Iterator[IdentityServer]:
+    """Entra-style and Backstage-style issuers (plus Graph and Backstage simulators) on 127.0.0.1."""
+    with served_identity() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 from rosetta.core.security.permissions import Principal, Role
 from rosetta.core.security.token_cache import VerifiedTokenCache
 from rosetta.core.security.tokens import TokenRejectedError, TokenValidator
-from security.identity import IdentityServer
+from security.identity import IdentityServer, served_identity
 
 GROUP_ROLES = {"Rosetta_User": "user", "Rosetta_Admin": "admin"}
 
@@ -34,12 +34,8 @@ class Clock:
 @pytest.fixture(scope="module")
 def idp() -> Iterator[IdentityServer]:
     """A private identity server (keys get rotated here)."""
-    server = IdentityServer()
-    server.start()
-    try:
+    with served_identity() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from rosetta.core.http import create_app
 from rosetta.core.settings import Settings
-from security.identity import ENTRA_TENANT, IdentityServer, TestIssuer, all_context_apis
+from security.identity import ENTRA_TENANT, IdentityServer, TestIssuer, all_context_apis, served_identity
 
 ME = "/api/ref/v1/me"
 # Entra sends group object ids; these map to roles through ``group_roles``.
@@ -35,12 +35,8 @@ FINOPS_GROUP_ID = "5f1d8c7e-0000-4000-8000-00000000f001"
 @pytest.fixture(scope="module")
 def idp() -> Iterator[IdentityServer]:
     """A private identity server for this module (keys get rotated and cut off here)."""
-    server = IdentityServer()
-    server.start()
-    try:
+    with served_identity() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def trusting(settings: Settings, idp: IdentityServer, **overrides: Any) -> Settings:
