@@ -10,12 +10,14 @@
    environment, service and month instead of one per day: the same money and the same 13 months for the
    large world's 5,000 applications, but 30x fewer source lines, which keeps landing in minutes here.
 2. Runs finops-batch through the real runner (all months, run record, views refreshed) ``--runs`` times;
-   prints the best and median wall time, source lines read per second, and the run's per-step durations.
+   prints the best and median wall time, source lines read per second, the run's per-step durations and the
+   CPU each run used: the batch process's and every process of the PostgreSQL server's.
 3. Streams the same source lines through the RawStore alone, with no mapping (the floor of the batch).
 4. Exports the fact rows the batch wrote (``COPY ... TO STDOUT``, binary) and times a plain
    ``COPY ... FROM STDIN`` of exactly those rows into an empty table shaped like ``fact_consumption``
    (its primary key included), best of 3.
-5. Prints the ratio batch time / COPY time (goal: at most 3), and the RawStore read's own ratio.
+5. Prints the ratio batch time / COPY time (goal: at most 3), the RawStore read's own ratio, and the run's
+   CPU divided by the machine's cores: the least wall time any scheduling of that work could take here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import io
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -88,7 +91,87 @@ def settings_for(urls: dict[DatabaseRole, URL], settings_class: Any) -> Any:
     )
 
 
-async def run_batch(urls: dict[DatabaseRole, URL]) -> tuple[float, Any]:
+def _stat_fields(pid: int) -> list[str]:
+    # The fields after the command name, which may itself hold spaces or parentheses: index 0 is field 3.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def server_cpu(data_dir: Path) -> float:
+    """CPU seconds (user + system) the embedded PostgreSQL of ``data_dir`` has used so far, all processes.
+
+    The postmaster's own time, the time of its exited children (added to its ``cutime``/``cstime`` when it
+    reaps them: the batch's connections come and go) and the time of the children still alive (backends,
+    checkpointer, WAL writer, autovacuum).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    fields = _stat_fields(postmaster)
+    total = sum(int(fields[index]) for index in (11, 12, 13, 14))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            child = _stat_fields(int(entry.name))
+        except OSError:  # gone since the listing
+            continue
+        if int(child[1]) == postmaster:
+            total += int(child[11]) + int(child[12])
+    return total / ticks
+
+
+def own_cpu() -> float:
+    """CPU seconds this process (the batch runs in it) has used so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def phase_of(step: str) -> str:
+    """The bench's name for the phase a run step belongs to (the months' builds and swaps overlap: one phase)."""
+    return "build+swap months" if step.startswith(("build ", "swap ")) else step
+
+
+class PhaseCpu:
+    """A batch ``Progress`` that reads the CPU used (batch process, PostgreSQL) at each phase's first start
+    and last end, so a run's CPU can be split by phase; the phases follow one another."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._open: dict[str, int] = {}  # phase -> steps of it still open
+        self.marks: dict[str, list[tuple[float, float]]] = {}  # phase -> [(batch, server) at start, at end]
+
+    def _now(self) -> tuple[float, float]:
+        return own_cpu(), server_cpu(self._data_dir)
+
+    def start_step(self, name: str, total: int | None = None) -> None:
+        """Mark the phase's start on its first step."""
+        phase = phase_of(name)
+        if phase not in self.marks:
+            self.marks[phase] = [self._now()]
+        self._open[phase] = self._open.get(phase, 0) + 1
+
+    def advance(self, amount: int = 1) -> None:
+        """Not needed."""
+
+    def end_step(self, name: str) -> None:
+        """Mark the phase's end when its last open step ends (a later mark replaces an earlier one)."""
+        phase = phase_of(name)
+        self._open[phase] -= 1
+        if not self._open[phase]:
+            self.marks[phase][1:] = [self._now()]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def by_phase(self) -> dict[str, tuple[float, float]]:
+        """CPU seconds (batch process, PostgreSQL) used during each phase."""
+        return {
+            phase: (marks[1][0] - marks[0][0], marks[1][1] - marks[0][1])
+            for phase, marks in self.marks.items()
+            if len(marks) == 2
+        }
+
+
+async def run_batch(urls: dict[DatabaseRole, URL], progress: Any = None) -> tuple[float, Any]:
     """One finops-batch run through the runner; its wall time and run context."""
     from rosetta.batch.finops import FINOPS_JOB  # noqa: PLC0415
     from rosetta.batch.runner import execute  # noqa: PLC0415
@@ -99,7 +182,7 @@ async def run_batch(urls: dict[DatabaseRole, URL]) -> tuple[float, Any]:
     databases = Databases.open(settings, ("finops",), process="bench", urls=urls)
     try:
         started = time.perf_counter()
-        context = await execute(FINOPS_JOB, {}, databases=databases, settings=settings)
+        context = await execute(FINOPS_JOB, {}, databases=databases, settings=settings, progress=progress)
         return time.perf_counter() - started, context
     finally:
         await databases.dispose()
@@ -163,17 +246,25 @@ async def main(arguments: argparse.Namespace) -> None:
               f"{source_lines:,} source cost lines (cmdb/cost + focus)")  # fmt: skip
         timings = []
         context = None
+        cpu: list[tuple[float, float]] = []
         for number in range(1, arguments.runs + 1):
-            seconds, context = await run_batch(urls)
+            batch_before, server_before = own_cpu(), server_cpu(data_dir)
+            phases = PhaseCpu(data_dir)
+            seconds, context = await run_batch(urls, phases)
+            cpu.append((own_cpu() - batch_before, server_cpu(data_dir) - server_before))
             timings.append(seconds)
             print(f"run {number}: {seconds:.2f} s, read {context.read:,}, written {context.written:,} fact rows, "
-                  f"{context.read / seconds:,.0f} source lines/s")  # fmt: skip
+                  f"{context.read / seconds:,.0f} source lines/s; CPU: batch process {cpu[-1][0]:.2f} s, "
+                  f"PostgreSQL {cpu[-1][1]:.2f} s")  # fmt: skip
         assert context is not None
         steps: dict[str, float] = {}
         for step in context.steps:
-            name = "build+swap months" if step["name"].startswith(("build", "swap")) else step["name"]
+            name = phase_of(step["name"])
             steps[name] = steps.get(name, 0.0) + step["seconds"]
         print("last run's steps: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in steps.items()))
+        print("last run's CPU by phase (batch process + PostgreSQL): " + ", ".join(
+            f"{name} {batch:.2f} + {server:.2f} s" for name, (batch, server) in phases.by_phase().items()
+        ))  # fmt: skip
         # Two months are built at once, so their steps overlap: their sum is work, not elapsed time.
         others = sum(seconds for name, seconds in steps.items() if name != "build+swap months")
         print(f"build+swap months elapsed (last run minus its other steps): {timings[-1] - others:.2f} s")
@@ -185,6 +276,12 @@ async def main(arguments: argparse.Namespace) -> None:
         print(f"batch: best {best:.2f} s, median {median:.2f} s = {context.read / best:,.0f} source lines/s (best)")
         print(f"ratio batch / COPY: {best / copy_seconds:.1f}x (goal: at most 3x); "
               f"RawStore read alone / COPY: {read_seconds / copy_seconds:.1f}x")  # fmt: skip
+        # The run's CPU spread perfectly over every core is a wall time no scheduling can beat on this machine.
+        work = min(sum(pair) for pair in cpu)
+        cores = os.cpu_count() or 1
+        print(f"CPU of a run (least of the runs): {work:.2f} core-seconds = {work / copy_seconds:.1f}x COPY's wall; "
+              f"on {cores} cores no run can take less than {work / cores:.2f} s = "
+              f"{work / cores / copy_seconds:.1f}x COPY")  # fmt: skip
     finally:
         from rosetta.core.embedded import stop_embedded_servers  # noqa: PLC0415
 
