@@ -8,6 +8,7 @@ import json
 import uuid
 
 import pytest
+from sqlalchemy import text
 
 from rosetta.batch.launcher import InProcessLauncher
 from rosetta.batch.progress import JsonLinesProgress
@@ -91,6 +92,62 @@ async def test_launcher_queues_then_runs_in_the_background(databases: Databases,
     assert record["status"] == "succeeded"
     assert record["requested_by"] == "alice"
     assert [row["run_id"] for row in listed] == [run_id]
+
+
+async def _queued(databases: Databases, job: str, *, minutes_ago: int) -> uuid.UUID:
+    """A run queued ``minutes_ago`` by a launcher (its pod or task not started)."""
+    async with databases.unit_of_work("finops") as session:
+        run_id = await runs.create_run(session, job=job, parameters={}, requested_by="alice")
+        await session.execute(
+            text("UPDATE batch_run SET queued_at = now() - make_interval(mins => :minutes) WHERE run_id = :run_id"),
+            {"minutes": minutes_ago, "run_id": run_id},
+        )
+    return run_id
+
+
+async def test_queued_runs_that_never_started_expire_at_the_next_run_or_launch(
+    databases: Databases, settings: Settings
+) -> None:
+    name = f"expiry-probe-{uuid.uuid4().hex[:8]}"
+    other = f"other-probe-{uuid.uuid4().hex[:8]}"
+    expiring = settings.model_copy(update={"batch_queue_expiry_seconds": 1800})
+    stale = await _queued(databases, name, minutes_ago=31)
+    recent = await _queued(databases, name, minutes_ago=29)
+    late = await _queued(databases, name, minutes_ago=45)  # its pod starts now, late: it runs
+    elsewhere = await _queued(databases, other, minutes_ago=600)
+
+    context = await execute(
+        _job(name, lambda _ctx: asyncio.sleep(0)), {}, databases=databases, settings=expiring, run_id=late
+    )
+
+    async with databases.unit_of_work("finops") as session:
+        records = {run_id: await runs.get_run(session, run_id) for run_id in (stale, recent, late, elsewhere)}
+    assert context.run_id == late
+    assert {run_id: record["status"] for run_id, record in records.items() if record} == {
+        stale: "failed",
+        recent: "queued",
+        late: "succeeded",
+        elsewhere: "queued",  # another job's queue is that job's to judge
+    }
+    assert records[stale] is not None
+    assert records[stale]["error"].startswith("expired: not started within 1800 s of being queued")
+    assert records[stale]["finished_at"] is not None
+    assert records[stale]["started_at"] is None
+
+    # A launch judges the queue too: the run queued 29 minutes ago has waited too long by now (for this test,
+    # the expiry is shortened below its age rather than the test waiting).
+    launcher = InProcessLauncher(
+        {name: _job(name, lambda _ctx: asyncio.sleep(0))},
+        settings.model_copy(update={"batch_queue_expiry_seconds": 1200}),
+    )
+    launched = await launcher.launch(name, {}, requested_by="bob")
+    await launcher.wait()
+    async with databases.unit_of_work("finops") as session:
+        expired, new = await runs.get_run(session, recent), await runs.get_run(session, launched)
+    assert expired is not None
+    assert new is not None
+    assert (expired["status"], new["status"]) == ("failed", "succeeded")
+    assert expired["error"].startswith("expired: not started within 1200 s")
 
 
 def test_json_progress_lines_are_parseable() -> None:

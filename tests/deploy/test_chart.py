@@ -294,6 +294,14 @@ def test_the_finops_api_may_read_its_cronjob_and_create_jobs_and_nothing_else(ev
     assert named == {"finops": "rosetta-batch-finops"}
     assert named["finops"] in by_name(everything, "CronJob")
     assert finops["serviceAccountName"] == "rosetta"
+    # A launched run is expired only once Kubernetes can no longer start its Job's pod, by the API's next launch
+    # or by the nightly run, whichever comes first: both are told the same expiry.
+    batch = by_name(everything, "CronJob")["rosetta-batch-finops"]["spec"]["jobTemplate"]["spec"]
+    expiry = int(environment["ROSETTA_BATCH_QUEUE_EXPIRY_SECONDS"])
+    assert expiry == batch["activeDeadlineSeconds"] + 900
+    assert _environment(batch["template"]["spec"]["containers"][0], {})["ROSETTA_BATCH_QUEUE_EXPIRY_SECONDS"] == str(
+        expiry
+    )
 
 
 def test_the_in_process_launcher_needs_no_kubernetes_rights() -> None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import kubernetes_validate
 import pytest
 from api_support import API, migrated_databases
@@ -25,6 +26,7 @@ from chart_support import manifest
 from realdb import settings_for
 from rosetta.batch.jobs import registered_jobs
 from rosetta.batch.kubernetes import RUN_ID_LABEL, KubernetesJobLauncher
+from rosetta.core.db import asyncpg_dsn
 from rosetta.core.http import create_app
 from rosetta.core.settings import DatabaseRole, Settings
 from rosetta.finops.api import context_api
@@ -211,3 +213,42 @@ async def test_an_unreachable_api_server_fails_the_run_not_the_api(
         runs = (await api.get(f"{API}/batch/runs", headers=as_finops)).json()["items"]
         failed = next(run for run in runs if run["parameters"] == {"period": "2026-03"})
         assert failed["status"] == "failed"
+
+
+async def test_a_run_whose_job_never_started_expires_and_is_never_run_late(
+    client: Client,
+    urls: dict[DatabaseRole, URL],
+    kubernetes: tuple[KubernetesSimulator, str],
+    auth_headers: Any,
+) -> None:
+    simulator, _ = kubernetes
+    as_finops = auth_headers("Rosetta_FinOps_Admin", subject="fiona")
+    stranded = await client.post(f"{API}/batch/runs", json={"period": "2026-04"}, headers=as_finops)
+    assert stranded.status_code == 202, stranded.text
+    run_id = stranded.json()["runId"]
+    assert any(job["metadata"]["labels"][RUN_ID_LABEL] == run_id for job in simulator.jobs.values())
+    # Its Job's pod never ran (image never pulled, never scheduled) and Kubernetes gave up on it long ago.
+    finops = await asyncpg.connect(asyncpg_dsn(urls["finops"]))
+    try:
+        await finops.execute(
+            "UPDATE batch_run SET queued_at = now() - interval '4 hours' WHERE run_id = $1", uuid.UUID(run_id)
+        )
+    finally:
+        await finops.close()
+    assert (await client.get(f"{API}/batch/runs/{run_id}", headers=as_finops)).json()["status"] == "queued"
+
+    # The next launch records it failed, with a reason an operator can act on.
+    following = await client.post(f"{API}/batch/runs", json={"period": "2026-05"}, headers=as_finops)
+    assert following.status_code == 202, following.text
+    expired = (await client.get(f"{API}/batch/runs/{run_id}", headers=as_finops)).json()
+    assert expired["status"] == "failed"
+    assert expired["error"].startswith("expired: not started within 10800 s of being queued")
+    assert "Job's events" in expired["error"]
+    assert (await client.get(f"{API}/batch/runs/{following.json()['runId']}", headers=as_finops)).json()[
+        "status"
+    ] == "queued"
+
+    # Should its pod start after all, it is refused (exit 3, never retried): a failed run stays failed.
+    late = await asyncio.to_thread(batch_cli, urls, "--run-id", run_id)
+    assert late.returncode == 3
+    assert late.stderr.strip() == f"rosetta: error: finops run {run_id} is failed, not queued: it is not run again"

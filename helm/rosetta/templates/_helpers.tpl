@@ -32,6 +32,14 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- include "rosetta.componentName" (dict "root" . "component" "batch-finops") -}}
 {{- end -}}
 
+{{/* How long a run queued through the finops API may wait for its start: a launched Job that started no pod
+within its activeDeadlineSeconds never will (Kubernetes fails it), so past that plus a margin for the Job
+controller, the job's next run or launch records the run expired (ROSETTA_BATCH_QUEUE_EXPIRY_SECONDS). */}}
+{{- define "rosetta.queueExpirySeconds" -}}
+{{- $job := mergeOverwrite (deepCopy .Values.jobDefaults) (index .Values.cronJobs "batch-finops") -}}
+{{- add (required "cronJobs.batch-finops.activeDeadlineSeconds" $job.activeDeadlineSeconds | int) 900 -}}
+{{- end -}}
+
 {{/* True when finops API calls start runs as Kubernetes Jobs. */}}
 {{- define "rosetta.launchesJobs" -}}
 {{- if eq .Values.batchLauncher "kubernetes" -}}
@@ -112,6 +120,10 @@ env:
     value: {{ .Values.rawStore | quote }}
   - name: ROSETTA_MONGODB_DATABASE
     value: {{ .Values.mongodbDatabase | quote }}
+  {{- if (index .Values.cronJobs "batch-finops").enabled }}
+  - name: ROSETTA_BATCH_QUEUE_EXPIRY_SECONDS
+    value: {{ include "rosetta.queueExpirySeconds" . | quote }}
+  {{- end }}
   {{- with .Values.oidcIssuers }}
   - name: ROSETTA_OIDC_ISSUERS
     value: {{ toJson . | quote }}

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from rosetta.batch.runner import JobSpec
+from rosetta.batch.runner import JobSpec, expire_stale_runs
 from rosetta.core import runs
 from rosetta.core.db import Databases
 from rosetta.core.errors import ConfigurationError, NotFoundError, ServiceUnavailableError
@@ -190,6 +190,7 @@ class KubernetesJobLauncher:
         databases = Databases.open(self._settings, (spec.database,), process=f"launch.{job}")
         try:
             async with databases.unit_of_work(spec.database) as session:
+                await expire_stale_runs(session, job, self._settings)
                 run_id = await runs.create_run(session, job=job, parameters=parameters, requested_by=requested_by)
             try:
                 cronjob = await kubernetes.read_cronjob(cronjob_name)

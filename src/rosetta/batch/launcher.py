@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from rosetta.batch.runner import JobSpec, execute
+from rosetta.batch.runner import JobSpec, execute, expire_stale_runs
 from rosetta.core import runs
 from rosetta.core.db import Databases
 from rosetta.core.errors import NotFoundError, RosettaError
@@ -37,6 +37,7 @@ class InProcessLauncher:
         databases = Databases.open(self._settings, spec.all_databases, process=f"batch.{job}")
         try:
             async with databases.unit_of_work(spec.database) as session:
+                await expire_stale_runs(session, job, self._settings)
                 run_id = await runs.create_run(session, job=job, parameters=parameters, requested_by=requested_by)
         except BaseException:
             await databases.dispose()

@@ -18,13 +18,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from rosetta.batch.progress import Progress, SilentProgress
 from rosetta.core import runs
 from rosetta.core.db import Databases
 from rosetta.core.errors import ConflictError, NotFoundError, RosettaError
 from rosetta.core.settings import DatabaseRole, Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +103,25 @@ class JobSpec:
         return (self.database, *(role for role in self.databases if role != self.database))
 
 
+async def expire_stale_runs(
+    session: AsyncSession, job: str, settings: Settings, *, keep: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Record as expired the runs of ``job`` queued longer than the queue expiry and never started (logged).
+
+    Every run and every launch of a job does it, so a launched run that never began is reported failed by the
+    job's next run at the latest (the nightly one, for finops) instead of "queued" forever.
+    """
+    expired = await runs.expire_queued(
+        session, job, older_than=timedelta(seconds=settings.batch_queue_expiry_seconds), keep=keep
+    )
+    if expired:
+        logger.warning(
+            "queued runs that never started recorded as expired",
+            extra={"job": job, "expired": [str(item) for item in expired]},
+        )
+    return expired
+
+
 async def queued_parameters(databases: Databases, job: JobSpec, run_id: uuid.UUID) -> dict[str, Any]:
     """The parameters of ``job``'s queued run ``run_id``, which a launched Kubernetes Job now executes.
 
@@ -142,6 +165,7 @@ async def execute(
         try:
             async with databases.unit_of_work(job.database) as session:
                 abandoned = await runs.abandon_running(session, job.name)
+                await expire_stale_runs(session, job.name, settings, keep=run_id)
                 if run_id is None:
                     run_id = await runs.create_run(
                         session, job=job.name, parameters=parameters, status="running", requested_by=requested_by

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
@@ -133,6 +133,36 @@ async def abandon_running(session: AsyncSession, job: str) -> list[uuid.UUID]:
         .returning(_runs.c.run_id)
     )
     return [row[0] for row in result]
+
+
+async def expire_queued(
+    session: AsyncSession, job: str, *, older_than: timedelta, keep: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Record as failed every run of ``job`` queued more than ``older_than`` ago and never started.
+
+    A launched run that never began (its Kubernetes Job's pod never scheduled or pulled, its in-process task lost
+    with a restarted API process) would otherwise say "queued" forever. ``keep`` is the run about to start: late,
+    but starting. A run expired here whose pod starts after all is refused (``batch --run-id`` takes only queued
+    runs), so it can never run under a record that says it failed.
+    """
+    now = datetime.now(UTC)
+    query = (
+        update(_runs)
+        .where(_runs.c.job == job, _runs.c.status == "queued", _runs.c.queued_at < now - older_than)
+        .values(
+            status="failed",
+            finished_at=now,
+            error=(
+                f"expired: not started within {int(older_than.total_seconds())} s of being queued (no pod of its"
+                " Kubernetes Job started the batch, or the API process that was to run it restarted; see the"
+                " Job's events and the launcher's logs)"
+            ),
+        )
+        .returning(_runs.c.run_id)
+    )
+    if keep is not None:
+        query = query.where(_runs.c.run_id != keep)
+    return [row[0] for row in await session.execute(query)]
 
 
 async def mark_running(session: AsyncSession, run_id: uuid.UUID) -> None:

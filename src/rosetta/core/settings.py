@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     # job's CronJob template (its own pod and resources).
     batch_launcher: Literal["in-process", "kubernetes"] = "in-process"
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    # A run still queued this long after an API call queued it never started (its Job's pod was never scheduled
+    # or its image never pulled, or the API process running it in-process restarted): the next run or launch of
+    # the job records it failed. Keep it above the launched Job's activeDeadlineSeconds, after which Kubernetes
+    # starts no more pods for it (the Helm chart derives it so).
+    batch_queue_expiry_seconds: int = Field(default=10_800, ge=60)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] | None = None
