@@ -512,7 +512,7 @@ def run_batch_job(name: str, parameters: dict[str, Any], *, run_id: uuid.UUID | 
     """
     from rosetta.batch.jobs import registered_jobs  # noqa: PLC0415
     from rosetta.batch.progress import progress_for  # noqa: PLC0415
-    from rosetta.batch.runner import execute, queued_parameters  # noqa: PLC0415
+    from rosetta.batch.runner import execute, launched_parameters  # noqa: PLC0415
     from rosetta.core.db import Databases, database_urls  # noqa: PLC0415
 
     settings = _settings()
@@ -523,7 +523,7 @@ def run_batch_job(name: str, parameters: dict[str, Any], *, run_id: uuid.UUID | 
         urls = await asyncio.to_thread(database_urls, settings, spec.all_databases)
         databases = Databases.open(settings, spec.all_databases, process=f"batch.{name}", urls=urls)
         try:
-            arguments = parameters if run_id is None else await queued_parameters(databases, spec, run_id)
+            arguments = parameters if run_id is None else await launched_parameters(databases, spec, run_id)
             return await execute(
                 spec, arguments, databases=databases, settings=settings, progress=progress_for(), run_id=run_id
             )

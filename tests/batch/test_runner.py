@@ -15,6 +15,7 @@ from rosetta.batch.progress import JsonLinesProgress
 from rosetta.batch.runner import JobLockedError, JobSpec, RunContext, RunFailedError, execute
 from rosetta.core import runs
 from rosetta.core.db import Databases
+from rosetta.core.errors import ConflictError
 from rosetta.core.settings import Settings
 
 
@@ -148,6 +149,88 @@ async def test_queued_runs_that_never_started_expire_at_the_next_run_or_launch(
     assert new is not None
     assert (expired["status"], new["status"]) == ("failed", "succeeded")
     assert expired["error"].startswith("expired: not started within 1200 s")
+
+
+async def test_a_launched_run_whose_pod_died_is_taken_over_by_the_retry(
+    databases: Databases, settings: Settings
+) -> None:
+    name = f"retry-probe-{uuid.uuid4().hex[:8]}"
+    async with databases.unit_of_work("finops") as session:
+        launched = await runs.create_run(session, job=name, parameters={"period": "2026-02"}, requested_by="alice")
+        other_dead = await runs.create_run(session, job=name, parameters={}, status="running")
+    async with databases.unit_of_work("finops") as session:
+        # The first pod started it, then was evicted by a node drain: the record says running, no lock is held.
+        assert await runs.start_launched(session, launched) == 1
+
+    seen: list[object] = []
+
+    async def body(context: RunContext) -> None:
+        seen.append(context.parameters)
+        context.read = 7
+
+    context = await execute(
+        _job(name, body), {"period": "2026-02"}, databases=databases, settings=settings, run_id=launched
+    )
+
+    async with databases.unit_of_work("finops") as session:
+        record, other = await runs.get_run(session, launched), await runs.get_run(session, other_dead)
+    assert context.run_id == launched
+    assert seen == [{"period": "2026-02"}]
+    assert record is not None
+    assert other is not None
+    assert (record["status"], record["read_count"], record["counters"]) == ("succeeded", 7, {"attempts": 2})
+    # The retry holds the job's lock: every other run still "running" is dead, and only this one is its to resume.
+    assert other["status"] == "failed"
+    assert other["error"].startswith("abandoned:")
+
+    # Ended, it is never run again, even by a pod that gets past the first check just before it ends.
+    with pytest.raises(ConflictError, match=f"{name} run {launched} is succeeded, not queued"):
+        await execute(_job(name, body), {}, databases=databases, settings=settings, run_id=launched)
+    assert len(seen) == 1
+
+
+async def test_a_second_pod_of_a_running_launched_run_leaves_it_running(
+    databases: Databases, settings: Settings
+) -> None:
+    name = f"twin-pod-probe-{uuid.uuid4().hex[:8]}"
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(context: RunContext) -> None:
+        started.set()
+        await release.wait()
+
+    async with databases.unit_of_work("finops") as session:
+        launched = await runs.create_run(session, job=name, parameters={}, requested_by="alice")
+    first = asyncio.create_task(execute(_job(name, slow), {}, databases=databases, settings=settings, run_id=launched))
+    await started.wait()
+    with pytest.raises(JobLockedError):
+        await execute(_job(name, slow), {}, databases=databases, settings=settings, run_id=launched)
+    async with databases.unit_of_work("finops") as session:
+        during = await runs.get_run(session, launched)
+    release.set()
+    await first
+    async with databases.unit_of_work("finops") as session:
+        after = await runs.get_run(session, launched)
+    assert during is not None
+    assert after is not None
+    assert during["status"] == "running"  # not failed by the pod that could not take the lock
+    assert (after["status"], after["counters"]) == ("succeeded", {})
+
+
+async def test_the_lock_connection_has_the_server_probe_a_lost_client(databases: Databases) -> None:
+    async with databases.engines["finops"].connect() as connection:
+        assert await runs.try_lock_job(connection, f"keepalive-probe-{uuid.uuid4().hex[:8]}")
+        over_tcp = (await connection.execute(text("SELECT inet_client_addr() IS NOT NULL"))).scalar_one()
+        settings = {
+            row.name: (row.setting, row.source)
+            for row in await connection.execute(
+                text("SELECT name, setting, source FROM pg_settings WHERE name LIKE 'tcp\\_keepalives\\_%'")
+            )
+        }
+        await connection.rollback()
+    # Set for the session; over a Unix socket PostgreSQL ignores them and reads 0, over TCP they apply.
+    expected = {"tcp_keepalives_idle": "60", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "6"}
+    assert settings == {name: (value if over_tcp else "0", "session") for name, value in expected.items()}
 
 
 def test_json_progress_lines_are_parseable() -> None:

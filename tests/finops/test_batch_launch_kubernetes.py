@@ -167,7 +167,7 @@ async def test_a_triggered_run_becomes_a_job_from_the_cronjob_and_the_job_runs_i
     assert finished["status"] == "succeeded"
     assert finished["parameters"] == {"period": "2026-01"}
 
-    # A run that started is never run again under the same id (a retried pod, a copy-pasted command).
+    # A run that ended is never run again under the same id (a retried pod, a copy-pasted command).
     again = await asyncio.to_thread(batch_cli, urls, "--run-id", run_id)
     assert again.returncode == 3
     assert again.stderr.strip() == f"rosetta: error: finops run {run_id} is succeeded, not queued: it is not run again"
@@ -252,3 +252,29 @@ async def test_a_run_whose_job_never_started_expires_and_is_never_run_late(
     late = await asyncio.to_thread(batch_cli, urls, "--run-id", run_id)
     assert late.returncode == 3
     assert late.stderr.strip() == f"rosetta: error: finops run {run_id} is failed, not queued: it is not run again"
+
+
+async def test_a_retried_pod_takes_over_the_run_its_evicted_pod_had_started(
+    client: Client, urls: dict[DatabaseRole, URL], auth_headers: Any
+) -> None:
+    as_finops = auth_headers("Rosetta_FinOps_Admin", subject="fiona")
+    accepted = await client.post(f"{API}/batch/runs", json={"period": "2026-01"}, headers=as_finops)
+    assert accepted.status_code == 202, accepted.text
+    run_id = accepted.json()["runId"]
+    # What the first pod leaves when a node drain evicts it mid-run (podFailurePolicy ignores the disruption and
+    # the Job starts another pod): the record says running, and its lock went with its connection.
+    finops = await asyncpg.connect(asyncpg_dsn(urls["finops"]))
+    try:
+        await finops.execute(
+            "UPDATE batch_run SET status = 'running', started_at = now() WHERE run_id = $1", uuid.UUID(run_id)
+        )
+    finally:
+        await finops.close()
+
+    retried = await asyncio.to_thread(batch_cli, urls, "--run-id", run_id)
+    assert retried.returncode == 0, retried.stderr
+    assert f"finops run {run_id} succeeded" in retried.stdout
+    finished = (await client.get(f"{API}/batch/runs/{run_id}", headers=as_finops)).json()
+    assert finished["status"] == "succeeded"
+    assert finished["counters"]["attempts"] == 2
+    assert finished["parameters"] == {"period": "2026-01"}

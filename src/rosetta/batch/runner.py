@@ -122,16 +122,18 @@ async def expire_stale_runs(
     return expired
 
 
-async def queued_parameters(databases: Databases, job: JobSpec, run_id: uuid.UUID) -> dict[str, Any]:
-    """The parameters of ``job``'s queued run ``run_id``, which a launched Kubernetes Job now executes.
+async def launched_parameters(databases: Databases, job: JobSpec, run_id: uuid.UUID) -> dict[str, Any]:
+    """The parameters of ``job``'s launched run ``run_id``, which a pod of its Kubernetes Job now executes.
 
-    Only a queued run is taken: a run that started or ended is never run a second time under the same id.
+    A queued run is taken, and a running one too: its Job retries it in a new pod when the last one died
+    (``execute`` then checks, holding the job's lock, that no process still runs it). A run that ended is never
+    run a second time under the same id.
     """
     async with databases.unit_of_work(job.database) as session:
         run = await runs.get_run(session, run_id)
     if run is None or run["job"] != job.name:
         raise NotFoundError(f"no {job.name} run {run_id}")
-    if run["status"] != "queued":
+    if run["status"] not in ("queued", "running"):
         raise ConflictError(f"{job.name} run {run_id} is {run['status']}, not queued: it is not run again")
     return dict(run["parameters"] or {})
 
@@ -158,20 +160,23 @@ async def execute(
         if not locked:
             if run_id is not None:
                 async with databases.unit_of_work(job.database) as session:
-                    await runs.finish_run(
-                        session, run_id, status="failed", error="another run of this job was in progress"
-                    )
+                    # Not a run another process is running (a duplicate pod of its own Job): only a queued one.
+                    await runs.fail_if_queued(session, run_id, error="another run of this job was in progress")
             raise JobLockedError(f"another {job.name} run is in progress; this one was not started")
         try:
             async with databases.unit_of_work(job.database) as session:
-                abandoned = await runs.abandon_running(session, job.name)
+                abandoned = await runs.abandon_running(session, job.name, keep=run_id)
                 await expire_stale_runs(session, job.name, settings, keep=run_id)
+                attempt = 1
                 if run_id is None:
                     run_id = await runs.create_run(
                         session, job=job.name, parameters=parameters, status="running", requested_by=requested_by
                     )
                 else:
-                    await runs.mark_running(session, run_id)
+                    try:
+                        attempt = await runs.start_launched(session, run_id)
+                    except ConflictError as error:
+                        raise ConflictError(f"{job.name} {error.detail}") from None
             context = RunContext(
                 run_id=run_id,
                 job=job.name,
@@ -180,6 +185,13 @@ async def execute(
                 settings=settings,
                 progress=progress,
             )
+            if attempt > 1:
+                # A batch is idempotent (months are rebuilt whole and swapped): the new attempt starts over.
+                context.counters["attempts"] = attempt
+                logger.warning(
+                    "launched run taken over from an attempt that died",
+                    extra={"job": job.name, "run_id": str(run_id), "attempt": attempt},
+                )
             if abandoned:
                 logger.warning(
                     "earlier runs recorded as abandoned",

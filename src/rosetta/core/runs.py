@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from rosetta.core.db import new_metadata
+from rosetta.core.errors import ConflictError, NotFoundError
 
 RunStatus = Literal["queued", "running", "succeeded", "failed"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "succeeded", "failed")
@@ -80,6 +81,17 @@ async def try_lock_job(connection: AsyncConnection, job: str) -> bool:
 
     The lock lives as long as the connection: a crashed run releases it when its connection drops.
     """
+    # A process that dies closes its socket and PostgreSQL frees the lock at once; a lost node never closes it,
+    # and the server would keep the lock until the kernel's TCP keepalive gives up (over two hours by default),
+    # refusing the run Kubernetes starts elsewhere (exit 3). Probing this idle connection after 60 s of silence,
+    # every 10 s, 6 times, frees it within about two minutes, before a lost node's pods are replaced (five
+    # minutes by default). PostgreSQL ignores these on a Unix socket, whose peer cannot vanish that way.
+    await connection.execute(
+        text(
+            "SELECT set_config('tcp_keepalives_idle', '60', false), set_config('tcp_keepalives_interval', '10', false),"
+            " set_config('tcp_keepalives_count', '6', false)"
+        )
+    )
     result = await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": advisory_lock_key(job)})
     return bool(result.scalar_one())
 
@@ -115,22 +127,22 @@ async def create_run(
     return run_id
 
 
-async def abandon_running(session: AsyncSession, job: str) -> list[uuid.UUID]:
-    """Record as failed every run of ``job`` still marked running; return their ids.
+async def abandon_running(session: AsyncSession, job: str, *, keep: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """Record as failed every run of ``job`` still marked running, but ``keep``; return their ids.
 
     Call it holding the job's lock: no run of the job can then be alive, so a ``running`` record is one whose
     process died before it could record its end (killed, out of memory, its node lost). Left alone, such a
-    record would say "running" forever.
+    record would say "running" forever. ``keep`` is a launched run whose Job retries it in a new pod.
     """
+    query = update(_runs).where(_runs.c.job == job, _runs.c.status == "running")
+    if keep is not None:
+        query = query.where(_runs.c.run_id != keep)
     result = await session.execute(
-        update(_runs)
-        .where(_runs.c.job == job, _runs.c.status == "running")
-        .values(
+        query.values(
             status="failed",
             finished_at=datetime.now(UTC),
             error="abandoned: its process ended without recording an outcome (killed, out of memory or node lost)",
-        )
-        .returning(_runs.c.run_id)
+        ).returning(_runs.c.run_id)
     )
     return [row[0] for row in result]
 
@@ -165,10 +177,41 @@ async def expire_queued(
     return [row[0] for row in await session.execute(query)]
 
 
-async def mark_running(session: AsyncSession, run_id: uuid.UUID) -> None:
-    """Move a queued run to ``running``."""
+async def start_launched(session: AsyncSession, run_id: uuid.UUID) -> int:
+    """Start the launched run ``run_id`` in this process; return its attempt number (1, then 2, ...).
+
+    Call it holding the job's lock. A queued run becomes ``running``. A run already ``running`` was started by a
+    process that died without recording its end (its pod evicted by a node drain, killed for memory): its Job
+    runs it again in a new pod, and this attempt takes it over, counted in ``counters.attempts``. Any other
+    status (ended, or expired while this pod waited) raises ``ConflictError``: a run that ended never runs again.
+    """
+    query = select(_runs.c.status, _runs.c.counters).where(_runs.c.run_id == run_id).with_for_update()
+    record = (await session.execute(query)).mappings().first()
+    if record is None:
+        raise NotFoundError(f"no run {run_id}")
+    if record["status"] == "queued":
+        await session.execute(
+            update(_runs).where(_runs.c.run_id == run_id).values(status="running", started_at=datetime.now(UTC))
+        )
+        return 1
+    if record["status"] != "running":
+        raise ConflictError(f"run {run_id} is {record['status']}, not queued: it is not run again")
+    attempt = int((record["counters"] or {}).get("attempts", 1)) + 1
+    # Recorded at once, so an attempt that dies too is counted by the next one.
     await session.execute(
-        update(_runs).where(_runs.c.run_id == run_id).values(status="running", started_at=datetime.now(UTC))
+        update(_runs)
+        .where(_runs.c.run_id == run_id)
+        .values(counters={**(record["counters"] or {}), "attempts": attempt}, steps=[])
+    )
+    return attempt
+
+
+async def fail_if_queued(session: AsyncSession, run_id: uuid.UUID, *, error: str) -> None:
+    """Record a launched run failed if it has not started (a run another process is running is left alone)."""
+    await session.execute(
+        update(_runs)
+        .where(_runs.c.run_id == run_id, _runs.c.status == "queued")
+        .values(status="failed", finished_at=datetime.now(UTC), error=error)
     )
 
 
