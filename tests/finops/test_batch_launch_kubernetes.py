@@ -121,6 +121,23 @@ def batch_cli(urls: dict[DatabaseRole, URL], *arguments: str) -> subprocess.Comp
     )
 
 
+async def launched(client: Client, headers: Any, period: str) -> str:
+    """``POST batch/runs`` for ``period``; the queued run's id."""
+    accepted = await client.post(f"{API}/batch/runs", json={"period": period}, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    run_id: str = accepted.json()["runId"]
+    return run_id
+
+
+async def rewrite_run(urls: dict[DatabaseRole, URL], run_id: str, assignments: str) -> None:
+    """Put a run record in the state a pod or a clock left it in (``UPDATE batch_run SET <assignments>``)."""
+    finops = await asyncpg.connect(asyncpg_dsn(urls["finops"]))
+    try:
+        await finops.execute(f"UPDATE batch_run SET {assignments} WHERE run_id = $1", uuid.UUID(run_id))
+    finally:
+        await finops.close()
+
+
 async def test_a_triggered_run_becomes_a_job_from_the_cronjob_and_the_job_runs_it(
     client: Client,
     urls: dict[DatabaseRole, URL],
@@ -129,9 +146,7 @@ async def test_a_triggered_run_becomes_a_job_from_the_cronjob_and_the_job_runs_i
 ) -> None:
     simulator, _ = kubernetes
     as_finops = auth_headers("Rosetta_FinOps_Admin", subject="fiona")
-    accepted = await client.post(f"{API}/batch/runs", json={"period": "2026-01"}, headers=as_finops)
-    assert accepted.status_code == 202, accepted.text
-    run_id = accepted.json()["runId"]
+    run_id = await launched(client, as_finops, "2026-01")
     queued = (await client.get(f"{API}/batch/runs/{run_id}", headers=as_finops)).json()
     assert (queued["status"], queued["requestedBy"]) == ("queued", "oid-fiona")
 
@@ -223,30 +238,19 @@ async def test_a_run_whose_job_never_started_expires_and_is_never_run_late(
 ) -> None:
     simulator, _ = kubernetes
     as_finops = auth_headers("Rosetta_FinOps_Admin", subject="fiona")
-    stranded = await client.post(f"{API}/batch/runs", json={"period": "2026-04"}, headers=as_finops)
-    assert stranded.status_code == 202, stranded.text
-    run_id = stranded.json()["runId"]
+    run_id = await launched(client, as_finops, "2026-04")
     assert any(job["metadata"]["labels"][RUN_ID_LABEL] == run_id for job in simulator.jobs.values())
     # Its Job's pod never ran (image never pulled, never scheduled) and Kubernetes gave up on it long ago.
-    finops = await asyncpg.connect(asyncpg_dsn(urls["finops"]))
-    try:
-        await finops.execute(
-            "UPDATE batch_run SET queued_at = now() - interval '4 hours' WHERE run_id = $1", uuid.UUID(run_id)
-        )
-    finally:
-        await finops.close()
+    await rewrite_run(urls, run_id, "queued_at = now() - interval '4 hours'")
     assert (await client.get(f"{API}/batch/runs/{run_id}", headers=as_finops)).json()["status"] == "queued"
 
     # The next launch records it failed, with a reason an operator can act on.
-    following = await client.post(f"{API}/batch/runs", json={"period": "2026-05"}, headers=as_finops)
-    assert following.status_code == 202, following.text
+    following = await launched(client, as_finops, "2026-05")
     expired = (await client.get(f"{API}/batch/runs/{run_id}", headers=as_finops)).json()
     assert expired["status"] == "failed"
     assert expired["error"].startswith("expired: not started within 10800 s of being queued")
     assert "Job's events" in expired["error"]
-    assert (await client.get(f"{API}/batch/runs/{following.json()['runId']}", headers=as_finops)).json()[
-        "status"
-    ] == "queued"
+    assert (await client.get(f"{API}/batch/runs/{following}", headers=as_finops)).json()["status"] == "queued"
 
     # Should its pod start after all, it is refused (exit 3, never retried): a failed run stays failed.
     late = await asyncio.to_thread(batch_cli, urls, "--run-id", run_id)
@@ -258,18 +262,10 @@ async def test_a_retried_pod_takes_over_the_run_its_evicted_pod_had_started(
     client: Client, urls: dict[DatabaseRole, URL], auth_headers: Any
 ) -> None:
     as_finops = auth_headers("Rosetta_FinOps_Admin", subject="fiona")
-    accepted = await client.post(f"{API}/batch/runs", json={"period": "2026-01"}, headers=as_finops)
-    assert accepted.status_code == 202, accepted.text
-    run_id = accepted.json()["runId"]
+    run_id = await launched(client, as_finops, "2026-01")
     # What the first pod leaves when a node drain evicts it mid-run (podFailurePolicy ignores the disruption and
     # the Job starts another pod): the record says running, and its lock went with its connection.
-    finops = await asyncpg.connect(asyncpg_dsn(urls["finops"]))
-    try:
-        await finops.execute(
-            "UPDATE batch_run SET status = 'running', started_at = now() WHERE run_id = $1", uuid.UUID(run_id)
-        )
-    finally:
-        await finops.close()
+    await rewrite_run(urls, run_id, "status = 'running', started_at = now()")
 
     retried = await asyncio.to_thread(batch_cli, urls, "--run-id", run_id)
     assert retried.returncode == 0, retried.stderr
