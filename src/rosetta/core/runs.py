@@ -154,8 +154,8 @@ async def expire_queued(
 
     A launched run that never began (its Kubernetes Job's pod never scheduled or pulled, its in-process task lost
     with a restarted API process) would otherwise say "queued" forever. ``keep`` is the run about to start: late,
-    but starting. A run expired here whose pod starts after all is refused (``batch --run-id`` takes only queued
-    runs), so it can never run under a record that says it failed.
+    but starting. A run expired here whose pod starts after all is refused (``batch --run-id`` never takes a run
+    that ended), so it can never run under a record that says it failed.
     """
     now = datetime.now(UTC)
     query = (
