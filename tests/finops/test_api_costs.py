@@ -30,6 +30,7 @@ from rosetta.core.db import Databases, asyncpg_dsn
 from rosetta.core.settings import DatabaseRole
 from rosetta.demo.landing import land_world
 from rosetta.demo.world import WorldSize, build_world
+from rosetta.finops.queries import add_months
 from rosetta.raw.store import opened_raw_store
 
 Client = AsyncTestClient[Litestar]
@@ -316,9 +317,109 @@ async def test_pricing_view_values_quantities_with_its_rates(
         client, as_user, "/budgets/comparison", left=left, right=right, level="domain", **{"from": last, "to": last}
     )
     assert D(compared["totalRight"]) > 0
-    # Same quantities, twice the rate: twice the value, a +100 % variance on every row with a value.
-    assert D(compared["totalLeft"]) == 2 * D(compared["totalRight"])
+    # Same quantities, twice the rate: twice the value (each valued to the cent, so within a cent per row),
+    # a +100 % variance.
+    assert abs(D(compared["totalLeft"]) - 2 * D(compared["totalRight"])) <= D("0.01") * len(compared["items"])
     assert D(compared["totalVariancePct"]) == D("100.00")
+    for row in compared["items"]:
+        assert abs(D(row["left"]) - 2 * D(row["right"])) <= D("0.01")
+        # Valuations are money: two decimals on every row, never the product's full scale.
+        assert all(D(row[key]).as_tuple().exponent == -2 for key in ("left", "right", "projectedYearEnd")), row
+
+
+async def test_amounts_are_plain_decimal_strings_and_projections_use_built_months(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+) -> None:
+    last = months[-1]
+    product = (await drill(client, as_user, last, "product", None))["items"][0]["code"]
+    lines = [
+        {"scopeLevel": "product", "scopeCode": product, "period": f"{last:%Y-%m}", "amount": "20000"},
+        {"scopeLevel": "product", "scopeCode": product, "period": f"{last.year}-12", "amount": "100000"},
+    ]
+    created = await client.post(f"{API}/budgets", json={"name": "Round budget", "lines": lines}, headers=as_finops)
+    assert created.status_code == 201, created.text
+    # PostgreSQL's numeric 100000 reaches asyncpg's binary decoder as Decimal('1.0E+5'): the API must still
+    # send what a person wrote, never an exponent.
+    assert created.json()["totals"] == {"EUR": "120000"}
+    budget_lines = await get(client, as_user, f"/budgets/{created.json()['id']}/lines")
+    assert sorted(line["amount"] for line in budget_lines["items"]) == ["100000", "20000"]
+
+    # A window running past the last built month: the run rate divides by the months built, not the calendar.
+    built = [month for month in months if month.year == last.year]
+    compared = await get(
+        client, as_user, "/budgets/comparison", right=f"budget:{created.json()['id']}", level="domain", limit=500,
+        **{"from": f"{last.year}-01", "to": f"{last.year}-12"},
+    )  # fmt: skip
+    assert compared["runRateMonths"] == len(built)
+    for row in compared["items"]:
+        ytd = D(row["leftYearToDate"])
+        expected = (ytd + ytd / len(built) * (12 - len(built))).quantize(D("0.01"))
+        assert D(row["projectedYearEnd"]) == expected
+        assert row["projectedYearEnd"] == str(expected)  # to the cent, plain notation
+    assert D(compared["totalRight"]) == D("120000")
+
+
+async def test_unknown_parents_environments_and_currencies_are_errors_not_zero_costs(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+) -> None:
+    window = {"from": f"{months[-1]:%Y-%m}", "to": f"{months[-1]:%Y-%m}"}
+    domain = (await drill(client, as_user, months[-1], "domain", None))["items"][0]["code"]
+
+    async def problem(path: str, status: int, **params: Any) -> str:
+        response = await client.get(f"{API}{path}", params=params, headers=as_user)
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        detail: str = response.json()["detail"]
+        return detail
+
+    assert (
+        await problem("/costs/drilldown", 404, level="family", parent="NOPE", **window)
+        == "no domain 'NOPE' (the parent of a family)"
+    )
+    # A domain is not a product: asking for its applications is a wrong parent, not an empty list.
+    assert "no product" in await problem("/costs/drilldown", 404, level="application", parent=domain, **window)
+    assert (
+        await problem("/costs/drilldown", 404, level="domain", environment="nope", **window) == "no environment 'nope'"
+    )
+    assert (
+        await problem("/costs/summary", 404, period=f"{months[-1]:%Y-%m}", environment="nope")
+        == "no environment 'nope'"
+    )
+    assert "no domain 'NOPE'" in await problem(
+        "/budgets/comparison", 404, left="actual", right="actual", level="family", parent="NOPE", **window
+    )
+    # A month the batch never built is not a month that cost nothing.
+    future = f"{months[-1].year + 5}-01"
+    detail = await problem("/costs/summary", 404, period=future)
+    assert (
+        detail
+        == f"month {future} is not built by finops-batch (the mart holds {months[0]:%Y-%m} to {months[-1]:%Y-%m})"
+    )
+    # ...and the first built month has no previous month to compare with: null, not a zero.
+    first = await get(client, as_user, "/costs/summary", period=f"{months[0]:%Y-%m}")
+    assert first["previousMonth"] == {
+        "period": f"{add_months(months[0], -1):%Y-%m}",
+        "total": None,
+        "changeAmount": None,
+        "changeRatio": None,
+    }
+    # A known parent with nothing in the window is still a 200 with no rows.
+    empty = await get(
+        client, as_user, "/costs/drilldown", level="family", parent=domain, **{"from": "2000-01", "to": "2000-01"}
+    )
+    assert empty["items"] == []
+    assert D(empty["total"]) == 0
+
+    rates = [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "1"}]
+    dollars = await client.post(
+        f"{API}/pricing-views", json={"name": "Dollar card", "currency": "USD", "rates": rates}, headers=as_finops
+    )
+    assert dollars.status_code == 201, dollars.text
+    comparison = {"right": f"pricing-view:{dollars.json()['id']}", "currency": "EUR", "level": "domain", **window}
+    assert await problem("/budgets/comparison", 400, **comparison) == (
+        "currency: amounts in different currencies cannot be compared:"
+        " currency is in EUR, pricing-view:Dollar card v1 is in USD"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- Cost Insights

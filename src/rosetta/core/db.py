@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -83,6 +85,22 @@ async def create_missing_databases(urls: Mapping[DatabaseRole, URL]) -> list[str
     return created
 
 
+async def decode_numeric_as_printed(connection: asyncpg.Connection) -> None:
+    """Decode ``numeric`` from PostgreSQL's text form, so a Decimal reads as the database prints it.
+
+    asyncpg's binary decoder turns trailing zeros of the integer part into an exponent (100000 arrives as
+    ``Decimal('1.0E+5')``), and ``str()`` of that, which is how the APIs send amounts, is ``"1.0E+5"``. The text
+    form is always plain notation with the value's scale. For API processes only: a binary ``COPY`` of
+    ``numeric`` (the batches) needs the binary codec.
+    """
+    await connection.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=Decimal, format="text")
+
+
+def _decode_numeric_as_printed_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    del connection_record
+    dbapi_connection.run_async(decode_numeric_as_printed)
+
+
 @dataclass
 class Databases:
     """The engines and session factories one process uses, keyed by database role."""
@@ -98,8 +116,13 @@ class Databases:
         *,
         process: str,
         urls: Mapping[DatabaseRole, URL] | None = None,
+        numeric_as_printed: bool = False,
     ) -> Databases:
-        """Build one engine per role, named ``rosetta.<process>`` in ``pg_stat_activity``."""
+        """Build one engine per role, named ``rosetta.<process>`` in ``pg_stat_activity``.
+
+        ``numeric_as_printed`` decodes ``numeric`` in plain notation (:func:`decode_numeric_as_printed`), for
+        processes whose amounts go out as text.
+        """
         roles = tuple(roles)
         urls = dict(urls) if urls is not None else database_urls(settings, roles)
         databases = cls()
@@ -120,6 +143,8 @@ class Databases:
                     "timeout": 10,
                 },
             )
+            if numeric_as_printed:
+                event.listen(engine.sync_engine, "connect", _decode_numeric_as_printed_on_connect)
             databases.engines[role] = engine
             databases.sessionmakers[role] = async_sessionmaker(engine, expire_on_commit=False)
         return databases

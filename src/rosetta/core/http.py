@@ -213,7 +213,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Resolving URLs may start the embedded server, which blocks: keep it off the event loop.
         urls = await asyncio.to_thread(database_urls, settings, roles)
-        databases = Databases.open(settings, roles, process=process, urls=urls)
+        databases = Databases.open(settings, roles, process=process, urls=urls, numeric_as_printed=True)
         app.state.databases = databases
         try:
             async with contextlib.AsyncExitStack() as stack:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rosetta.core import runs
 from rosetta.core.audit import Auditor
-from rosetta.core.db import Databases, asyncpg_dsn
+from rosetta.core.db import Databases, asyncpg_dsn, decode_numeric_as_printed
 from rosetta.core.errors import BadRequestError, NotFoundError
 from rosetta.core.etag import check_if_match, compute_etag
 from rosetta.core.http import ContextApi
@@ -148,6 +148,7 @@ async def read_pool(app: Litestar) -> AsyncIterator[None]:
         max_size=settings.db_pool_sizes.get("finops", settings.db_pool_size) + settings.db_max_overflow,
         max_inactive_connection_lifetime=1800,
         reset=keep_session_state,
+        init=decode_numeric_as_printed,
         server_settings={
             "application_name": f"rosetta.{app.state.process}.read",
             "statement_timeout": str(settings.db_statement_timeout_ms),

@@ -142,14 +142,55 @@ async def latest_period(session: ViewReader) -> date:
 async def resolve_currency(session: ViewReader, currency: str | None) -> str:
     """The requested currency, or the one carrying most of the mart's cost (amounts never mix currencies)."""
     if currency is not None:
-        if not re.fullmatch(r"[A-Z]{3}", currency):
-            raise _invalid("currency", f"expected an ISO 4217 code such as EUR, got {currency!r}")
+        check_currency(currency)
         return currency
     main = await session.value(
         "SELECT currency FROM mv_finops_period_control GROUP BY currency"
         " ORDER BY sum(abs(source_effective)) DESC, currency LIMIT 1"
     )
     return main or DEFAULT_CURRENCY
+
+
+def check_currency(currency: str) -> None:
+    """A 400 naming ``currency`` unless it is an ISO 4217 code."""
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise _invalid("currency", f"expected an ISO 4217 code such as EUR, got {currency!r}")
+
+
+_PARENT: dict[Level, Level | None] = {
+    "domain": None,
+    "family": "domain",
+    "product": "family",
+    "application": "product",
+}
+
+
+KNOWN_ENVIRONMENT_SQL = "SELECT 1 FROM dim_environment WHERE environment_code = :code"
+
+# One primary-key look-up per level; the batch writes every node it attributes costs to into these.
+_KNOWN_NODE_SQL: dict[Level, str] = {
+    "domain": "SELECT 1 FROM dim_domain WHERE domain_code = :code LIMIT 1",
+    "family": "SELECT 1 FROM dim_family WHERE family_code = :code LIMIT 1",
+    "product": "SELECT 1 FROM dim_product WHERE product_code = :code LIMIT 1",
+    "application": "SELECT 1 FROM dim_application WHERE application_code = :code LIMIT 1",
+}
+
+
+async def check_environment(session: ViewReader, environment: str | None) -> None:
+    """A 404 when ``environment`` is given and no cost was ever attributed to it (a typo is not a zero cost)."""
+    if environment is not None and not await session.rows(KNOWN_ENVIRONMENT_SQL, {"code": environment}):
+        raise NotFoundError(f"no environment {environment!r}", extra={"field": "environment"})
+
+
+async def check_parent(session: ViewReader, level: Level, parent: str | None) -> None:
+    """A 404 when ``parent`` is given and is not a node of the level above ``level``."""
+    if parent is None or parent == UNALLOCATED:
+        return
+    parent_level = _PARENT[level]
+    if parent_level is None:
+        raise _invalid("parent", "domains have no parent; omit it")
+    if not await session.rows(_KNOWN_NODE_SQL[parent_level], {"code": parent}):
+        raise NotFoundError(f"no {parent_level} {parent!r} (the parent of a {level})", extra={"field": "parent"})
 
 
 def check_basis(value: str) -> Basis:
@@ -175,7 +216,7 @@ GROUP BY period
 """
 
 MOVERS_SQL = """
-SELECT code, max(name) FILTER (WHERE period = :period) AS name,
+SELECT code, coalesce(max(name) FILTER (WHERE period = :period), max(name)) AS name,
        coalesce(sum({amount}) FILTER (WHERE period = :previous), 0) AS previous,
        coalesce(sum({amount}) FILTER (WHERE period = :period), 0) AS current
 FROM mv_finops_cost_rollup_monthly
@@ -188,7 +229,12 @@ LIMIT :limit
 """
 
 
-def _change(period: date, current: Decimal, previous: Decimal) -> PeriodChange:
+BUILT_PERIODS_SQL = "SELECT DISTINCT period FROM mv_finops_period_control ORDER BY period"
+
+
+def _change(period: date, current: Decimal, previous: Decimal | None) -> PeriodChange:
+    if previous is None:
+        return PeriodChange(period=month_text(period), total=None, change_amount=None, change_ratio=None)
     return PeriodChange(
         period=month_text(period),
         total=previous,
@@ -205,8 +251,17 @@ async def cost_summary(
     currency: str | None = None,
     basis: Basis = "effective",
 ) -> CostSummary:
-    """One month: total = direct + indirect + unallocated; vs the previous month and a year before; top movers."""
+    """One month: total = direct + indirect + unallocated; vs the previous month and a year before; top movers.
+
+    A month finops-batch never built is a 404 (no data is not a zero cost); a comparison month outside the
+    mart has a null total.
+    """
     currency = await resolve_currency(session, currency)
+    await check_environment(session, environment)
+    built = {row.period for row in await session.rows(BUILT_PERIODS_SQL)}
+    if period not in built:
+        held = f"the mart holds {month_text(min(built))} to {month_text(max(built))}" if built else "none is built yet"
+        raise NotFoundError(f"month {month_text(period)} is not built by finops-batch ({held})")
     amount = _amount_column(basis)
     previous, last_year = add_months(period, -1), add_months(period, -12)
     rows = await session.rows(
@@ -235,8 +290,8 @@ async def cost_summary(
         direct=this.direct if this else _ZERO,
         indirect=this.indirect if this else _ZERO,
         unallocated=this.unallocated if this else _ZERO,
-        previous_month=_change(previous, total, by_period[previous].total if previous in by_period else _ZERO),
-        same_month_last_year=_change(last_year, total, by_period[last_year].total if last_year in by_period else _ZERO),
+        previous_month=_change(previous, total, _built_total(by_period, built, previous)),
+        same_month_last_year=_change(last_year, total, _built_total(by_period, built, last_year)),
         top_movers=[
             Mover(
                 code=row.code,
@@ -249,6 +304,13 @@ async def cost_summary(
             for row in movers
         ],
     )
+
+
+def _built_total(by_period: Mapping[date, ViewRow], built: set[date], period: date) -> Decimal | None:
+    # A built month without a row has no cost in this currency and environment: a real zero.
+    if period not in built:
+        return None
+    return by_period[period].total if period in by_period else _ZERO
 
 
 # ----------------------------------------------------------------------------------------------- drill-down
@@ -317,6 +379,10 @@ async def drilldown(
     )
     head = rows[0]
     nodes = [row for row in rows if row.code is not None]
+    if not nodes and cursor is None:
+        # Only an empty answer pays for these look-ups: it is either a quiet window or a typo.
+        await check_parent(session, level, parent)
+        await check_environment(session, environment)
     next_cursor = None
     if len(nodes) > limit:
         nodes = nodes[:limit]
@@ -475,17 +541,14 @@ async def application_costs(
 # ----------------------------------------------------------------------------------------------- comparison
 
 
-_PARENT: dict[Level, Level | None] = {
-    "domain": None,
-    "family": "domain",
-    "product": "family",
-    "application": "product",
-}
+def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, direct_only: bool = False) -> str:
+    """A CTE body giving (code, name, parent, window, ytd, full_year) of one measure at ``level``.
 
-
-def _measure_sql(measure: Measure, level: Level, amount: str, side: str) -> str:
-    """A CTE body giving (code, name, parent, window, ytd, full_year) of one measure at ``level``."""
+    ``direct_only`` keeps only direct actual costs: what a pricing view revalues is consumption, so allocated
+    shares of pools have no counterpart on its side.
+    """
     if measure.kind == "actual":
+        cost_type = "AND cost_type = 'direct'" if direct_only else ""
         return f"""
             SELECT code, max(name) AS name, max(parent_code) AS parent,
                    coalesce(sum({amount}) FILTER (WHERE period BETWEEN :start AND :end), 0) AS win,
@@ -493,7 +556,7 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str) -> str:
                    coalesce(sum({amount}), 0) AS full_year
             FROM mv_finops_cost_rollup_monthly
             WHERE level = :level AND currency = :currency AND period BETWEEN :year_start AND :year_end
-              AND (CAST(:parent AS text) IS NULL OR parent_code = :parent)
+              AND (CAST(:parent AS text) IS NULL OR parent_code = :parent) {cost_type}
             GROUP BY code"""
     if measure.kind == "budget":
         # Lines at the compared level count as they are; finer lines roll up through the hierarchy of their
@@ -526,10 +589,11 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str) -> str:
     parent_column = f"q.{parent_level}_code" if parent_level else "NULL::text"
     return f"""
             SELECT q.{level}_code AS code, max(q.{level}_name) AS name, max({parent_column}) AS parent,
-                   coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period BETWEEN :start AND :end), 0)
-                       AS win,
-                   coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period <= :end), 0) AS ytd,
-                   coalesce(sum(q.quantity * r.unit_price), 0) AS full_year
+                   -- A valuation is money: each node's value to the cent, so totals add up what rows show.
+                   round(coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period BETWEEN :start AND :end),
+                                  0), 2) AS win,
+                   round(coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period <= :end), 0), 2) AS ytd,
+                   round(coalesce(sum(q.quantity * r.unit_price), 0), 2) AS full_year
             FROM mv_finops_quantity_monthly q
             JOIN pricing_view_rate r
               ON r.pricing_view_id = CAST(:{side}_id AS uuid)
@@ -539,11 +603,36 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str) -> str:
             GROUP BY q.{level}_code"""
 
 
-def _year_end(measure: Measure, ytd: Decimal, full_year: Decimal, months_elapsed: int) -> Decimal:
-    """A budget's year end is its full-year total; other measures extrapolate their run rate."""
+def _year_end(measure: Measure, ytd: Decimal, full_year: Decimal, run_rate_months: int) -> Decimal | None:
+    """A budget's year end is its full-year total; other measures extrapolate their run rate, to the cent.
+
+    The run rate is the year-to-date over the months of the year finops-batch has built: a month after the
+    last built one, or before the mart's first, is unknown, not a month that cost nothing.
+    """
     if measure.kind == "budget":
         return full_year
-    return ytd + ytd / months_elapsed * (12 - months_elapsed)
+    if run_rate_months == 0:
+        return None
+    projected = ytd + ytd / run_rate_months * (12 - run_rate_months)
+    return projected.quantize(_PCT, rounding=ROUND_HALF_EVEN)
+
+
+def _side_label(measure: Measure, other: Measure) -> str:
+    # Says when the actual side is its direct costs only (compared with a pricing view's valuation).
+    return "actual:direct" if measure.kind == "actual" and other.kind == "pricing_view" else measure.label
+
+
+def comparison_currency(left: Measure, right: Measure, currency: str | None) -> str | None:
+    """The one currency the two measures and the ``currency`` parameter agree on; a 400 if they disagree."""
+    named = {
+        source: value
+        for source, value in (("currency", currency), (left.label, left.currency), (right.label, right.currency))
+        if value is not None
+    }
+    if len(set(named.values())) > 1:
+        listed = ", ".join(f"{source} is in {value}" for source, value in named.items())
+        raise _invalid("currency", f"amounts in different currencies cannot be compared: {listed}")
+    return next(iter(named.values()), None)
 
 
 async def compare(
@@ -563,7 +652,7 @@ async def compare(
     """Compare two measures node by node at ``level`` over ``start``..``end`` (one year), by code."""
     if level == "domain" and parent is not None:
         raise _invalid("parent", "domains have no parent; omit it")
-    currency = await resolve_currency(session, left.currency or right.currency or currency)
+    currency = await resolve_currency(session, comparison_currency(left, right, currency))
     amount = _amount_column(basis)
     year_start, year_end = date(end.year, 1, 1), date(end.year, 12, 1)
     sql = f"""
@@ -571,8 +660,8 @@ async def compare(
         SELECT * FROM dim_application_month WHERE period BETWEEN :hierarchy_start AND :year_end
     ),
     bounds AS (SELECT min(period) AS lo, max(period) AS hi FROM hierarchy),
-    l AS ({_measure_sql(left, level, amount, "left")}),
-    r AS ({_measure_sql(right, level, amount, "right")}),
+    l AS ({_measure_sql(left, level, amount, "left", direct_only=right.kind == "pricing_view")}),
+    r AS ({_measure_sql(right, level, amount, "right", direct_only=left.kind == "pricing_view")}),
     joined AS (
         SELECT coalesce(l.code, r.code) AS code, coalesce(l.name, r.name) AS name,
                coalesce(l.win, 0) AS left_win, coalesce(r.win, 0) AS right_win,
@@ -581,7 +670,10 @@ async def compare(
         FROM l FULL OUTER JOIN r ON r.code = l.code
     ),
     totals AS (
-        SELECT coalesce(sum(left_win), 0) AS total_left, coalesce(sum(right_win), 0) AS total_right FROM joined
+        SELECT coalesce(sum(left_win), 0) AS total_left, coalesce(sum(right_win), 0) AS total_right,
+               (SELECT count(DISTINCT period) FROM mv_finops_period_control
+                WHERE period BETWEEN :year_start AND :end) AS run_rate_months
+        FROM joined
     ),
     page AS (
         SELECT * FROM joined WHERE CAST(:after AS text) IS NULL OR code > :after ORDER BY code LIMIT :limit
@@ -608,11 +700,13 @@ async def compare(
     )
     head = rows[0]
     nodes = [row for row in rows if row.code is not None]
+    if not nodes and cursor is None:
+        await check_parent(session, level, parent)
     next_cursor = None
     if len(nodes) > limit:
         nodes = nodes[:limit]
         next_cursor = encode_cursor([nodes[-1].code])
-    months_elapsed = end.month
+    run_rate_months = head.run_rate_months
     items = []
     for row in nodes:
         variance = row.left_win - row.right_win
@@ -626,14 +720,14 @@ async def compare(
                 variance=variance,
                 variance_pct=ratio(variance * 100, row.right_win, _PCT),
                 left_year_to_date=row.left_ytd,
-                projected_year_end=_year_end(left, row.left_ytd, row.left_full, months_elapsed),
-                right_year_end=_year_end(right, row.right_ytd, row.right_full, months_elapsed),
+                projected_year_end=_year_end(left, row.left_ytd, row.left_full, run_rate_months),
+                right_year_end=_year_end(right, row.right_ytd, row.right_full, run_rate_months),
             )
         )
     total_variance = head.total_left - head.total_right
     result = BudgetComparison(
-        left=left.label,
-        right=right.label,
+        left=_side_label(left, right),
+        right=_side_label(right, left),
         level=level,
         parent=parent,
         period_from=month_text(start),
@@ -644,6 +738,7 @@ async def compare(
         total_right=head.total_right,
         total_variance=total_variance,
         total_variance_pct=ratio(total_variance * 100, head.total_right, _PCT),
+        run_rate_months=run_rate_months,
         items=items,
         limit=limit,
     )

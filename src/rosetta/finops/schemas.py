@@ -29,9 +29,10 @@ class PeriodChange(CamelStruct):
     """The total of a comparison period and how the current period moved from it."""
 
     period: str
-    total: Decimal
-    change_amount: Decimal
-    # (current - previous) / previous; None when the previous total is zero (not computable).
+    # None when finops-batch never built that month (outside the mart: no data, not a zero cost).
+    total: Decimal | None
+    change_amount: Decimal | None
+    # (current - previous) / previous; None when the previous total is zero or unknown (not computable).
     change_ratio: Decimal | None
 
 
@@ -283,9 +284,10 @@ class ComparisonRow(CamelStruct):
     # variance / right * 100, 2 decimals; None when right is zero.
     variance_pct: Decimal | None
     left_year_to_date: Decimal
-    projected_year_end: Decimal
-    # A budget's year end is its full-year total; actuals and pricing views extrapolate their run rate.
-    right_year_end: Decimal
+    # A budget's year end is its full-year total; actuals and pricing views extrapolate their run rate over
+    # the year's built months (``runRateMonths``), rounded to the cent; None when no month of the year is built.
+    projected_year_end: Decimal | None
+    right_year_end: Decimal | None
 
 
 class BudgetComparison(CamelStruct):
@@ -303,6 +305,8 @@ class BudgetComparison(CamelStruct):
     total_right: Decimal
     total_variance: Decimal
     total_variance_pct: Decimal | None
+    # The months of the year up to ``periodTo`` that finops-batch has built: the run rate's denominator.
+    run_rate_months: int
     items: list[ComparisonRow]
     limit: int
     next: str | None = None
