@@ -150,7 +150,7 @@ def db_current(
 ) -> None:
     """Show each database's revision next to its tree's head."""
     from rosetta.core import migrations  # noqa: PLC0415
-    from rosetta.core.db import database_urls  # noqa: PLC0415
+    from rosetta.core.db import database_error, database_urls  # noqa: PLC0415
 
     settings = _settings()
     roles = _roles(db)
@@ -162,15 +162,22 @@ def db_current(
             try:
                 current = await migrations.current_revisions(urls[role])
             except Exception as error:
-                lines.append(f"{role}: unavailable ({type(error).__name__})")
+                described = database_error(error)
+                reason = described[1] if described is not None else f"{type(error).__name__}: {error}"
+                lines.append(f"{role}: unavailable ({' '.join(reason.split())})")
+                unavailable.append(role)
                 continue
             head = migrations.heads(role)
             marker = "up to date" if current == head else f"behind (head {', '.join(sorted(head))})"
             lines.append(f"{role}: {', '.join(sorted(current)) or '<empty>'} - {marker}")
         return lines
 
+    unavailable: list[DatabaseRole] = []
     for line in _run(show()):
         typer.echo(line)
+    if unavailable:
+        # A deploy script checking `db current` must not read "unavailable" as success.
+        raise typer.Exit(4)
 
 
 @db_app.command("revision")
@@ -778,6 +785,10 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_FAILED
 
 
+# Exit codes of rosetta.batch.runner: usage/configuration 2, unavailable 4, failed 1.
+_DATABASE_ERROR_EXITS: dict[str, int] = {"configuration": 2, "unavailable": 4, "failed": 1}
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -815,4 +826,15 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:
         print(f"rosetta: error: {_one_line(str(error))}", file=sys.stderr)
         sys.exit(exit_code_for(error))
+    except Exception as error:
+        from rosetta.core.db import database_error  # noqa: PLC0415
+
+        # A database that refuses us (wrong name or role, not started) is an operator's problem, said in one
+        # line; any other exception is a bug and keeps its traceback.
+        described = database_error(error)
+        if described is None:
+            raise
+        kind, detail = described
+        print(f"rosetta: error: {_one_line(detail)}", file=sys.stderr)
+        sys.exit(_DATABASE_ERROR_EXITS[kind])
     sys.exit(result if isinstance(result, int) else 0)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import URL
 
 
 @pytest.mark.parametrize(
@@ -43,3 +46,45 @@ def test_help_exits_0() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--period" in result.stdout
+
+
+def _rosetta(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rosetta", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **env},
+    )
+
+
+def test_a_setting_that_is_not_json_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = _rosetta(["db", "current"], {"ROSETTA_DATA_DIR": str(tmp_path), "ROSETTA_DB_POOL_SIZES": "{finops: 4"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "rosetta: error: invalid configuration: ROSETTA_DB_POOL_SIZES: not valid JSON"
+        " (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
+    ]
+    nested = _rosetta(["db", "current"], {"ROSETTA_DATA_DIR": str(tmp_path), "ROSETTA_KUBERNETES__CRONJOBS": "[x"})
+    assert nested.returncode == 2, nested.stderr
+    assert "ROSETTA_KUBERNETES (or one of its ROSETTA_KUBERNETES__* variables): not valid JSON" in nested.stderr
+
+
+def test_a_database_that_does_not_exist_is_one_line_not_a_traceback(server_url: URL, tmp_path: Path) -> None:
+    missing = server_url.set(database="rosetta_no_such_db").render_as_string(hide_password=False)
+    env = {"ROSETTA_DATA_DIR": str(tmp_path), "ROSETTA_FINOPS_DATABASE_URL": missing}
+    for arguments in (["audit", "verify", "--db", "finops"], ["batch", "finops", "--period", "2026-01"]):
+        result = _rosetta(arguments, env)
+        # A wrong database name is configuration: retrying the Job would not help (exit 2, not 1 or 4).
+        assert result.returncode == 2, (arguments, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("rosetta: error: ")]
+        assert errors == [
+            'rosetta: error: database: database "rosetta_no_such_db" does not exist (check the database URL'
+            " settings; `rosetta db upgrade` creates and migrates the databases)"
+        ], result.stderr
+        assert "Traceback" not in result.stderr
+    current = _rosetta(["db", "current", "--db", "finops"], env)
+    # `db current` is what a deploy script checks: an unavailable database is not a success.
+    assert current.returncode == 4, current.stderr
+    assert current.stdout.startswith('finops: unavailable (database: database "rosetta_no_such_db" does not exist')

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from sqlalchemy import MetaData, event, text
@@ -94,6 +94,36 @@ async def decode_numeric_as_printed(connection: asyncpg.Connection) -> None:
     ``numeric`` (the batches) needs the binary codec.
     """
     await connection.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=Decimal, format="text")
+
+
+DatabaseErrorKind = Literal["configuration", "unavailable", "failed"]
+
+
+def database_error(error: BaseException) -> tuple[DatabaseErrorKind, str] | None:
+    """What a database error outside a run means, in one line; None if ``error`` is not a database error.
+
+    ``configuration``: the URL names a database or role the server does not have (SQLSTATE 3D000, class 28);
+    retrying will not help. ``unavailable``: the server refuses connections for now (class 08, 57P03).
+    ``failed``: anything else the server or the driver reported.
+    """
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415 - only on the error path
+
+    if not isinstance(error, DBAPIError | asyncpg.PostgresError | asyncpg.InterfaceError):
+        return None
+    chain: list[BaseException] = [error]
+    for _ in range(2):
+        cause = getattr(chain[-1], "orig", None) or chain[-1].__cause__
+        if cause is None:
+            break
+        chain.append(cause)
+    sqlstate = next((str(code) for link in chain if (code := getattr(link, "sqlstate", None))), "")
+    message = " ".join(str(chain[-1]).split()) or type(chain[-1]).__name__
+    if sqlstate == "3D000" or sqlstate.startswith("28"):
+        hint = "check the database URL settings; `rosetta db upgrade` creates and migrates the databases"
+        return "configuration", f"database: {message} ({hint})"
+    if sqlstate.startswith("08") or sqlstate == "57P03":
+        return "unavailable", f"database unavailable: {message}"
+    return "failed", f"database: {message}"
 
 
 def _decode_numeric_as_printed_on_connect(dbapi_connection: Any, connection_record: Any) -> None:

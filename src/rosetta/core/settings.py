@@ -7,11 +7,12 @@ they never appear in ``repr``, logs or error messages.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -290,6 +291,21 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         raise ConfigurationError("invalid configuration: " + "; ".join(format_validation_error(error))) from None
+    except SettingsError as error:
+        # Raised before validation when a complex setting (a JSON object or list) is not valid JSON.
+        raise ConfigurationError(f"invalid configuration: {_settings_error_line(error)}") from None
+
+
+def _settings_error_line(error: SettingsError) -> str:
+    """``ROSETTA_X: not valid JSON`` from pydantic-settings' 'error parsing value for field "x" ...'."""
+    field = re.search(r'field "([^"]+)"', str(error))
+    if field is None:
+        return str(error)
+    name = f"{ENV_PREFIX}{field[1].upper()}"
+    info = Settings.model_fields.get(field[1])
+    if info is not None and isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+        name += f" (or one of its {name}__* variables)"
+    return f"{name}: not valid JSON ({error.__cause__ or error})"
 
 
 @functools.lru_cache(maxsize=1)
