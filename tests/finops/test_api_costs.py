@@ -30,7 +30,7 @@ from rosetta.core.db import Databases, asyncpg_dsn
 from rosetta.core.settings import DatabaseRole
 from rosetta.demo.landing import land_world
 from rosetta.demo.world import WorldSize, build_world
-from rosetta.finops.queries import add_months
+from rosetta.finops.queries import add_months, ratio
 from rosetta.raw.store import opened_raw_store
 
 Client = AsyncTestClient[Litestar]
@@ -513,3 +513,11 @@ async def test_batch_runs_are_listed_and_a_run_is_triggered_by_an_admin(
     bad = await client.post(f"{API}/batch/runs", json={"from": "2026-05", "to": "2026-01"}, headers=as_finops)
     assert bad.status_code == 400
     assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_ratio_wider_than_the_decimal_context_is_computed_not_a_500() -> None:
+    # A cent against a tiny older total needs more than 28 digits; quantize would raise InvalidOperation.
+    assert ratio(D("99999999999999.99"), D("0.000000000001")) == D("99999999999999990000000000.0000")
+    assert ratio(D("-7"), D("1E-40"), D("0.01")) == D("-7E+40")
+    assert ratio(D(1), D(3)) == D("0.3333")
+    assert ratio(D(1), D(0)) is None

@@ -638,22 +638,22 @@ async def test_allocated_rows_keep_awkward_text_and_every_scale(mart: Mart) -> N
 
 
 async def test_amounts_wider_than_the_decimal_context_are_summed_exactly(mart: Mart) -> None:
-    # 39 significant digits: a running total in Python's default 28-digit context would round, disagree with
-    # PostgreSQL's exact sum, and fail the month's conservation check.
-    wide = "123456789012345678901234567890.123456789"
+    # 38 significant digits (below 10^15, the largest amount accepted): a running total in Python's default
+    # 28-digit context would round, disagree with PostgreSQL's exact sum, and fail the conservation check.
+    wide = "123456789012345.67890123456789012345678"
     await mart.land("cmdb", "application", [application("APP-A")])
     await mart.land("cmdb", "cost", [cost("2026-03-02", "APP-A", wide), cost("2026-03-03", "APP-A", "0.000000001")])
-    await mart.land("finance", "shared_cost", [pool(MARCH, "wide", "98765432109876543210987654321.01")])
+    await mart.land("finance", "shared_cost", [pool(MARCH, "wide", "98765432109876.54")])
     await add_rule(mart, "even-split", "wide", "even")
 
     context = await mart.run()
 
-    assert context.counters["rejected"] == 0
+    assert context.counters["rejected"] == 0, await mart.fetch("SELECT reason FROM batch_rejection")
     [control] = await mart.fetch("SELECT source_billed, pool_amount FROM fact_period_control")
-    assert control["source_billed"] == D("123456789012345678901234567890.123456790")  # wide + 0.000000001
-    assert control["pool_amount"] == D("98765432109876543210987654321.01")
+    assert control["source_billed"] == D("123456789012345.67890123556789012345678")  # wide + 0.000000001
+    assert control["pool_amount"] == D("98765432109876.54")
     [indirect] = await mart.fetch("SELECT sum(billed_cost) AS total FROM fact_consumption WHERE cost_type = 'indirect'")
-    assert indirect["total"] == D("98765432109876543210987654321.01")
+    assert indirect["total"] == D("98765432109876.54")
 
 
 async def test_a_provider_that_is_not_text_keeps_its_own_code(mart: Mart) -> None:
@@ -669,3 +669,36 @@ async def test_a_provider_that_is_not_text_keeps_its_own_code(mart: Mart) -> Non
 
     rows = await mart.fetch("SELECT period, provider FROM fact_consumption WHERE cost_type = 'direct' ORDER BY period")
     assert [(f"{row['period']:%d}", row["provider"]) for row in rows] == [("02", "cmdb"), ("03", "42")]
+
+
+async def test_an_amount_of_ten_to_the_fifteen_or_more_is_rejected_not_allocated(mart: Mart) -> None:
+    await mart.land("cmdb", "application", [application("APP-A"), application("APP-B")])
+    await mart.land(
+        "cmdb",
+        "cost",
+        [
+            cost("2026-03-02", "APP-A", "1e400"),  # finite, but no currency has that much money
+            cost("2026-03-02", "APP-A", "-1000000000000000"),
+            cost("2026-03-02", "APP-A", "999999999999999.99"),  # the largest accepted order of magnitude
+            cost("2026-03-02", "APP-B", "1.00"),
+        ],
+    )
+    await mart.land("finance", "shared_cost", [pool(MARCH, "network", "100.00")])
+    await add_rule(mart, "by-direct", "network", "direct_cost")
+
+    context = await mart.run()
+
+    rejected = await mart.fetch("SELECT reason FROM batch_rejection ORDER BY reason")
+    assert [row["reason"] for row in rejected] == [
+        "billed_cost '-1000000000000000' is out of range (at least 10^15)",
+        "billed_cost '1e400' is out of range (at least 10^15)",
+    ]
+    assert context.rejected == 2
+    # The pool is split over what was accepted, not swallowed by an absurd line.
+    shares = await mart.fetch(
+        "SELECT application_code, billed_cost FROM fact_consumption WHERE cost_type = 'indirect' ORDER BY 1"
+    )
+    assert [(row["application_code"], row["billed_cost"]) for row in shares] == [
+        ("APP-A", D("100.00")),
+        ("APP-B", D("0.00")),
+    ]

@@ -104,6 +104,9 @@ SCOPE_LEVELS: tuple[str, ...] = ("application", "product", "family", "domain")
 ALIAS_KINDS: tuple[str, ...] = ("tag_key", "environment", "application", "service_category", "provider")
 
 _MONEY = Numeric()  # unconstrained NUMERIC: exact at any scale
+# NUMERIC itself has no practical limit; an amount of 10^15 or more (adjusted exponent above 14) is a unit or
+# typing error, refused on every way in: API writes, imports and the batch's source lines.
+MAX_AMOUNT_EXPONENT = 14
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

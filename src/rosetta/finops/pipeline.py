@@ -69,7 +69,12 @@ from rosetta.finops.allocation import (
     inputs_hash,
     whole_quanta,
 )
-from rosetta.finops.models import SERVICE_CATEGORIES, SHARED_ENVIRONMENT, UNKNOWN_ENVIRONMENT
+from rosetta.finops.models import (
+    MAX_AMOUNT_EXPONENT,
+    SERVICE_CATEGORIES,
+    SHARED_ENVIRONMENT,
+    UNKNOWN_ENVIRONMENT,
+)
 from rosetta.finops.views import rebuild_views
 
 logger = logging.getLogger(__name__)
@@ -259,6 +264,9 @@ def parse_amount(value: object, name: str) -> Decimal:
         raise LineRejected(f"{name} {value!r} is not a decimal string")
     if not amount.is_finite():
         raise LineRejected(f"{name} {value!r} is not a finite amount")
+    if amount and amount.adjusted() > MAX_AMOUNT_EXPONENT:
+        # 1e400 would otherwise land, take every pool split by direct cost and break the API's ratios.
+        raise LineRejected(f"{name} {value!r} is out of range (at least 10^15)")
     return amount
 
 

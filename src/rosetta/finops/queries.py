@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
 
 import asyncpg
@@ -123,7 +123,15 @@ def ratio(part: Decimal, whole: Decimal, quantum: Decimal = _RATIO) -> Decimal |
     """``part / whole`` rounded half-even to ``quantum``; None when ``whole`` is zero."""
     if whole == 0:
         return None
-    return (part / whole).quantize(quantum, rounding=ROUND_HALF_EVEN)
+    try:
+        return (part / whole).quantize(quantum, rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:
+        # The quotient needs more than the default 28 digits (a cent against a tiny older total); retried
+        # here rather than always computed at a wider precision, which would slow every ratio down.
+        with localcontext() as wide:
+            # The quotient's integer digits plus the quantum's decimals, with room for rounding.
+            wide.prec = part.adjusted() - whole.adjusted() + 4 - int(quantum.as_tuple().exponent)
+            return (part / whole).quantize(quantum, rounding=ROUND_HALF_EVEN)
 
 
 def _invalid(field: str, message: str) -> BadRequestError:

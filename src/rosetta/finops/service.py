@@ -51,8 +51,7 @@ if TYPE_CHECKING:
 # Years 1900-2999: a month outside them is a typo, and it keeps month arithmetic away from date's limits.
 _PERIOD = re.compile(r"^((?:19|2\d)\d\d)-(0[1-9]|1[0-2])$")
 _CODE_LENGTH = 64
-# NUMERIC itself has no practical limit; an amount of 10^15 or more is a unit or typing error.
-_MAX_ADJUSTED_EXPONENT = 14
+_MAX_ADJUSTED_EXPONENT = models.MAX_AMOUNT_EXPONENT
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _HUNDRED = Decimal(100)
 
