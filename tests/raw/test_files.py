@@ -35,6 +35,14 @@ def test_the_encoding_is_detected_and_text_decodes_exactly(content: bytes, encod
     assert records[1].payload["name"] in ("Zoë", "Zoë €")  # type: ignore[union-attr]
 
 
+def test_a_truncated_utf16_file_is_refused_before_any_row_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "names.csv"
+    path.write_bytes(ROWS.encode("utf-16")[:-1])  # cut in the middle of a two-byte code unit
+
+    with pytest.raises(UnreadableFileError, match=r"UTF-16 byte-order mark but is not valid UTF-16 \(truncated\?\)"):
+        open_file(path)
+
+
 @pytest.mark.parametrize(("delimiter", "shown"), [(",", "','"), (";", "';'"), ("\t", "'\\t'"), ("|", "'|'")])
 def test_the_delimiter_is_the_most_frequent_candidate_outside_quotes(
     delimiter: str, shown: str, tmp_path: Path

@@ -142,6 +142,11 @@ def _text_encoding(path: Path) -> str:
     with path.open("rb") as file:
         sample = file.read(_SNIFF_BYTES)
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Checked whole now: a truncated UTF-16 file would otherwise fail halfway through the import.
+        if not _decodes_as(path, "utf-16"):
+            raise UnreadableFileError(
+                f"{path}: starts with a UTF-16 byte-order mark but is not valid UTF-16 (truncated?)"
+            )
         return "utf-16"
     controls = sum(1 for byte in sample if byte in _CONTROL)
     if b"\x00" in sample or controls > len(sample) // 100:
