@@ -23,6 +23,11 @@ from sqlalchemy.engine import URL
         (["nosuch"], "No such command 'nosuch'."),
         (["audit", "verify", "--db", "billing"], "Invalid value for '--db'"),
         (["batch", "finops", "--period", "2026-13"], "expected a month as YYYY-MM, got '2026-13'"),
+        (["batch", "finops", "--period", "2999-01"], "period: 2999-01 is in the future (the current month is "),
+        (
+            ["batch", "finops", "--from", "1900-01", "--to", "2026-01"],
+            "from: a run rebuilds at most 120 months; 1513 asked: split the range",
+        ),
     ],
 )
 def test_a_bad_command_line_is_one_line_and_exit_code_2(arguments: list[str], message: str) -> None:

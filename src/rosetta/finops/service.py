@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 _PERIOD = re.compile(r"^((?:19|2\d)\d\d)-(0[1-9]|1[0-2])$")
 _CODE_LENGTH = 64
 _MAX_ADJUSTED_EXPONENT = models.MAX_AMOUNT_EXPONENT
+# Ten years: a full history rebuild after a rule change fits; a typo of a century does not.
+MAX_RUN_MONTHS = 120
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _HUNDRED = Decimal(100)
 
@@ -845,17 +847,29 @@ def batch_parameters(request: BatchRunRequest) -> dict[str, str]:
     if request.period is not None:
         if request.period_from is not None or request.period_to is not None:
             raise _invalid("period", "give either period or from/to, not both")
-        parameters["period"] = month_text(parse_month(request.period, "period"))
+        parameters["period"] = month_text(_not_future(parse_month(request.period, "period"), "period"))
     if request.period_from is not None or request.period_to is not None:
         if request.period_from is None or request.period_to is None:
             raise _invalid("from" if request.period_from is None else "to", "from and to go together")
         start = parse_month(request.period_from, "from")
-        end = parse_month(request.period_to, "to")
+        end = _not_future(parse_month(request.period_to, "to"), "to")
         if start > end:
             raise _invalid("from", f"{month_text(start)} is after to {month_text(end)}")
+        span = (end.year - start.year) * 12 + end.month - start.month + 1
+        if span > MAX_RUN_MONTHS:
+            # 1990-01..2100-12 is a typo, not a rebuild: 1,332 empty partitions and as many swaps.
+            raise _invalid("from", f"a run rebuilds at most {MAX_RUN_MONTHS} months; {span} asked: split the range")
         parameters["from"] = month_text(start)
         parameters["to"] = month_text(end)
     return parameters
+
+
+def _not_future(month: date, field: str) -> date:
+    """``month`` unless it starts after the current month (UTC): nothing can be billed for it yet."""
+    current = datetime.now(UTC).date().replace(day=1)
+    if month > current:
+        raise _invalid(field, f"{month_text(month)} is in the future (the current month is {month_text(current)})")
+    return month
 
 
 # ------------------------------------------------------------------------------------ finops-batch use cases
