@@ -463,3 +463,21 @@ async def test_bad_query_parameters_are_problem_json(client: Client, as_user: di
             f"{API}/cost-insights/entities/X/daily", params={"intervals": intervals}, headers=as_user
         )
         assert_problem(response, 400, "intervals")
+
+
+async def test_a_nul_character_anywhere_is_a_400_and_nothing_is_written(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    # PostgreSQL text cannot hold U+0000: the database refuses it, and that refusal is the client's problem.
+    for path in (
+        "/applications/%00/costs",
+        "/costs/drilldown?level=application&parent=%00",
+        "/budgets?name=%00",
+        "/allocation-rules/a%00",
+    ):
+        body = assert_problem(await client.get(f"{API}{path}", headers=as_finops), 400)
+        assert body["detail"].startswith("text values may not contain the NUL character (U+0000)"), path
+    refused = await client.post(f"{API}/budgets", json=budget_body("nul\u0000name"), headers=as_finops)
+    assert_problem(refused, 400)
+    listed = await client.get(f"{API}/budgets", params={"limit": 500}, headers=as_finops)
+    assert not [budget for budget in listed.json()["items"] if budget["name"].startswith("nul")]

@@ -110,13 +110,8 @@ def database_error(error: BaseException) -> tuple[DatabaseErrorKind, str] | None
 
     if not isinstance(error, DBAPIError | asyncpg.PostgresError | asyncpg.InterfaceError):
         return None
-    chain: list[BaseException] = [error]
-    for _ in range(2):
-        cause = getattr(chain[-1], "orig", None) or chain[-1].__cause__
-        if cause is None:
-            break
-        chain.append(cause)
-    sqlstate = next((str(code) for link in chain if (code := getattr(link, "sqlstate", None))), "")
+    chain = _driver_chain(error)
+    sqlstate = sqlstate_of(error)
     message = " ".join(str(chain[-1]).split()) or type(chain[-1]).__name__
     if sqlstate == "3D000" or sqlstate.startswith("28"):
         hint = "check the database URL settings; `rosetta db upgrade` creates and migrates the databases"
@@ -124,6 +119,22 @@ def database_error(error: BaseException) -> tuple[DatabaseErrorKind, str] | None
     if sqlstate.startswith("08") or sqlstate == "57P03":
         return "unavailable", f"database unavailable: {message}"
     return "failed", f"database: {message}"
+
+
+def _driver_chain(error: BaseException) -> list[BaseException]:
+    # SQLAlchemy's DBAPIError wraps the dialect's adapted error, which wraps asyncpg's own.
+    chain: list[BaseException] = [error]
+    for _ in range(2):
+        cause = getattr(chain[-1], "orig", None) or chain[-1].__cause__
+        if cause is None:
+            break
+        chain.append(cause)
+    return chain
+
+
+def sqlstate_of(error: BaseException) -> str:
+    """The SQLSTATE PostgreSQL reported for ``error`` (through SQLAlchemy's wrapping), or ``""``."""
+    return next((str(code) for link in _driver_chain(error) if (code := getattr(link, "sqlstate", None))), "")
 
 
 def _decode_numeric_as_printed_on_connect(dbapi_connection: Any, connection_record: Any) -> None:

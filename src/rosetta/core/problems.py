@@ -10,6 +10,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from sqlalchemy.exc import IntegrityError
 
+from rosetta.core.db import sqlstate_of
 from rosetta.core.errors import RosettaError
 from rosetta.core.logging import request_id_var
 
@@ -98,8 +99,25 @@ def handle_integrity_error(request: Request[Any, Any, Any], exc: IntegrityError)
     return problem_response(request, 409, detail="the change conflicts with existing data", title="Conflict")
 
 
+# Data exceptions PostgreSQL raises for what a client sent (the services check the rest before SQL).
+_CLIENT_DATA_ERRORS: dict[str, str] = {
+    "22P05": "text values may not contain the NUL character (U+0000)",
+    "22021": "text values may not contain the NUL character (U+0000) or bytes that are not UTF-8",
+    "22001": "a text value is longer than its field allows",
+    "22003": "a number is out of the range its field allows",
+}
+
+
 def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """Anything unexpected: 500, logged with its stack trace, never sent to the client."""
+    """Anything unexpected: 500, logged with its stack trace, never sent to the client.
+
+    Except what the database refused in the client's own data (a NUL in a query parameter, a JSON string
+    or a path): 400, since nothing is wrong with the service and the request cannot succeed as sent.
+    """
+    client_error = _CLIENT_DATA_ERRORS.get(sqlstate_of(exc))
+    if client_error is not None:
+        logger.info("request refused by the database: %s", client_error)
+        return problem_response(request, 400, detail=client_error, title="Invalid request")
     logger.error("unhandled error", exc_info=exc)
     return problem_response(
         request,
