@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date
 from decimal import Decimal
@@ -27,6 +28,7 @@ from realdb import settings_for
 from rosetta.batch.jobs import registered_jobs
 from rosetta.batch.runner import execute
 from rosetta.core.db import Databases, asyncpg_dsn
+from rosetta.core.runs import advisory_lock_key
 from rosetta.core.settings import DatabaseRole
 from rosetta.demo.landing import land_world
 from rosetta.demo.world import WorldSize, build_world
@@ -513,6 +515,49 @@ async def test_batch_runs_are_listed_and_a_run_is_triggered_by_an_admin(
     bad = await client.post(f"{API}/batch/runs", json={"from": "2026-05", "to": "2026-01"}, headers=as_finops)
     assert bad.status_code == 400
     assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_trigger_while_a_run_is_queued_or_running_is_a_409_naming_it(
+    client: Client, as_finops: dict[str, str], months: list[date], world_urls: dict[DatabaseRole, URL]
+) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(world_urls["finops"]))
+    period = {"period": f"{months[-1]:%Y-%m}"}
+    try:
+        # A launched run whose pod has not started yet: the new one would only queue behind it and fail.
+        queued = await connection.fetchval(
+            "INSERT INTO batch_run (run_id, job, status, parameters, queued_at) VALUES"
+            " (gen_random_uuid(), 'finops', 'queued', '{}', now()) RETURNING run_id"
+        )
+        refused = await client.post(f"{API}/batch/runs", json=period, headers=as_finops)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["runId"] == str(queued)
+        assert refused.json()["detail"].startswith(f"run {queued} of finops is queued since ")
+        await connection.execute(
+            "UPDATE batch_run SET status = 'running', started_at = now() WHERE run_id = $1", queued
+        )
+        # Running, and alive: it holds the job's lock.
+        await connection.execute("SELECT pg_advisory_lock($1)", advisory_lock_key("finops"))
+        refused = await client.post(f"{API}/batch/runs", json=period, headers=as_finops)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"].startswith(f"run {queued} of finops is running since ")
+        # Running, but its process died (the lock is free): it blocks nothing, the new run records it abandoned.
+        await connection.execute("SELECT pg_advisory_unlock($1)", advisory_lock_key("finops"))
+        accepted = await client.post(f"{API}/batch/runs", json=period, headers=as_finops)
+        assert accepted.status_code == 202, accepted.text
+        deadline = time.monotonic() + 180
+        status = "queued"
+        while status in ("queued", "running") and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            status = await connection.fetchval(
+                "SELECT status FROM batch_run WHERE run_id = $1", uuid.UUID(accepted.json()["runId"])
+            )
+        assert status == "succeeded"
+        assert (await connection.fetchval("SELECT error FROM batch_run WHERE run_id = $1", queued)).startswith(
+            "abandoned:"
+        )
+    finally:
+        await connection.execute("UPDATE batch_run SET status = 'failed' WHERE status IN ('queued', 'running')")
+        await connection.close()
 
 
 def test_a_ratio_wider_than_the_decimal_context_is_computed_not_a_500() -> None:

@@ -257,6 +257,13 @@ async def test_a_run_whose_job_never_started_expires_and_is_never_run_late(
     assert late.returncode == 3
     assert late.stderr.strip() == f"rosetta: error: finops run {run_id} is failed, not queued: it is not run again"
 
+    # While the following run is queued, another trigger is refused: it would only queue behind it.
+    refused = await client.post(f"{API}/batch/runs", json={"period": "2026-06"}, headers=as_finops)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["runId"] == following
+    # No pod runs in the simulator: end the following run here, as its expiry would, for the next tests.
+    await rewrite_run(urls, following, "status = 'failed', finished_at = now(), error = 'expired (test)'")
+
 
 async def test_a_retried_pod_takes_over_the_run_its_evicted_pod_had_started(
     client: Client, urls: dict[DatabaseRole, URL], auth_headers: Any

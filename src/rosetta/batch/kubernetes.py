@@ -191,6 +191,7 @@ class KubernetesJobLauncher:
         try:
             async with databases.unit_of_work(spec.database) as session:
                 await expire_stale_runs(session, job, self._settings)
+                await runs.refuse_if_active(session, job)
                 run_id = await runs.create_run(session, job=job, parameters=parameters, requested_by=requested_by)
             try:
                 cronjob = await kubernetes.read_cronjob(cronjob_name)

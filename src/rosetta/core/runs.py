@@ -101,6 +101,43 @@ async def unlock_job(connection: AsyncConnection, job: str) -> None:
     await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": advisory_lock_key(job)})
 
 
+async def refuse_if_active(session: AsyncSession, job: str) -> None:
+    """A ``ConflictError`` naming the run of ``job`` that is queued, or running under the job's lock.
+
+    For launchers, before they queue a run: a second run would only wait for the first one's lock and fail, so
+    the caller hears it now (409) rather than from a run record later. Two launches at once are serialised by a
+    transaction-level advisory lock, so they cannot both pass. A run recorded ``running`` whose job lock is
+    free died without recording its end: it does not block (the next run records it abandoned).
+    """
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_lock_key(f"launch:{job}")})
+    active = (
+        await session.execute(
+            select(_runs.c.run_id, _runs.c.status, _runs.c.queued_at, _runs.c.started_at)
+            .where(_runs.c.job == job, _runs.c.status.in_(("queued", "running")))
+            .order_by(_runs.c.queued_at)
+        )
+    ).all()
+    queued = next((row for row in active if row.status == "queued"), None)
+    if queued is not None:
+        raise ConflictError(
+            f"run {queued.run_id} of {job} is queued since {queued.queued_at:%Y-%m-%dT%H:%M:%SZ} and runs next;"
+            " follow it, or trigger again once it has ended",
+            extra={"runId": str(queued.run_id)},
+        )
+    running = next((row for row in active if row.status == "running"), None)
+    if running is None:
+        return
+    key = {"key": advisory_lock_key(job)}
+    if (await session.execute(text("SELECT pg_try_advisory_lock(:key)"), key)).scalar_one():
+        await session.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+        return
+    started = running.started_at or running.queued_at
+    raise ConflictError(
+        f"run {running.run_id} of {job} is running since {started:%Y-%m-%dT%H:%M:%SZ}; trigger again once it has ended",
+        extra={"runId": str(running.run_id)},
+    )
+
+
 async def create_run(
     session: AsyncSession,
     *,
