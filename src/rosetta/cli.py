@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import click
 import typer
 
-from rosetta.core.errors import ConfigurationError, ConflictError, RosettaError, ServiceUnavailableError
+from rosetta.core.errors import (
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    RosettaError,
+    ServiceUnavailableError,
+    UnprocessableError,
+)
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -780,7 +788,9 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_LOCKED
     if isinstance(error, ServiceUnavailableError | OSError):
         return EXIT_UNAVAILABLE
-    if isinstance(error, ConfigurationError):
+    # A bad value, a file or run id that does not exist: the command line is wrong, whichever command it is.
+    # (Errors inside a run are RunFailedError, exit 1.)
+    if isinstance(error, ConfigurationError | BadRequestError | NotFoundError | UnprocessableError):
         return EXIT_USAGE
     return EXIT_FAILED
 

@@ -187,7 +187,7 @@ async def test_a_triggered_run_becomes_a_job_from_the_cronjob_and_the_job_runs_i
     assert again.returncode == 3
     assert again.stderr.strip() == f"rosetta: error: finops run {run_id} is succeeded, not queued: it is not run again"
     unknown = await asyncio.to_thread(batch_cli, urls, "--run-id", str(uuid.uuid4()))
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2  # a bad argument
     assert unknown.stderr.strip().startswith("rosetta: error: no finops run ")
 
 
