@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Coroutine
@@ -280,12 +281,21 @@ def _exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, raise_system_exit)
 
 
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Fail as one line (OSError: exit 4) when ``host:port`` is taken or cannot be listened on.
+
+    Left to uvicorn, a taken port is a log line and exit 3, the code of "another run in progress".
+    """
+    socket.create_server((host, port)).close()
+
+
 def _serve(app_or_factory: Any, *, host: str, port: int, workers: int = 1) -> None:
     """Serve an app with uvicorn until SIGINT/SIGTERM, then release the embedded database if one was used."""
     import uvicorn  # noqa: PLC0415
 
     from rosetta.core.embedded import stop_embedded_servers  # noqa: PLC0415
 
+    _refuse_a_taken_port(host, port)
     _exit_cleanly_on_sigterm()
     try:
         if workers > 1:
@@ -327,6 +337,7 @@ def dev(
     ] = None,
 ) -> None:
     """Start the whole platform in one process: embedded PostgreSQL, all three APIs, demo data."""
+    _refuse_a_taken_port(host, port)  # before minutes of database set-up and demo data, not after
     _set_data_dir(data_dir)
     settings = _settings()
     _configure_logging(settings)
@@ -747,8 +758,6 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Seed of the fault injectors (PUT /_admin/faults sets rules).")] = 0,
 ) -> None:
     """Serve the Dynatrace, ServiceNow and Argo CD simulators (faults injectable through /_admin/faults)."""
-    import socket  # noqa: PLC0415
-
     import uvicorn  # noqa: PLC0415
 
     from rosetta.core.settings import data_dir  # noqa: PLC0415

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,14 @@ def test_a_database_that_does_not_exist_is_one_line_not_a_traceback(server_url: 
     # `db current` is what a deploy script checks: an unavailable database is not a success.
     assert current.returncode == 4, current.stderr
     assert current.stdout.startswith('finops: unavailable (database: database "rosetta_no_such_db" does not exist')
+
+
+@pytest.mark.parametrize("command", [["serve", "finops"], ["dev"]])
+def test_a_taken_port_is_one_line_and_exit_code_4(command: list[str], tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = _rosetta([*command, "--port", str(port)], {"ROSETTA_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 4, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rosetta: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Address already in use" in errors[0]
