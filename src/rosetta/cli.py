@@ -531,6 +531,17 @@ def audit_verify(
 # ---------------------------------------------------------------------------------------------- batches
 
 
+def command_line_requester() -> str:
+    """``cli:<user>@<host>`` for a run started from a shell or a CronJob pod (the pod's name is its host)."""
+    import getpass  # noqa: PLC0415
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a passwd entry
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
 def run_batch_job(name: str, parameters: dict[str, Any], *, run_id: uuid.UUID | None = None) -> None:
     """Run one registered job from the command line, with progress and the documented exit codes.
 
@@ -551,7 +562,14 @@ def run_batch_job(name: str, parameters: dict[str, Any], *, run_id: uuid.UUID | 
         try:
             arguments = parameters if run_id is None else await launched_parameters(databases, spec, run_id)
             return await execute(
-                spec, arguments, databases=databases, settings=settings, progress=progress_for(), run_id=run_id
+                spec,
+                arguments,
+                databases=databases,
+                settings=settings,
+                progress=progress_for(),
+                run_id=run_id,
+                # A launched run keeps who asked for it through the API; a command-line run says who ran it where.
+                requested_by=None if run_id is not None else command_line_requester(),
             )
         finally:
             await databases.dispose()

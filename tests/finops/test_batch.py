@@ -21,6 +21,7 @@ from batch_support import D, Mart, add_rule, application, cost, driver, pool
 
 from rosetta.batch.progress import SilentProgress
 from rosetta.batch.runner import JobLockedError, RunFailedError
+from rosetta.cli import command_line_requester
 from rosetta.core import runs
 from rosetta.core.errors import ConflictError
 from rosetta.finops import service
@@ -377,8 +378,9 @@ async def test_killing_the_batch_during_the_swap_leaves_the_previous_month_intac
     assert batch.returncode == -signal.SIGKILL
     assert await mart.facts() == before
     assert await mart.fetch("SELECT * FROM mv_finops_cost_monthly ORDER BY 1, 2, 3, 4, 5, 6") == views_before
-    [killed] = await mart.fetch("SELECT status FROM batch_run ORDER BY queued_at DESC LIMIT 1")
+    [killed] = await mart.fetch("SELECT status, requested_by FROM batch_run ORDER BY queued_at DESC LIMIT 1")
     assert killed["status"] == "running"  # a killed process cannot record its end; its lock died with it
+    assert killed["requested_by"] == command_line_requester()  # who ran it, and on which host (or pod)
 
     # The next run drops the leftovers, takes the locks the killed run lost, and swaps March in; holding the job's
     # lock, it knows the killed run is dead and records it so.
