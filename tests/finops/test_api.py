@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -320,7 +321,69 @@ async def test_budget_list_pagination_and_csv_export(client: Client, as_finops: 
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     # The export walks every page, whatever the page size.
     assert [row["name"] for row in rows] == ["Paged 2", "Paged 1", "Paged 0"]
-    assert [row["totals.EUR"] for row in rows] == ["5252.60", "5251.60", "5250.60"]
+    # A map keyed by data (totals per currency) is one column of JSON text: new currencies add no column.
+    assert [json.loads(row["totals"]) for row in rows] == [{"EUR": "5252.60"}, {"EUR": "5251.60"}, {"EUR": "5250.60"}]
+
+
+async def test_csv_exports_have_the_item_schema_columns_one_charset_and_no_formulas(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    csv_accept = {**as_finops, "Accept": "text/csv"}
+    budget_columns = [
+        "id", "name", "description", "revision", "lineCount", "totals", "firstPeriod", "lastPeriod", "createdBy",
+        "createdAt", "updatedAt",
+    ]  # fmt: skip
+    # No budget matches: the export is still the header row, so a spreadsheet or BI import finds its columns.
+    empty = await client.get(f"{API}/budgets?name=no-such-budget-anywhere", headers=csv_accept)
+    assert empty.status_code == 200, empty.text
+    assert empty.headers["content-type"] == "text/csv; charset=utf-8"
+    assert empty.text == ",".join(budget_columns) + "\n"
+
+    # A budget without lines comes first (newest first): the columns do not depend on the first row's data.
+    hostile = {
+        "name": '=HYPERLINK("http://evil.example","csvcheck")',
+        "description": "@SUM(1+1)",
+        "lines": [{"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-03", "amount": "-3.33"}],
+    }
+    created = await client.post(f"{API}/budgets", json=hostile, headers=as_finops)
+    assert created.status_code == 201, created.text
+    empty_budget = await client.post(f"{API}/budgets", json={"name": "-csvcheck, dashed"}, headers=as_finops)
+    assert empty_budget.status_code == 201, empty_budget.text
+
+    exported = await client.get(f"{API}/budgets?name=csvcheck", headers=csv_accept)
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    reader = csv.reader(io.StringIO(exported.text))
+    assert next(reader) == budget_columns
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(exported.text))}
+    first, second = rows[empty_budget.json()["id"]], rows[created.json()["id"]]
+    assert (first["totals"], first["lineCount"], first["description"]) == ("{}", "0", "")
+    # Text a spreadsheet would run as a formula gets a leading quote; numbers stay numbers.
+    assert first["name"] == "'-csvcheck, dashed"
+    assert second["name"] == "'" + hostile["name"]
+    assert second["description"] == "'@SUM(1+1)"
+    lines = await client.get(f"{API}/budgets/{created.json()['id']}/lines", headers=csv_accept)
+    assert list(csv.DictReader(io.StringIO(lines.text))) == [
+        {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-03", "amount": "-3.33", "currency": "EUR"}
+    ]
+
+
+async def test_a_single_document_answers_406_to_a_client_accepting_only_csv(
+    client: Client, as_user: dict[str, str]
+) -> None:
+    for path in (
+        "/costs/summary?period=2026-01",
+        "/allocation-rules/default",
+        "/cost-insights/last-complete-billing-date",
+    ):
+        refused = await client.get(f"{API}{path}", headers={**as_user, "Accept": "text/csv"})
+        body = assert_problem(refused, 406)
+        assert body["availableMediaTypes"] == ["application/json"]
+        # JSON is fine as a second choice: then the client gets it.
+        second_choice = await client.get(
+            f"{API}{path}", headers={**as_user, "Accept": "text/csv, application/json;q=0.5"}
+        )
+        assert second_choice.status_code == 200, second_choice.text
+        assert second_choice.headers["content-type"].startswith("application/json")
 
 
 # ----------------------------------------------------------------------------------------------- pricing views

@@ -287,6 +287,22 @@ async def test_budget_comparison_against_actuals_and_a_pricing_view(
     )  # fmt: skip
     assert D(valued["totalLeft"]) == 0
     assert D(valued["totalRight"]) == D("1500.00")
+    # The CSV export carries the same rows; negative variances stay numbers (no formula-guard quote).
+    exported = await client.get(
+        f"{API}/budgets/comparison",
+        params={
+            "left": f"pricing-view:{view.json()['id']}", "right": f"budget:{budget_id}", "level": "domain",
+            "from": f"{last:%Y-%m}", "to": f"{last:%Y-%m}",
+        },
+        headers={**as_user, "Accept": "text/csv"},
+    )  # fmt: skip
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    exported_rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(line["code"], line["variance"]) for line in exported_rows] == [
+        (item["code"], item["variance"]) for item in valued["items"]
+    ]
+    assert any(line["variance"].startswith("-") for line in exported_rows)
+    assert all(D(line["variance"]) == D(line["left"]) - D(line["right"]) for line in exported_rows)
 
 
 async def test_pricing_view_values_quantities_with_its_rates(

@@ -2,17 +2,16 @@
 
 Reads come from the dashboard materialized views (``queries``); changes go through ``service``, which
 audits them in the request's transaction. Every list is cursor-paginated and can be exported as CSV with
-``Accept: text/csv`` (the export walks every page). Amounts are decimal strings, except in the Cost
-Insights routes, whose numbers follow the Backstage plugin's types.
+``Accept: text/csv`` (the export walks every page; ``rosetta.core.tabular``); the other reads answer 406 to a
+client accepting only CSV. Amounts are decimal strings, except in the Cost Insights routes, whose numbers
+follow the Backstage plugin's types.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -23,6 +22,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+from litestar.types import Guard
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rosetta.core import runs
@@ -39,6 +39,7 @@ from rosetta.core.schemas import Page
 from rosetta.core.security.api import security_controller
 from rosetta.core.security.permissions import Permission, Principal, requires
 from rosetta.core.settings import Settings
+from rosetta.core.tabular import csv_response, refuse_csv_unless_offered, wants_csv
 from rosetta.finops import queries, service
 from rosetta.finops.schemas import (
     LEVELS,
@@ -54,9 +55,11 @@ from rosetta.finops.schemas import (
     BudgetLine,
     BudgetPatch,
     BudgetReplace,
+    ComparisonRow,
     CostInsightsCost,
     CostSummary,
     Drilldown,
+    DrilldownRow,
     LastCompleteBillingDate,
     Level,
     PricingView,
@@ -74,7 +77,8 @@ FINOPS_JOB = "finops"
 
 T = TypeVar("T")
 
-READ = [requires(Permission.FINOPS_READ)]
+# Every read route is GET: one that offers no CSV export answers 406 to a client accepting only CSV.
+READ: list[Guard] = [requires(Permission.FINOPS_READ), refuse_csv_unless_offered]
 ADMIN = [requires(Permission.FINOPS_ADMIN)]
 
 _CSV = "text/csv"
@@ -204,46 +208,6 @@ async def period_range(
 # ----------------------------------------------------------------------------------------------- lists and CSV
 
 
-def wants_csv(request: Request[Any, Any, Any]) -> bool:
-    """True when the client prefers CSV to JSON (``Accept: text/csv``)."""
-    # JSON first: a client sending */* (or nothing) gets JSON; only an explicit text/csv gets CSV.
-    # Most requests name no CSV type at all: a look at the raw header spares parsing it on every read.
-    if not any(name == b"accept" and b"csv" in value.lower() for name, value in request.scope["headers"]):
-        return False
-    return request.accept.best_match(["application/json", _CSV], default="application/json") == _CSV
-
-
-def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, into)
-    elif isinstance(value, list):
-        into[prefix] = msgspec.json.encode(value).decode()
-    else:
-        into[prefix] = "" if value is None else value
-
-
-def csv_response(items: Sequence[Any], filename: str) -> Response[str]:
-    """Items (structs) as a CSV attachment: one column per (flattened) member, decimals kept as text."""
-    rows: list[dict[str, Any]] = []
-    for item in items:
-        flat: dict[str, Any] = {}
-        _flatten("", msgspec.to_builtins(item), flat)
-        rows.append(flat)
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(column for column in row if column not in columns)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return Response(
-        content=buffer.getvalue(),
-        media_type=f"{_CSV}; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
-    )
-
-
 PageFetcher = Callable[[str | None, int], Awaitable[tuple[list[T], str | None]]]
 
 
@@ -251,20 +215,21 @@ async def list_response(
     request: Request[Any, Any, Any],
     fetch: PageFetcher[T],
     *,
+    item_type: type[msgspec.Struct],
     limit: int,
     cursor: str | None,
     filename: str,
 ) -> Response[Any]:
-    """One page as JSON, or every page from ``cursor`` on as CSV when the client asks for it."""
+    """One page as JSON, or every page from ``cursor`` on as CSV (columns of ``item_type``) when asked for."""
     check_limit(limit)
     if wants_csv(request):
-        items: list[T] = []
+        items: list[Any] = []
         page_cursor = cursor
         while True:
             page, page_cursor = await fetch(page_cursor, MAX_LIMIT)
             items.extend(page)
             if page_cursor is None:
-                return csv_response(items, filename)
+                return csv_response(items, item_type, filename)
     page, next_cursor = await fetch(cursor, limit)
     return Response(Page(items=page, limit=limit, next=next_link(request, next_cursor)))
 
@@ -276,6 +241,7 @@ async def aggregate_response(
     request: Request[Any, Any, Any],
     fetch: Callable[[str | None, int], Awaitable[tuple[Aggregate, str | None]]],
     *,
+    item_type: type[msgspec.Struct],
     limit: int,
     cursor: str | None,
     filename: str,
@@ -287,7 +253,7 @@ async def aggregate_response(
             result, next_cursor = await fetch(page_cursor, page_limit)
             return list(result.items), next_cursor
 
-        return await list_response(request, items, limit=limit, cursor=cursor, filename=filename)
+        return await list_response(request, items, item_type=item_type, limit=limit, cursor=cursor, filename=filename)
     check_limit(limit)
     result, next_cursor = await fetch(cursor, limit)
     result.next = next_link(request, next_cursor)
@@ -366,7 +332,9 @@ class CostsController(Controller):
                 cursor=page_cursor,
             )
 
-        return await aggregate_response(request, fetch, limit=limit, cursor=cursor, filename="drilldown")
+        return await aggregate_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=DrilldownRow, filename="drilldown"
+        )
 
 
 class ApplicationsController(Controller):
@@ -430,7 +398,7 @@ class BudgetsController(Controller):
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[Budget], str | None]:
             return await service.budget_list(session, name=name, limit=page_limit, cursor=page_cursor)
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="budgets")
+        return await list_response(request, fetch, limit=limit, cursor=cursor, item_type=Budget, filename="budgets")
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_budget(
@@ -494,7 +462,9 @@ class BudgetsController(Controller):
                 cursor=page_cursor,
             )
 
-        return await aggregate_response(request, fetch, limit=limit, cursor=cursor, filename="budget-comparison")
+        return await aggregate_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=ComparisonRow, filename="budget-comparison"
+        )
 
     @get("/{budget_id:uuid}", guards=READ)
     async def get_budget(
@@ -519,7 +489,9 @@ class BudgetsController(Controller):
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BudgetLine], str | None]:
             return await service.budget_lines(session, budget_id, limit=page_limit, cursor=page_cursor)
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename=f"budget-{budget_id}-lines")
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=BudgetLine, filename=f"budget-{budget_id}-lines"
+        )
 
     @put("/{budget_id:uuid}", guards=ADMIN, opt={IF_MATCH_OPT: "required"})
     async def replace_budget(
@@ -589,7 +561,9 @@ class PricingViewsController(Controller):
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[PricingView], str | None]:
             return await service.pricing_view_list(session, limit=page_limit, cursor=page_cursor)
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="pricing-views")
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=PricingView, filename="pricing-views"
+        )
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_view(
@@ -682,7 +656,9 @@ class AllocationRulesController(Controller):
                 session, pool=pool, all_versions=all_versions, limit=page_limit, cursor=page_cursor
             )
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="allocation-rules")
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=AllocationRule, filename="allocation-rules"
+        )
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_rule(
@@ -777,7 +753,9 @@ class BatchRunsController(Controller):
             items = [_batch_run(record) for record in records[:page_limit]]
             return items, (_run_cursor(items[-1]) if len(records) > page_limit else None)
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="batch-runs")
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=BatchRun, filename="batch-runs"
+        )
 
     @get("/{run_id:uuid}", guards=READ)
     async def get_batch_run(self, session: NamedDependency[AsyncSession], run_id: FromPath[uuid.UUID]) -> BatchRun:
