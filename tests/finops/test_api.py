@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -523,3 +524,64 @@ async def test_bad_query_parameters_are_problem_json(client: Client, as_user: di
             f"{API}/cost-insights/entities/X/daily", params={"intervals": intervals}, headers=as_user
         )
         assert_problem(response, 400, "intervals")
+
+
+# ----------------------------------------------------------------------------------------------- OpenAPI
+
+
+def _component(document: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    prefix = "#/components/schemas/"
+    assert reference.get("$ref", "").startswith(prefix), reference
+    schema: dict[str, Any] = document["components"]["schemas"][reference["$ref"].removeprefix(prefix)]
+    return schema
+
+
+async def test_openapi_describes_what_the_list_routes_and_imports_really_take_and_return(client: Client) -> None:
+    """A Backstage plugin author generates a client from this document: lists must not be ``{}``."""
+    response = await client.get(f"{API}/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    paths = document["paths"]
+    # Route -> (the 200 component, the component of its items).
+    lists = {
+        "/costs/drilldown": ("Drilldown", "DrilldownRow"),
+        "/budgets/comparison": ("BudgetComparison", "ComparisonRow"),
+        "/budgets": ("BudgetPage", "Budget"),
+        "/budgets/{budget_id}/lines": ("BudgetLinePage", "BudgetLine"),
+        "/pricing-views": ("PricingViewPage", "PricingView"),
+        "/allocation-rules": ("AllocationRulePage", "AllocationRule"),
+        "/batch/runs": ("BatchRunPage", "BatchRun"),
+    }
+    for path, (component, item) in lists.items():
+        ok = paths[f"{API}{path}"]["get"]["responses"]["200"]
+        assert set(ok["content"]) == {"application/json", "text/csv"}, path
+        json_schema = ok["content"]["application/json"]["schema"]
+        assert json_schema == {"$ref": f"#/components/schemas/{component}"}, path
+        body = _component(document, json_schema)
+        assert {"items", "limit", "next"} <= set(body["properties"]), path
+        assert body["properties"]["items"]["items"] == {"$ref": f"#/components/schemas/{item}"}, path
+        assert _component(document, body["properties"]["items"]["items"])["properties"], path
+    for path in ("/costs/summary", "/applications/{code}/costs", "/budgets/{budget_id}"):
+        operation = paths[f"{API}{path}"]["get"]
+        assert set(operation["responses"]["200"]["content"]) == {"application/json"}, path
+        assert _component(document, operation["responses"]["200"]["content"]["application/json"]["schema"])
+        assert "406" in operation["responses"], path
+
+    for path, columns in (("/budgets/{budget_id}/import", "scope_level"), ("/pricing-views/{view_id}/import", "unit")):
+        operation = paths[f"{API}{path}"]["post"]
+        content = operation["requestBody"]["content"]
+        assert set(content) == {"text/csv", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+        assert all(media["schema"]["format"] == "binary" for media in content.values())
+        assert columns in content["text/csv"]["schema"]["description"]
+        assert {"400", "413", "415"} <= set(operation["responses"]), path
+    # An unknown budget version or pricing view in the query is a 404 too.
+    assert "404" in paths[f"{API}/budgets/comparison"]["get"]["responses"]
+
+    # The plugin asks for quarters (P3M): the documented pattern must not refuse what the API accepts.
+    intervals = next(
+        parameter
+        for parameter in paths[f"{API}/cost-insights/entities/{{code}}/daily"]["get"]["parameters"]
+        if parameter["name"] == "intervals"
+    )
+    pattern = re.compile(intervals["schema"]["pattern"])
+    assert all(pattern.match(value) for value in ("R2/P30D/2026-10-01", "R2/P3M/2026-10-01", "R1/P7D/2026-11-01"))

@@ -5,6 +5,9 @@ audits them in the request's transaction. Every list is cursor-paginated and can
 ``Accept: text/csv`` (the export walks every page; ``rosetta.core.tabular``); the other reads answer 406 to a
 client accepting only CSV. Amounts are decimal strings, except in the Cost Insights routes, whose numbers
 follow the Backstage plugin's types.
+
+List handlers return a ``Response`` (JSON or CSV), so each declares the JSON body in its return annotation
+(``Response[Page[Budget]]``): that is what the OpenAPI document shows as the 200 schema.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from rosetta.core.errors import BadRequestError, NotFoundError
 from rosetta.core.etag import check_if_match, compute_etag
 from rosetta.core.http import ContextApi
 from rosetta.core.http import create_app as create_core_app
-from rosetta.core.openapi import CSV_OPT, IF_MATCH_OPT
+from rosetta.core.openapi import CSV_OPT, ERRORS_OPT, IF_MATCH_OPT, UPLOAD_OPT
 from rosetta.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, check_limit, decode_cursor, encode_cursor, next_link
 from rosetta.core.runs import RunLauncher
 from rosetta.core.schemas import Page
@@ -83,6 +86,15 @@ ADMIN = [requires(Permission.FINOPS_ADMIN)]
 
 _CSV = "text/csv"
 _EXCEL = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# The bodies read_upload accepts, as the OpenAPI document declares them.
+_BUDGET_UPLOAD = {
+    _CSV: "Columns scope_level, scope_code, period, amount[, currency]; comma or semicolon separated",
+    _EXCEL: "The first sheet, with the same columns as the CSV file",
+}
+_RATES_UPLOAD = {
+    _CSV: "Columns service_category, unit, unit_price; comma or semicolon separated",
+    _EXCEL: "The first sheet, with the same columns as the CSV file",
+}
 
 LimitParam = Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_LIMIT, description="Page size.")]
 # Rule versions are PostgreSQL integers: a larger number can name no version (and must not reach the query).
@@ -312,7 +324,7 @@ class CostsController(Controller):
         basis: BasisParam = "effective",
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Drilldown]:
         """Cost of each node of ``level`` under ``parent`` over ``from``..``to``, with its share of the parent."""
         checked_level = parse_level(level)
         checked_basis = queries.check_basis(basis)
@@ -392,7 +404,7 @@ class BudgetsController(Controller):
         name: Annotated[str | None, QueryParameter(name="name", description="Names containing this text.")] = None,
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[Budget]]:
         """Budget versions, newest first."""
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[Budget], str | None]:
@@ -412,7 +424,8 @@ class BudgetsController(Controller):
         budget = await service.budget_create(session, auditor=auditor, data=data, actor=principal.subject)
         return with_etag(budget, status_code=HTTP_201_CREATED, location=f"{PREFIX}/budgets/{budget.id}")
 
-    @get("/comparison", guards=READ, opt={CSV_OPT: True})
+    # 404: the query names a budget version or pricing view that does not exist.
+    @get("/comparison", guards=READ, opt={CSV_OPT: True, ERRORS_OPT: (404,)})
     async def comparison(
         self,
         *,
@@ -430,7 +443,7 @@ class BudgetsController(Controller):
         basis: BasisParam = "effective",
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[BudgetComparison]:
         """Compare two measures at a level and period: variance, variance % and a year-end projection.
 
         Budgets have no environment, so a comparison covers every environment.
@@ -482,7 +495,7 @@ class BudgetsController(Controller):
         budget_id: FromPath[uuid.UUID],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[BudgetLine]]:
         """The lines of a budget version, by scope and month."""
         await service.budget_get(session, budget_id)
 
@@ -523,7 +536,12 @@ class BudgetsController(Controller):
         check_if_match(request, compute_etag(current), required=True)
         return with_etag(await service.budget_patch(session, auditor=auditor, current=current, data=data))
 
-    @post("/{budget_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK, opt={IF_MATCH_OPT: "optional"})
+    @post(
+        "/{budget_id:uuid}/import",
+        guards=ADMIN,
+        status_code=HTTP_200_OK,
+        opt={IF_MATCH_OPT: "optional", UPLOAD_OPT: _BUDGET_UPLOAD},
+    )
     async def import_lines(
         self,
         request: Request[Any, Any, Any],
@@ -555,7 +573,7 @@ class PricingViewsController(Controller):
         session: NamedDependency[AsyncSession],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[PricingView]]:
         """Pricing views with their rates, by id."""
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[PricingView], str | None]:
@@ -614,7 +632,12 @@ class PricingViewsController(Controller):
         check_if_match(request, compute_etag(current), required=True)
         return with_etag(await service.pricing_view_patch(session, auditor=auditor, current=current, data=data))
 
-    @post("/{view_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK, opt={IF_MATCH_OPT: "optional"})
+    @post(
+        "/{view_id:uuid}/import",
+        guards=ADMIN,
+        status_code=HTTP_200_OK,
+        opt={IF_MATCH_OPT: "optional", UPLOAD_OPT: _RATES_UPLOAD},
+    )
     async def import_rates(
         self,
         request: Request[Any, Any, Any],
@@ -648,7 +671,7 @@ class AllocationRulesController(Controller):
         all_versions: Annotated[bool, QueryParameter(name="allVersions")] = False,
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[AllocationRule]]:
         """Rules (their latest version, or every version with ``allVersions=true``)."""
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[AllocationRule], str | None]:
@@ -741,7 +764,7 @@ class BatchRunsController(Controller):
         session: NamedDependency[AsyncSession],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[BatchRun]]:
         """Runs of the FinOps batch, newest first, with counts, step durations and errors."""
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BatchRun], str | None]:
@@ -773,8 +796,12 @@ IntervalsParam = Annotated[
     str,
     QueryParameter(
         name="intervals",
-        description="ISO 8601 repeating interval, e.g. R2/P30D/2026-10-01.",
-        schema_extra={"pattern": r"^R[0-9]+/P[0-9]+D/[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+        description=(
+            "ISO 8601 repeating interval R<n>/P<k>D or R<n>/P<k>M then the exclusive end date, as the plugin builds"
+            " it: R2/P30D/2026-10-01, R2/P3M/2026-10-01."
+        ),
+        # The same form as queries.parse_intervals reads (which also checks the bounds and the date).
+        schema_extra={"pattern": r"^R[0-9]+/P[0-9]+[DM]/[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
     ),
 ]
 
