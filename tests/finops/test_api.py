@@ -580,8 +580,9 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
     # The plugin asks for quarters (P3M): the documented pattern must not refuse what the API accepts.
     intervals = next(
         parameter
-        for parameter in paths[f"{API}/cost-insights/entities/{{code}}/daily"]["get"]["parameters"]
+        for parameter in paths[f"{API}/cost-insights/entities/daily"]["get"]["parameters"]
         if parameter["name"] == "intervals"
     )
     pattern = re.compile(intervals["schema"]["pattern"])
     assert all(pattern.match(value) for value in ("R2/P30D/2026-10-01", "R2/P3M/2026-10-01", "R1/P7D/2026-11-01"))
+    assert "404" in paths[f"{API}/cost-insights/groups/daily"]["get"]["responses"]

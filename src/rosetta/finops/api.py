@@ -804,10 +804,50 @@ IntervalsParam = Annotated[
         schema_extra={"pattern": r"^R[0-9]+/P[0-9]+[DM]/[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
     ),
 ]
+EntityRefParam = Annotated[
+    str,
+    QueryParameter(
+        name="entityRef",
+        description=(
+            "The Backstage entity ref of an application: component:default/apim-inbox (kind and namespace may be"
+            " left out; the name matches an application code without regard to case)."
+        ),
+    ),
+]
+GroupRefParam = Annotated[
+    str,
+    QueryParameter(
+        name="group",
+        description="A Backstage group ref, group:default/team-x, or the bare name (matched without regard to case).",
+    ),
+]
+
+
+def entity_name(ref: str, *, kind: str, field: str) -> str:
+    """The name in a Backstage entity ref ``[kind:][namespace/]name``; 400 naming ``field`` for another kind.
+
+    Rosetta's CMDB has no namespaces, so the namespace is not checked.
+    """
+    text = ref.strip()
+    ref_kind, colon, rest = text.partition(":")
+    if not colon:
+        ref_kind, rest = "", text
+    name = rest.rpartition("/")[2]
+    if ref_kind and ref_kind.lower() != kind:
+        message = f"expected a {kind} ref ({kind}:default/<name>), got a {ref_kind} ref {ref!r}"
+        raise BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
+    if not name:
+        message = f"expected [{kind}:][namespace/]name, got {ref!r}"
+        raise BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
+    return name
 
 
 class CostInsightsController(Controller):
-    """Daily series in the Backstage Cost Insights shape (amounts are numbers there, by the plugin's types)."""
+    """Daily series in the Backstage Cost Insights shape (amounts are numbers there, by the plugin's types).
+
+    Backstage calls with refs (``getCatalogEntityDailyCost(catalogEntityRef)``: ``component:default/x``), whose
+    ``/`` a path segment cannot carry: each series is also served with the ref as a query parameter.
+    """
 
     path = "/cost-insights"
     tags = ["cost insights"]
@@ -822,17 +862,39 @@ class CostInsightsController(Controller):
     async def group_daily(
         self, reader: NamedDependency[queries.ViewReader], group: FromPath[str], intervals: IntervalsParam
     ) -> CostInsightsCost:
-        """Daily cost of every application an owner group owns, grouped by product."""
+        """Daily cost of every application an owner group owns, grouped by product (``team-x`` or ``group:team-x``)."""
         window = queries.parse_intervals(intervals)
-        return await queries.group_daily_cost(reader, group=group, window=window)
+        name = entity_name(group, kind="group", field="group")
+        return await queries.group_daily_cost(reader, name=name, window=window)
+
+    # 404: the query names a group the CMDB does not know.
+    @get("/groups/daily", guards=READ, opt={ERRORS_OPT: (404,)})
+    async def group_daily_by_ref(
+        self, reader: NamedDependency[queries.ViewReader], group: GroupRefParam, intervals: IntervalsParam
+    ) -> CostInsightsCost:
+        """Daily cost of every application an owner group owns, by product; ``group`` may be a full group ref."""
+        window = queries.parse_intervals(intervals)
+        name = entity_name(group, kind="group", field="group")
+        return await queries.group_daily_cost(reader, name=name, window=window)
 
     @get("/entities/{code:str}/daily", guards=READ)
     async def entity_daily(
         self, reader: NamedDependency[queries.ViewReader], code: FromPath[str], intervals: IntervalsParam
     ) -> CostInsightsCost:
-        """Daily cost of one application (a Backstage catalog entity), grouped by environment."""
+        """Daily cost of one application (``APIM-INBOX``, ``apim-inbox``, ``component:apim-inbox``), by environment."""
         window = queries.parse_intervals(intervals)
-        return await queries.application_daily_cost(reader, code=code, window=window)
+        name = entity_name(code, kind="component", field="code")
+        return await queries.application_daily_cost(reader, name=name, window=window)
+
+    # 404: the query names an entity that is no application.
+    @get("/entities/daily", guards=READ, opt={ERRORS_OPT: (404,)})
+    async def entity_daily_by_ref(
+        self, reader: NamedDependency[queries.ViewReader], entity_ref: EntityRefParam, intervals: IntervalsParam
+    ) -> CostInsightsCost:
+        """Daily cost of the application a Backstage entity ref names, grouped by environment."""
+        window = queries.parse_intervals(intervals)
+        name = entity_name(entity_ref, kind="component", field="entityRef")
+        return await queries.application_daily_cost(reader, name=name, window=window)
 
 
 # ----------------------------------------------------------------------------------------------- app
