@@ -519,6 +519,13 @@ async def test_bad_query_parameters_are_problem_json(client: Client, as_user: di
     )
     assert_problem(await client.get(f"{API}/applications/NOPE/costs", headers=as_user), 404)
     assert_problem(await client.get(f"{API}/costs/summary?period=0000-01", headers=as_user), 400, "period")
+    # Named as the client wrote it (allVersions), not as the handler's Python parameter (all_versions).
+    body = assert_problem(
+        await client.get(f"{API}/allocation-rules?allVersions=maybe", headers=as_user), 400, "allVersions"
+    )
+    assert "all_versions" not in body["detail"]
+    assert body["errors"][0]["source"] == "query"
+    assert_problem(await client.get(f"{API}/costs/drilldown?level=domain&from=26-01", headers=as_user), 400, "from")
     for intervals in ("R1/P12M/0001-01-01", "R0/P30D/2026-10-01", "R2/P0D/2026-10-01", "R2/P30D/2026-02-30"):
         response = await client.get(
             f"{API}/cost-insights/entities/X/daily", params={"intervals": intervals}, headers=as_user
