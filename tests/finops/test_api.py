@@ -562,6 +562,7 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
     for path, (component, item) in lists.items():
         ok = paths[f"{API}{path}"]["get"]["responses"]["200"]
         assert set(ok["content"]) == {"application/json", "text/csv"}, path
+        assert "406" not in paths[f"{API}{path}"]["get"]["responses"], path
         json_schema = ok["content"]["application/json"]["schema"]
         assert json_schema == {"$ref": f"#/components/schemas/{component}"}, path
         body = _component(document, json_schema)

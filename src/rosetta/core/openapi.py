@@ -11,7 +11,8 @@ what the API really answers:
 - a handler declaring ``opt={CSV_OPT: True}`` documents ``text/csv`` beside JSON for its 200 answer
   (``Accept: text/csv`` exports every page);
 - a handler declaring ``opt={ERRORS_OPT: (404, ...)}`` documents those errors too (a 404 on a route whose
-  path names no resource, but whose query does), and so does a guard with an ``openapi_errors`` attribute;
+  path names no resource, but whose query does), and so does a guard with an ``openapi_errors(opt)`` method
+  (the statuses it can give on a route with that ``opt``);
 - a handler reading a raw upload declares ``opt={UPLOAD_OPT: {media type: description}}``: its request body
   is documented with those media types (binary), with 413 (too large) and 415 (another media type);
 - generic components get readable names: ``Page[Budget]`` is ``BudgetPage``, not
@@ -84,7 +85,10 @@ def handler_options(app: Litestar) -> dict[tuple[str, str], Mapping[str, Any]]:
         path = _TYPED_PARAMETER.sub(r"{\1}", route.path)
         for handler in route.route_handlers:
             guard_errors = [
-                status for guard in handler.resolve_guards() for status in getattr(guard, "openapi_errors", ())
+                status
+                for guard in handler.resolve_guards()
+                if callable(declared := getattr(guard, "openapi_errors", None))
+                for status in declared(handler.opt)
             ]
             opt = dict(handler.opt)
             if guard_errors:

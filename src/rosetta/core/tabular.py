@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -66,8 +66,9 @@ def wants_csv(request: Request[Any, Any, Any]) -> bool:
 class _RefuseCsvUnlessOffered:
     """Guard of a route family: 406 when the client accepts only CSV and the route offers JSON only."""
 
-    # rosetta.core.openapi documents the errors a route's guards declare.
-    openapi_errors = (406,)
+    def openapi_errors(self, opt: Mapping[str, Any]) -> tuple[int, ...]:
+        """What rosetta.core.openapi documents for a route under this guard: 406 unless it offers CSV."""
+        return () if opt.get(CSV_OPT) else (406,)
 
     async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         if handler.opt.get(CSV_OPT) or not _mentions_csv(connection):
