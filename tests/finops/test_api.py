@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -323,7 +325,69 @@ async def test_budget_list_pagination_and_csv_export(client: Client, as_finops: 
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     # The export walks every page, whatever the page size.
     assert [row["name"] for row in rows] == ["Paged 2", "Paged 1", "Paged 0"]
-    assert [row["totals.EUR"] for row in rows] == ["5252.60", "5251.60", "5250.60"]
+    # A map keyed by data (totals per currency) is one column of JSON text: new currencies add no column.
+    assert [json.loads(row["totals"]) for row in rows] == [{"EUR": "5252.60"}, {"EUR": "5251.60"}, {"EUR": "5250.60"}]
+
+
+async def test_csv_exports_have_the_item_schema_columns_one_charset_and_no_formulas(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    csv_accept = {**as_finops, "Accept": "text/csv"}
+    budget_columns = [
+        "id", "name", "description", "revision", "lineCount", "totals", "firstPeriod", "lastPeriod", "createdBy",
+        "createdAt", "updatedAt",
+    ]  # fmt: skip
+    # No budget matches: the export is still the header row, so a spreadsheet or BI import finds its columns.
+    empty = await client.get(f"{API}/budgets?name=no-such-budget-anywhere", headers=csv_accept)
+    assert empty.status_code == 200, empty.text
+    assert empty.headers["content-type"] == "text/csv; charset=utf-8"
+    assert empty.text == ",".join(budget_columns) + "\n"
+
+    # A budget without lines comes first (newest first): the columns do not depend on the first row's data.
+    hostile = {
+        "name": '=HYPERLINK("http://evil.example","csvcheck")',
+        "description": "@SUM(1+1)",
+        "lines": [{"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-03", "amount": "-3.33"}],
+    }
+    created = await client.post(f"{API}/budgets", json=hostile, headers=as_finops)
+    assert created.status_code == 201, created.text
+    empty_budget = await client.post(f"{API}/budgets", json={"name": "-csvcheck, dashed"}, headers=as_finops)
+    assert empty_budget.status_code == 201, empty_budget.text
+
+    exported = await client.get(f"{API}/budgets?name=csvcheck", headers=csv_accept)
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    reader = csv.reader(io.StringIO(exported.text))
+    assert next(reader) == budget_columns
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(exported.text))}
+    first, second = rows[empty_budget.json()["id"]], rows[created.json()["id"]]
+    assert (first["totals"], first["lineCount"], first["description"]) == ("{}", "0", "")
+    # Text a spreadsheet would run as a formula gets a leading quote; numbers stay numbers.
+    assert first["name"] == "'-csvcheck, dashed"
+    assert second["name"] == "'" + hostile["name"]
+    assert second["description"] == "'@SUM(1+1)"
+    lines = await client.get(f"{API}/budgets/{created.json()['id']}/lines", headers=csv_accept)
+    assert list(csv.DictReader(io.StringIO(lines.text))) == [
+        {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-03", "amount": "-3.33", "currency": "EUR"}
+    ]
+
+
+async def test_a_single_document_answers_406_to_a_client_accepting_only_csv(
+    client: Client, as_user: dict[str, str]
+) -> None:
+    for path in (
+        "/costs/summary?period=2026-01",
+        "/allocation-rules/default",
+        "/cost-insights/last-complete-billing-date",
+    ):
+        refused = await client.get(f"{API}{path}", headers={**as_user, "Accept": "text/csv"})
+        body = assert_problem(refused, 406)
+        assert body["availableMediaTypes"] == ["application/json"]
+        # JSON is fine as a second choice: then the client gets it.
+        second_choice = await client.get(
+            f"{API}{path}", headers={**as_user, "Accept": "text/csv, application/json;q=0.5"}
+        )
+        assert second_choice.status_code == 200, second_choice.text
+        assert second_choice.headers["content-type"].startswith("application/json")
 
 
 # ----------------------------------------------------------------------------------------------- pricing views
@@ -458,6 +522,13 @@ async def test_bad_query_parameters_are_problem_json(client: Client, as_user: di
     )
     assert_problem(await client.get(f"{API}/applications/NOPE/costs", headers=as_user), 404)
     assert_problem(await client.get(f"{API}/costs/summary?period=0000-01", headers=as_user), 400, "period")
+    # Named as the client wrote it (allVersions), not as the handler's Python parameter (all_versions).
+    body = assert_problem(
+        await client.get(f"{API}/allocation-rules?allVersions=maybe", headers=as_user), 400, "allVersions"
+    )
+    assert "all_versions" not in body["detail"]
+    assert body["errors"][0]["source"] == "query"
+    assert_problem(await client.get(f"{API}/costs/drilldown?level=domain&from=26-01", headers=as_user), 400, "from")
     for intervals in ("R1/P12M/0001-01-01", "R0/P30D/2026-10-01", "R2/P0D/2026-10-01", "R2/P30D/2026-02-30"):
         response = await client.get(
             f"{API}/cost-insights/entities/X/daily", params={"intervals": intervals}, headers=as_user
@@ -481,3 +552,66 @@ async def test_a_nul_character_anywhere_is_a_400_and_nothing_is_written(
     assert_problem(refused, 400)
     listed = await client.get(f"{API}/budgets", params={"limit": 500}, headers=as_finops)
     assert not [budget for budget in listed.json()["items"] if budget["name"].startswith("nul")]
+
+
+# ----------------------------------------------------------------------------------------------- OpenAPI
+
+
+def _component(document: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    prefix = "#/components/schemas/"
+    assert reference.get("$ref", "").startswith(prefix), reference
+    schema: dict[str, Any] = document["components"]["schemas"][reference["$ref"].removeprefix(prefix)]
+    return schema
+
+
+async def test_openapi_describes_what_the_list_routes_and_imports_really_take_and_return(client: Client) -> None:
+    """A Backstage plugin author generates a client from this document: lists must not be ``{}``."""
+    response = await client.get(f"{API}/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    paths = document["paths"]
+    # Route -> (the 200 component, the component of its items).
+    lists = {
+        "/costs/drilldown": ("Drilldown", "DrilldownRow"),
+        "/budgets/comparison": ("BudgetComparison", "ComparisonRow"),
+        "/budgets": ("BudgetPage", "Budget"),
+        "/budgets/{budget_id}/lines": ("BudgetLinePage", "BudgetLine"),
+        "/pricing-views": ("PricingViewPage", "PricingView"),
+        "/allocation-rules": ("AllocationRulePage", "AllocationRule"),
+        "/batch/runs": ("BatchRunPage", "BatchRun"),
+    }
+    for path, (component, item) in lists.items():
+        ok = paths[f"{API}{path}"]["get"]["responses"]["200"]
+        assert set(ok["content"]) == {"application/json", "text/csv"}, path
+        assert "406" not in paths[f"{API}{path}"]["get"]["responses"], path
+        json_schema = ok["content"]["application/json"]["schema"]
+        assert json_schema == {"$ref": f"#/components/schemas/{component}"}, path
+        body = _component(document, json_schema)
+        assert {"items", "limit", "next"} <= set(body["properties"]), path
+        assert body["properties"]["items"]["items"] == {"$ref": f"#/components/schemas/{item}"}, path
+        assert _component(document, body["properties"]["items"]["items"])["properties"], path
+    for path in ("/costs/summary", "/applications/{code}/costs", "/budgets/{budget_id}"):
+        operation = paths[f"{API}{path}"]["get"]
+        assert set(operation["responses"]["200"]["content"]) == {"application/json"}, path
+        assert _component(document, operation["responses"]["200"]["content"]["application/json"]["schema"])
+        assert "406" in operation["responses"], path
+
+    for path, columns in (("/budgets/{budget_id}/import", "scope_level"), ("/pricing-views/{view_id}/import", "unit")):
+        operation = paths[f"{API}{path}"]["post"]
+        content = operation["requestBody"]["content"]
+        assert set(content) == {"text/csv", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+        assert all(media["schema"]["format"] == "binary" for media in content.values())
+        assert columns in content["text/csv"]["schema"]["description"]
+        assert {"400", "413", "415"} <= set(operation["responses"]), path
+    # An unknown budget version or pricing view in the query is a 404 too.
+    assert "404" in paths[f"{API}/budgets/comparison"]["get"]["responses"]
+
+    # The plugin asks for quarters (P3M): the documented pattern must not refuse what the API accepts.
+    intervals = next(
+        parameter
+        for parameter in paths[f"{API}/cost-insights/entities/daily"]["get"]["parameters"]
+        if parameter["name"] == "intervals"
+    )
+    pattern = re.compile(intervals["schema"]["pattern"])
+    assert all(pattern.match(value) for value in ("R2/P30D/2026-10-01", "R2/P3M/2026-10-01", "R1/P7D/2026-11-01"))
+    assert "404" in paths[f"{API}/cost-insights/groups/daily"]["get"]["responses"]

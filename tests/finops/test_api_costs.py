@@ -290,6 +290,22 @@ async def test_budget_comparison_against_actuals_and_a_pricing_view(
     )  # fmt: skip
     assert D(valued["totalLeft"]) == 0
     assert D(valued["totalRight"]) == D("1500.00")
+    # The CSV export carries the same rows; negative variances stay numbers (no formula-guard quote).
+    exported = await client.get(
+        f"{API}/budgets/comparison",
+        params={
+            "left": f"pricing-view:{view.json()['id']}", "right": f"budget:{budget_id}", "level": "domain",
+            "from": f"{last:%Y-%m}", "to": f"{last:%Y-%m}",
+        },
+        headers={**as_user, "Accept": "text/csv"},
+    )  # fmt: skip
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    exported_rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(line["code"], line["variance"]) for line in exported_rows] == [
+        (item["code"], item["variance"]) for item in valued["items"]
+    ]
+    assert any(line["variance"].startswith("-") for line in exported_rows)
+    assert all(D(line["variance"]) == D(line["left"]) - D(line["right"]) for line in exported_rows)
 
 
 async def test_pricing_view_values_quantities_with_its_rates(
@@ -473,8 +489,67 @@ async def test_cost_insights_daily_series_for_an_application_and_a_group(
     assert sum(series["aggregation"][-1]["amount"] for series in products) == pytest.approx(
         group_cost["aggregation"][-1]["amount"], abs=0.01 * len(products)
     )
-    unknown = await get(client, as_user, "/cost-insights/groups/nobody/daily", intervals=intervals)
-    assert not any(point["amount"] for point in unknown["aggregation"])
+    # An unknown group is a 404 (an all-zero series would read as "this team costs nothing").
+    for path, params in (
+        ("/cost-insights/groups/nobody/daily", {}),
+        ("/cost-insights/groups/daily", {"group": "group:default/nobody"}),
+    ):
+        unknown = await client.get(f"{API}{path}", params={"intervals": intervals, **params}, headers=as_user)
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_cost_insights_take_backstage_refs_in_any_case(
+    client: Client, as_user: dict[str, str], months: list[date], world_urls: dict[DatabaseRole, URL]
+) -> None:
+    """What the plugin sends: ``getCatalogEntityDailyCost("component:default/apim-inbox", ...)``, lower case."""
+    last = months[-1]
+    # Quarters, as the plugin asks for them: two three-month periods ending before the month after the last.
+    intervals = f"R2/P3M/{date(last.year + last.month // 12, last.month % 12 + 1, 1):%Y-%m-%d}"
+    top = (await drill(client, as_user, last, "application", None))["items"]
+    code = next(row["code"] for row in top if row["code"] != "UNALLOCATED")
+    assert code != code.lower()
+    expected = await get(client, as_user, f"/cost-insights/entities/{code}/daily", intervals=intervals)
+    assert expected["id"] == code
+    assert len(expected["aggregation"]) > 120  # two quarters, day by day
+    for path, params in (
+        (f"/cost-insights/entities/{code.lower()}/daily", {}),
+        (f"/cost-insights/entities/component:{code.lower()}/daily", {}),
+        ("/cost-insights/entities/daily", {"entityRef": f"component:default/{code.lower()}"}),
+        ("/cost-insights/entities/daily", {"entityRef": code.lower()}),
+    ):
+        assert await get(client, as_user, path, intervals=intervals, **params) == expected, path
+
+    connection = await asyncpg.connect(asyncpg_dsn(world_urls["finops"]))
+    try:
+        group = await connection.fetchval(
+            "SELECT owner_group FROM dim_application WHERE application_code = $1 ORDER BY valid_from DESC LIMIT 1",
+            code,
+        )
+    finally:
+        await connection.close()
+    by_name = await get(client, as_user, f"/cost-insights/groups/{group}/daily", intervals=intervals)
+    assert by_name["id"] == group
+    for path, params in (
+        (f"/cost-insights/groups/group:{group}/daily", {}),
+        (f"/cost-insights/groups/{group.upper()}/daily", {}),
+        ("/cost-insights/groups/daily", {"group": f"group:default/{group}"}),
+    ):
+        assert await get(client, as_user, path, intervals=intervals, **params) == by_name, path
+
+    missing = await client.get(
+        f"{API}/cost-insights/entities/daily",
+        params={"entityRef": "component:default/no-such-app", "intervals": intervals},
+        headers=as_user,
+    )
+    assert missing.status_code == 404, missing.text
+    wrong_kind = await client.get(
+        f"{API}/cost-insights/groups/daily",
+        params={"group": "user:default/jdoe", "intervals": intervals},
+        headers=as_user,
+    )
+    assert wrong_kind.status_code == 400, wrong_kind.text
+    assert "group" in wrong_kind.json()["detail"]
 
 
 async def test_batch_runs_are_listed_and_a_run_is_triggered_by_an_admin(

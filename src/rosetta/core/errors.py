@@ -75,3 +75,10 @@ class ServiceUnavailableError(RosettaError):
 
     status_code = 503
     title = "Service unavailable"
+
+
+class NotAcceptableError(RosettaError):
+    """No representation the client accepts (``Accept``); ``extra`` lists the media types the route offers."""
+
+    status_code = 406
+    title = "Not acceptable"

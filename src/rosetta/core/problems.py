@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.params import ParameterKwarg
 from sqlalchemy.exc import IntegrityError
 
 from rosetta.core.db import sqlstate_of
@@ -50,17 +51,35 @@ def problem_response(
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
+def _wire_names(request: Request[Any, Any, Any]) -> dict[str, tuple[str, str]]:
+    """Each handler parameter's Python name -> (the name the client writes, where it goes)."""
+    names: dict[str, tuple[str, str]] = {}
+    try:
+        parameters = request.route_handler.parsed_fn_signature.parameters
+    except (AttributeError, KeyError, RuntimeError):
+        # No route matched (or no signature): nothing to translate.
+        return names
+    for python_name, definition in parameters.items():
+        kwarg = definition.kwarg_definition
+        if isinstance(kwarg, ParameterKwarg) and kwarg.name:
+            names[python_name] = (kwarg.name, str(kwarg.param_type.value))
+    return names
+
+
+def _validation_errors(request: Request[Any, Any, Any], exc: ValidationException) -> list[dict[str, Any]]:
+    # Litestar names a failing parameter by its Python name ("all_versions"): the client wrote the wire name
+    # ("allVersions"), so that is what the problem names.
+    wire_names: dict[str, tuple[str, str]] | None = None
     errors: list[dict[str, Any]] = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            errors.append(
-                {
-                    "field": item.get("key") or item.get("field") or "body",
-                    "message": item.get("message", ""),
-                    "source": item.get("source", "body"),
-                }
-            )
+            field = item.get("key") or item.get("field") or "body"
+            source = item.get("source", "body")
+            if item.get("source") != "body":
+                if wire_names is None:
+                    wire_names = _wire_names(request)
+                field, source = wire_names.get(field, (field, source))
+            errors.append({"field": field, "message": item.get("message", ""), "source": source})
     return errors
 
 
@@ -75,7 +94,7 @@ def handle_rosetta_error(request: Request[Any, Any, Any], exc: RosettaError) -> 
 
 def handle_validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """400 naming each failing field (query parameter, header or body member)."""
-    errors = _validation_errors(exc)
+    errors = _validation_errors(request, exc)
     detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors) or exc.detail
     return problem_response(request, 400, detail=detail, title="Invalid request", extra={"errors": errors})
 

@@ -2,17 +2,19 @@
 
 Reads come from the dashboard materialized views (``queries``); changes go through ``service``, which
 audits them in the request's transaction. Every list is cursor-paginated and can be exported as CSV with
-``Accept: text/csv`` (the export walks every page). Amounts are decimal strings, except in the Cost
-Insights routes, whose numbers follow the Backstage plugin's types.
+``Accept: text/csv`` (the export walks every page; ``rosetta.core.tabular``); the other reads answer 406 to a
+client accepting only CSV. Amounts are decimal strings, except in the Cost Insights routes, whose numbers
+follow the Backstage plugin's types.
+
+List handlers return a ``Response`` (JSON or CSV), so each declares the JSON body in its return annotation
+(``Response[Page[Budget]]``): that is what the OpenAPI document shows as the 200 schema.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -23,6 +25,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+from litestar.types import Guard
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rosetta.core import runs
@@ -32,13 +35,14 @@ from rosetta.core.errors import BadRequestError, NotFoundError
 from rosetta.core.etag import check_if_match, compute_etag
 from rosetta.core.http import ContextApi
 from rosetta.core.http import create_app as create_core_app
-from rosetta.core.openapi import CSV_OPT, IF_MATCH_OPT
+from rosetta.core.openapi import CSV_OPT, ERRORS_OPT, IF_MATCH_OPT, UPLOAD_OPT
 from rosetta.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, check_limit, decode_cursor, encode_cursor, next_link
 from rosetta.core.runs import RunLauncher
 from rosetta.core.schemas import Page
 from rosetta.core.security.api import security_controller
 from rosetta.core.security.permissions import Permission, Principal, requires
 from rosetta.core.settings import Settings
+from rosetta.core.tabular import csv_response, refuse_csv_unless_offered, wants_csv
 from rosetta.finops import queries, service
 from rosetta.finops.schemas import (
     LEVELS,
@@ -54,9 +58,11 @@ from rosetta.finops.schemas import (
     BudgetLine,
     BudgetPatch,
     BudgetReplace,
+    ComparisonRow,
     CostInsightsCost,
     CostSummary,
     Drilldown,
+    DrilldownRow,
     LastCompleteBillingDate,
     Level,
     PricingView,
@@ -74,11 +80,21 @@ FINOPS_JOB = "finops"
 
 T = TypeVar("T")
 
-READ = [requires(Permission.FINOPS_READ)]
+# Every read route is GET: one that offers no CSV export answers 406 to a client accepting only CSV.
+READ: list[Guard] = [requires(Permission.FINOPS_READ), refuse_csv_unless_offered]
 ADMIN = [requires(Permission.FINOPS_ADMIN)]
 
 _CSV = "text/csv"
 _EXCEL = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# The bodies read_upload accepts, as the OpenAPI document declares them.
+_BUDGET_UPLOAD = {
+    _CSV: "Columns scope_level, scope_code, period, amount[, currency]; comma or semicolon separated",
+    _EXCEL: "The first sheet, with the same columns as the CSV file",
+}
+_RATES_UPLOAD = {
+    _CSV: "Columns service_category, unit, unit_price; comma or semicolon separated",
+    _EXCEL: "The first sheet, with the same columns as the CSV file",
+}
 
 LimitParam = Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_LIMIT, description="Page size.")]
 # Rule versions are PostgreSQL integers: a larger number can name no version (and must not reach the query).
@@ -205,46 +221,6 @@ async def period_range(
 # ----------------------------------------------------------------------------------------------- lists and CSV
 
 
-def wants_csv(request: Request[Any, Any, Any]) -> bool:
-    """True when the client prefers CSV to JSON (``Accept: text/csv``)."""
-    # JSON first: a client sending */* (or nothing) gets JSON; only an explicit text/csv gets CSV.
-    # Most requests name no CSV type at all: a look at the raw header spares parsing it on every read.
-    if not any(name == b"accept" and b"csv" in value.lower() for name, value in request.scope["headers"]):
-        return False
-    return request.accept.best_match(["application/json", _CSV], default="application/json") == _CSV
-
-
-def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, into)
-    elif isinstance(value, list):
-        into[prefix] = msgspec.json.encode(value).decode()
-    else:
-        into[prefix] = "" if value is None else value
-
-
-def csv_response(items: Sequence[Any], filename: str) -> Response[str]:
-    """Items (structs) as a CSV attachment: one column per (flattened) member, decimals kept as text."""
-    rows: list[dict[str, Any]] = []
-    for item in items:
-        flat: dict[str, Any] = {}
-        _flatten("", msgspec.to_builtins(item), flat)
-        rows.append(flat)
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(column for column in row if column not in columns)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return Response(
-        content=buffer.getvalue(),
-        media_type=f"{_CSV}; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
-    )
-
-
 PageFetcher = Callable[[str | None, int], Awaitable[tuple[list[T], str | None]]]
 
 
@@ -252,20 +228,21 @@ async def list_response(
     request: Request[Any, Any, Any],
     fetch: PageFetcher[T],
     *,
+    item_type: type[msgspec.Struct],
     limit: int,
     cursor: str | None,
     filename: str,
 ) -> Response[Any]:
-    """One page as JSON, or every page from ``cursor`` on as CSV when the client asks for it."""
+    """One page as JSON, or every page from ``cursor`` on as CSV (columns of ``item_type``) when asked for."""
     check_limit(limit)
     if wants_csv(request):
-        items: list[T] = []
+        items: list[Any] = []
         page_cursor = cursor
         while True:
             page, page_cursor = await fetch(page_cursor, MAX_LIMIT)
             items.extend(page)
             if page_cursor is None:
-                return csv_response(items, filename)
+                return csv_response(items, item_type, filename)
     page, next_cursor = await fetch(cursor, limit)
     return Response(Page(items=page, limit=limit, next=next_link(request, next_cursor)))
 
@@ -277,6 +254,7 @@ async def aggregate_response(
     request: Request[Any, Any, Any],
     fetch: Callable[[str | None, int], Awaitable[tuple[Aggregate, str | None]]],
     *,
+    item_type: type[msgspec.Struct],
     limit: int,
     cursor: str | None,
     filename: str,
@@ -288,7 +266,7 @@ async def aggregate_response(
             result, next_cursor = await fetch(page_cursor, page_limit)
             return list(result.items), next_cursor
 
-        return await list_response(request, items, limit=limit, cursor=cursor, filename=filename)
+        return await list_response(request, items, item_type=item_type, limit=limit, cursor=cursor, filename=filename)
     check_limit(limit)
     result, next_cursor = await fetch(cursor, limit)
     result.next = next_link(request, next_cursor)
@@ -347,7 +325,7 @@ class CostsController(Controller):
         basis: BasisParam = "effective",
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Drilldown]:
         """Cost of each node of ``level`` under ``parent`` over ``from``..``to``, with its share of the parent."""
         checked_level = parse_level(level)
         checked_basis = queries.check_basis(basis)
@@ -367,7 +345,9 @@ class CostsController(Controller):
                 cursor=page_cursor,
             )
 
-        return await aggregate_response(request, fetch, limit=limit, cursor=cursor, filename="drilldown")
+        return await aggregate_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=DrilldownRow, filename="drilldown"
+        )
 
 
 class ApplicationsController(Controller):
@@ -425,13 +405,13 @@ class BudgetsController(Controller):
         name: Annotated[str | None, QueryParameter(name="name", description="Names containing this text.")] = None,
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[Budget]]:
         """Budget versions, newest first."""
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[Budget], str | None]:
             return await service.budget_list(session, name=name, limit=page_limit, cursor=page_cursor)
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="budgets")
+        return await list_response(request, fetch, limit=limit, cursor=cursor, item_type=Budget, filename="budgets")
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_budget(
@@ -445,7 +425,8 @@ class BudgetsController(Controller):
         budget = await service.budget_create(session, auditor=auditor, data=data, actor=principal.subject)
         return with_etag(budget, status_code=HTTP_201_CREATED, location=f"{PREFIX}/budgets/{budget.id}")
 
-    @get("/comparison", guards=READ, opt={CSV_OPT: True})
+    # 404: the query names a budget version or pricing view that does not exist.
+    @get("/comparison", guards=READ, opt={CSV_OPT: True, ERRORS_OPT: (404,)})
     async def comparison(
         self,
         *,
@@ -463,7 +444,7 @@ class BudgetsController(Controller):
         basis: BasisParam = "effective",
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[BudgetComparison]:
         """Compare two measures at a level and period: variance, variance % and a year-end projection.
 
         Budgets have no environment, so a comparison covers every environment.
@@ -495,7 +476,9 @@ class BudgetsController(Controller):
                 cursor=page_cursor,
             )
 
-        return await aggregate_response(request, fetch, limit=limit, cursor=cursor, filename="budget-comparison")
+        return await aggregate_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=ComparisonRow, filename="budget-comparison"
+        )
 
     @get("/{budget_id:uuid}", guards=READ)
     async def get_budget(
@@ -513,14 +496,16 @@ class BudgetsController(Controller):
         budget_id: FromPath[uuid.UUID],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[BudgetLine]]:
         """The lines of a budget version, by scope and month."""
         await service.budget_get(session, budget_id)
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BudgetLine], str | None]:
             return await service.budget_lines(session, budget_id, limit=page_limit, cursor=page_cursor)
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename=f"budget-{budget_id}-lines")
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=BudgetLine, filename=f"budget-{budget_id}-lines"
+        )
 
     @put("/{budget_id:uuid}", guards=ADMIN, opt={IF_MATCH_OPT: "required"})
     async def replace_budget(
@@ -552,7 +537,12 @@ class BudgetsController(Controller):
         check_if_match(request, compute_etag(current), required=True)
         return with_etag(await service.budget_patch(session, auditor=auditor, current=current, data=data))
 
-    @post("/{budget_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK, opt={IF_MATCH_OPT: "optional"})
+    @post(
+        "/{budget_id:uuid}/import",
+        guards=ADMIN,
+        status_code=HTTP_200_OK,
+        opt={IF_MATCH_OPT: "optional", UPLOAD_OPT: _BUDGET_UPLOAD},
+    )
     async def import_lines(
         self,
         request: Request[Any, Any, Any],
@@ -584,13 +574,15 @@ class PricingViewsController(Controller):
         session: NamedDependency[AsyncSession],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[PricingView]]:
         """Pricing views with their rates, by id."""
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[PricingView], str | None]:
             return await service.pricing_view_list(session, limit=page_limit, cursor=page_cursor)
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="pricing-views")
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=PricingView, filename="pricing-views"
+        )
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_view(
@@ -641,7 +633,12 @@ class PricingViewsController(Controller):
         check_if_match(request, compute_etag(current), required=True)
         return with_etag(await service.pricing_view_patch(session, auditor=auditor, current=current, data=data))
 
-    @post("/{view_id:uuid}/import", guards=ADMIN, status_code=HTTP_200_OK, opt={IF_MATCH_OPT: "optional"})
+    @post(
+        "/{view_id:uuid}/import",
+        guards=ADMIN,
+        status_code=HTTP_200_OK,
+        opt={IF_MATCH_OPT: "optional", UPLOAD_OPT: _RATES_UPLOAD},
+    )
     async def import_rates(
         self,
         request: Request[Any, Any, Any],
@@ -675,7 +672,7 @@ class AllocationRulesController(Controller):
         all_versions: Annotated[bool, QueryParameter(name="allVersions")] = False,
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[AllocationRule]]:
         """Rules (their latest version, or every version with ``allVersions=true``)."""
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[AllocationRule], str | None]:
@@ -683,7 +680,9 @@ class AllocationRulesController(Controller):
                 session, pool=pool, all_versions=all_versions, limit=page_limit, cursor=page_cursor
             )
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="allocation-rules")
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=AllocationRule, filename="allocation-rules"
+        )
 
     @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
     async def create_rule(
@@ -766,7 +765,7 @@ class BatchRunsController(Controller):
         session: NamedDependency[AsyncSession],
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
-    ) -> Response[Any]:
+    ) -> Response[Page[BatchRun]]:
         """Runs of the FinOps batch, newest first, with counts, step durations and errors."""
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BatchRun], str | None]:
@@ -778,7 +777,9 @@ class BatchRunsController(Controller):
             items = [_batch_run(record) for record in records[:page_limit]]
             return items, (_run_cursor(items[-1]) if len(records) > page_limit else None)
 
-        return await list_response(request, fetch, limit=limit, cursor=cursor, filename="batch-runs")
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=BatchRun, filename="batch-runs"
+        )
 
     @get("/{run_id:uuid}", guards=READ)
     async def get_batch_run(self, session: NamedDependency[AsyncSession], run_id: FromPath[uuid.UUID]) -> BatchRun:
@@ -796,14 +797,58 @@ IntervalsParam = Annotated[
     str,
     QueryParameter(
         name="intervals",
-        description="ISO 8601 repeating interval, e.g. R2/P30D/2026-10-01.",
-        schema_extra={"pattern": r"^R[0-9]+/P[0-9]+D/[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+        description=(
+            "ISO 8601 repeating interval R<n>/P<k>D or R<n>/P<k>M then the exclusive end date, as the plugin builds"
+            " it: R2/P30D/2026-10-01, R2/P3M/2026-10-01."
+        ),
+        # The same form as queries.parse_intervals reads (which also checks the bounds and the date).
+        schema_extra={"pattern": r"^R[0-9]+/P[0-9]+[DM]/[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+    ),
+]
+EntityRefParam = Annotated[
+    str,
+    QueryParameter(
+        name="entityRef",
+        description=(
+            "The Backstage entity ref of an application: component:default/apim-inbox (kind and namespace may be"
+            " left out; the name matches an application code without regard to case)."
+        ),
+    ),
+]
+GroupRefParam = Annotated[
+    str,
+    QueryParameter(
+        name="group",
+        description="A Backstage group ref, group:default/team-x, or the bare name (matched without regard to case).",
     ),
 ]
 
 
+def entity_name(ref: str, *, kind: str, field: str) -> str:
+    """The name in a Backstage entity ref ``[kind:][namespace/]name``; 400 naming ``field`` for another kind.
+
+    Rosetta's CMDB has no namespaces, so the namespace is not checked.
+    """
+    text = ref.strip()
+    ref_kind, colon, rest = text.partition(":")
+    if not colon:
+        ref_kind, rest = "", text
+    name = rest.rpartition("/")[2]
+    if ref_kind and ref_kind.lower() != kind:
+        message = f"expected a {kind} ref ({kind}:default/<name>), got a {ref_kind} ref {ref!r}"
+        raise BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
+    if not name:
+        message = f"expected [{kind}:][namespace/]name, got {ref!r}"
+        raise BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
+    return name
+
+
 class CostInsightsController(Controller):
-    """Daily series in the Backstage Cost Insights shape (amounts are numbers there, by the plugin's types)."""
+    """Daily series in the Backstage Cost Insights shape (amounts are numbers there, by the plugin's types).
+
+    Backstage calls with refs (``getCatalogEntityDailyCost(catalogEntityRef)``: ``component:default/x``), whose
+    ``/`` a path segment cannot carry: each series is also served with the ref as a query parameter.
+    """
 
     path = "/cost-insights"
     tags = ["cost insights"]
@@ -818,17 +863,39 @@ class CostInsightsController(Controller):
     async def group_daily(
         self, reader: NamedDependency[queries.ViewReader], group: FromPath[str], intervals: IntervalsParam
     ) -> CostInsightsCost:
-        """Daily cost of every application an owner group owns, grouped by product."""
+        """Daily cost of every application an owner group owns, grouped by product (``team-x`` or ``group:team-x``)."""
         window = queries.parse_intervals(intervals)
-        return await queries.group_daily_cost(reader, group=group, window=window)
+        name = entity_name(group, kind="group", field="group")
+        return await queries.group_daily_cost(reader, name=name, window=window)
+
+    # 404: the query names a group the CMDB does not know.
+    @get("/groups/daily", guards=READ, opt={ERRORS_OPT: (404,)})
+    async def group_daily_by_ref(
+        self, reader: NamedDependency[queries.ViewReader], group: GroupRefParam, intervals: IntervalsParam
+    ) -> CostInsightsCost:
+        """Daily cost of every application an owner group owns, by product; ``group`` may be a full group ref."""
+        window = queries.parse_intervals(intervals)
+        name = entity_name(group, kind="group", field="group")
+        return await queries.group_daily_cost(reader, name=name, window=window)
 
     @get("/entities/{code:str}/daily", guards=READ)
     async def entity_daily(
         self, reader: NamedDependency[queries.ViewReader], code: FromPath[str], intervals: IntervalsParam
     ) -> CostInsightsCost:
-        """Daily cost of one application (a Backstage catalog entity), grouped by environment."""
+        """Daily cost of one application (``APIM-INBOX``, ``apim-inbox``, ``component:apim-inbox``), by environment."""
         window = queries.parse_intervals(intervals)
-        return await queries.application_daily_cost(reader, code=code, window=window)
+        name = entity_name(code, kind="component", field="code")
+        return await queries.application_daily_cost(reader, name=name, window=window)
+
+    # 404: the query names an entity that is no application.
+    @get("/entities/daily", guards=READ, opt={ERRORS_OPT: (404,)})
+    async def entity_daily_by_ref(
+        self, reader: NamedDependency[queries.ViewReader], entity_ref: EntityRefParam, intervals: IntervalsParam
+    ) -> CostInsightsCost:
+        """Daily cost of the application a Backstage entity ref names, grouped by environment."""
+        window = queries.parse_intervals(intervals)
+        name = entity_name(entity_ref, kind="component", field="entityRef")
+        return await queries.application_daily_cost(reader, name=name, window=window)
 
 
 # ----------------------------------------------------------------------------------------------- app

@@ -781,7 +781,10 @@ def parse_intervals(value: str) -> Window:
     """Parse the Cost Insights ``R<n>/P<k>D|M/<exclusive end>`` form (e.g. ``R2/P30D/2026-10-01``)."""
     match = _INTERVALS.match(value.strip())
     if match is None:
-        raise _invalid("intervals", f"expected R<n>/P<k>D/<YYYY-MM-DD> (e.g. R2/P30D/2026-10-01), got {value!r}")
+        raise _invalid(
+            "intervals",
+            f"expected R<n>/P<k>D or R<n>/P<k>M then /<YYYY-MM-DD> (e.g. R2/P30D/2026-10-01), got {value!r}",
+        )
     repeating, size, unit = int(match.group(1)), int(match.group(2)), match.group(3)
     try:
         end = date.fromisoformat(match.group(4))
@@ -875,7 +878,7 @@ async def _daily_cost(
     identifier: str,
     window: Window,
     currency: str | None,
-) -> tuple[CostInsightsCost, bool]:
+) -> CostInsightsCost:
     currency = await resolve_currency(session, currency)
     rows = await session.rows(
         sql.format(amount="effective_cost"),
@@ -893,14 +896,34 @@ async def _daily_cost(
     cost.grouped_costs = {
         breakdown_name: [cost_insights_cost(key, series, window) for key, series in sorted(grouped.items())]
     }
-    return cost, bool(rows)
+    return cost
+
+
+# Backstage lower-cases entity refs; the CMDB keeps its own case (APIM-INBOX): match without regard to case,
+# preferring the exact spelling should two codes differ only by case.
+APPLICATION_CODE_SQL = """
+SELECT application_code FROM dim_application
+WHERE lower(application_code) = lower(:name)
+ORDER BY application_code = :name DESC, application_code
+LIMIT 1
+"""
+
+OWNER_GROUP_SQL = """
+SELECT owner_group FROM dim_application
+WHERE lower(owner_group) = lower(:name)
+ORDER BY owner_group = :name DESC, owner_group
+LIMIT 1
+"""
 
 
 async def application_daily_cost(
-    session: ViewReader, *, code: str, window: Window, currency: str | None = None
+    session: ViewReader, *, name: str, window: Window, currency: str | None = None
 ) -> CostInsightsCost:
-    """Daily direct cost of one application (Cost Insights entity), grouped by environment."""
-    cost, found = await _daily_cost(
+    """Daily direct cost of the application called ``name`` (any case), grouped by environment; 404 if none."""
+    code = await session.value(APPLICATION_CODE_SQL, {"name": name})
+    if code is None:
+        raise NotFoundError(f"no application {name!r}")
+    return await _daily_cost(
         session,
         sql=ENTITY_DAILY_SQL,
         parameters={"code": code},
@@ -910,25 +933,23 @@ async def application_daily_cost(
         window=window,
         currency=currency,
     )
-    if not found and not await _known_application(session, code):
-        raise NotFoundError(f"no application {code!r}")
-    return cost
 
 
 async def group_daily_cost(
-    session: ViewReader, *, group: str, window: Window, currency: str | None = None
+    session: ViewReader, *, name: str, window: Window, currency: str | None = None
 ) -> CostInsightsCost:
-    """Daily direct cost of the applications an owner group owns, grouped by product."""
-    # Backstage passes group refs ("group:default/team-x") or bare names; the CMDB keeps bare names.
-    name = group.rsplit("/", 1)[-1].removeprefix("group:")
-    cost, _ = await _daily_cost(
+    """Daily direct cost of the applications the owner group ``name`` (any case) owns, by product; 404 if none."""
+    group = await session.value(OWNER_GROUP_SQL, {"name": name})
+    if group is None:
+        # An all-zero series would read as "this team costs nothing" when the name is simply wrong.
+        raise NotFoundError(f"no owner group {name!r} in the CMDB")
+    return await _daily_cost(
         session,
         sql=GROUP_DAILY_SQL,
-        parameters={"group": name},
+        parameters={"group": group},
         breakdown_column="product_code",
         breakdown_name="product",
         identifier=group,
         window=window,
         currency=currency,
     )
-    return cost
