@@ -771,3 +771,35 @@ async def test_an_import_of_another_content_type_is_415(client: Client, as_finop
             )
     assert await budget_state(client, as_finops, path) == before
     assert (await client.get(view_path, headers=as_finops)).json()["rates"] == []
+
+
+async def test_names_are_unique_whatever_their_case_and_spaces(client: Client, as_finops: dict[str, str]) -> None:
+    first = await client.post(f"{API}/budgets", json=budget_body("Review Budget A"), headers=as_finops)
+    assert first.status_code == 201, first.text
+    problem = assert_problem(
+        await client.post(f"{API}/budgets", json=budget_body("  review budget a "), headers=as_finops), 409, "name"
+    )
+    assert "'Review Budget A' already exists" in problem["detail"]
+    names = await budget_names(client, as_finops)
+    assert [name for name in names if name.lower() == "review budget a"] == ["Review Budget A"]
+    other_path, before = await new_budget(client, as_finops, "Review Budget B")
+    rename = await client.patch(
+        other_path, json={"name": "REVIEW BUDGET A"}, headers={**as_finops, "If-Match": before["etag"]}
+    )
+    assert_problem(rename, 409, "name")
+    assert await budget_state(client, as_finops, other_path) == before
+    # Its own name in another case is no conflict.
+    recase = await client.patch(
+        other_path, json={"name": "review budget b"}, headers={**as_finops, "If-Match": before["etag"]}
+    )
+    assert recase.status_code == 200, recase.text
+
+    view = await client.post(f"{API}/pricing-views", json={"name": "Catalogue Review"}, headers=as_finops)
+    assert view.status_code == 201
+    response = await client.post(f"{API}/pricing-views", json={"name": " catalogue review"}, headers=as_finops)
+    problem = assert_problem(response, 409, "name")
+    assert "use exactly that name" in problem["detail"]
+    views = (await client.get(f"{API}/pricing-views?limit=500", headers=as_finops)).json()["items"]
+    assert [item["name"] for item in views if item["name"].lower() == "catalogue review"] == ["Catalogue Review"]
+    again = await client.post(f"{API}/pricing-views", json={"name": "Catalogue Review "}, headers=as_finops)
+    assert again.json()["version"] == 2

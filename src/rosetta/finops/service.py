@@ -541,12 +541,27 @@ async def budget_lines(
     ], next_cursor
 
 
+async def _lock_name(session: AsyncSession, kind: str, name: str) -> None:
+    """Serialise writers of names equal but for case until the transaction ends.
+
+    The unique constraints are case-sensitive, so without this two concurrent requests for "Budget A" and
+    "budget a" could both pass the check below.
+    """
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"finops.{kind}.name:{name.lower()}"))))
+
+
 async def _check_budget_name_free(session: AsyncSession, name: str, *, except_id: uuid.UUID | None = None) -> None:
-    query = select(_BV.id).where(_BV.name == name)
+    # Names differing only by case (spaces are stripped before) are the same name to the people choosing one.
+    await _lock_name(session, "budget_version", name)
+    query = select(_BV.name).where(func.lower(_BV.name) == func.lower(name))
     if except_id is not None:
         query = query.where(_BV.id != except_id)
-    if (await session.scalars(query)).first() is not None:
-        raise ConflictError(f"a budget version named {name!r} already exists", extra={"errors": [{"field": "name"}]})
+    taken = (await session.scalars(query)).first()
+    if taken is not None:
+        raise ConflictError(
+            f"a budget version named {taken!r} already exists (names ignore case)",
+            extra={"errors": [{"field": "name"}]},
+        )
 
 
 async def _insert_lines(session: AsyncSession, budget_id: uuid.UUID, values: list[dict[str, Any]]) -> None:
@@ -798,6 +813,19 @@ async def pricing_view_create(
     name = _check_name(data.name, "name")
     currency = _check_currency(data.currency, "currency")
     values = _validated_rates(data.rates)
+    # The same name makes the next version; the same name in other case is a different spelling of it, which
+    # would list as a separate view: refused, so that each view has one spelling.
+    await _lock_name(session, "pricing_view", name)
+    spellings = (
+        await session.scalars(select(_PV.name).distinct().where(func.lower(_PV.name) == func.lower(name)))
+    ).all()
+    taken = next((spelling for spelling in spellings if spelling != name), None)
+    if taken is not None:
+        raise ConflictError(
+            f"a pricing view named {taken!r} already exists (names ignore case): use exactly that name for its next"
+            " version",
+            extra={"errors": [{"field": "name"}]},
+        )
     latest = (await session.execute(select(func.max(_PV.version)).where(_PV.name == name))).scalar_one()
     view_id = uuid.uuid4()
     session.add(
