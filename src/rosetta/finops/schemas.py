@@ -308,6 +308,10 @@ class BudgetComparison(CamelStruct):
     total_right: Decimal
     total_variance: Decimal
     total_variance_pct: Decimal | None
+    # A budget's amount over the window that no row carries (scope code unknown to the hierarchy, or a line
+    # coarser than ``level``); 0 for other measures. Not part of the totals.
+    unmatched_left: Decimal
+    unmatched_right: Decimal
     items: list[ComparisonRow]
     limit: int
     next: str | None = None
