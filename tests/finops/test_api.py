@@ -646,7 +646,13 @@ async def test_codes_cannot_be_checked_before_finops_batch_has_loaded_them(
         assert (
             "the hierarchy is still empty: finops-batch loads it from the CMDB and has not run yet" in problem["detail"]
         )
+        rule = {"ruleId": "too-early", "method": "even", "validFrom": "2026-01", "poolCode": "network"}
+        problem = assert_problem(
+            await empty.post(f"{API}/allocation-rules", json=rule, headers=as_finops), 400, "poolCode"
+        )
+        assert "no pool is known yet" in problem["detail"]
         assert (await empty.get(f"{API}/budgets", headers=as_finops)).json()["items"] == []
+        assert_problem(await empty.get(f"{API}/allocation-rules/too-early", headers=as_finops), 404)
 
 
 async def test_imports_refuse_files_without_data_missing_columns_and_ragged_rows(
@@ -771,6 +777,64 @@ async def test_an_import_of_another_content_type_is_415(client: Client, as_finop
             )
     assert await budget_state(client, as_finops, path) == before
     assert (await client.get(view_path, headers=as_finops)).json()["rates"] == []
+
+
+async def test_allocation_rules_name_known_pools_and_applications_and_one_rule_per_pool(
+    client: Client, as_finops: dict[str, str], as_user: dict[str, str]
+) -> None:
+    base = {"method": "even", "validFrom": "2026-01"}
+    unknown_pool = {**base, "ruleId": "r-unkpool", "poolCode": "NO-SUCH-POOL"}
+    problem = assert_problem(
+        await client.post(f"{API}/allocation-rules", json=unknown_pool, headers=as_finops), 400, "poolCode"
+    )
+    assert problem["detail"] == "poolCode: unknown pool 'NO-SUCH-POOL'"
+    unknown_target = {
+        **base,
+        "ruleId": "r-unkapp",
+        "poolCode": "security",
+        "targets": [{"applicationCode": "PAY-CHECKOUT"}, {"applicationCode": "NO-SUCH-APP"}],
+    }
+    problem = assert_problem(
+        await client.post(f"{API}/allocation-rules", json=unknown_target, headers=as_finops),
+        400,
+        "targets[1].applicationCode",
+    )
+    assert problem["detail"] == (
+        "unknown target applications (checked against the CMDB): application 'NO-SUCH-APP' (targets[1].applicationCode)"
+    )
+
+    first = await client.post(
+        f"{API}/allocation-rules", json={**base, "ruleId": "sec-split", "poolCode": "security"}, headers=as_finops
+    )
+    assert first.status_code == 201, first.text
+    # Another rule for the same pool, whatever its start: which one splits the pool would not be readable.
+    for valid_from in ("2026-01", "2027-01", "2020-01"):
+        rival = {
+            **base,
+            "ruleId": "sec-other",
+            "poolCode": "security",
+            "validFrom": valid_from,
+            "method": "direct_cost",
+        }
+        response = await client.post(f"{API}/allocation-rules", json=rival, headers=as_finops)
+        problem = assert_problem(response, 409, "poolCode")
+        assert "rule 'sec-split' (version 1, from 2026-01) already splits pool 'security'" in problem["detail"]
+        assert problem["ruleId"] == "sec-split"
+    # A second fallback rule (no pool) competes with the seeded "default" in the same way.
+    fallback = assert_problem(
+        await client.post(f"{API}/allocation-rules", json={**base, "ruleId": "fallback-2"}, headers=as_finops), 409
+    )
+    assert "rule 'default'" in fallback["detail"]
+    # A new version of the rule that owns the pool is how its method changes.
+    second = await client.post(
+        f"{API}/allocation-rules",
+        json={**base, "ruleId": "sec-split", "poolCode": "security", "method": "direct_cost", "validFrom": "2026-07"},
+        headers=as_finops,
+    )
+    assert second.status_code == 201, second.text
+    assert second.json()["version"] == 2
+    for rule_id in ("r-unkpool", "r-unkapp", "sec-other", "fallback-2"):
+        assert_problem(await client.get(f"{API}/allocation-rules/{rule_id}", headers=as_user), 404)
 
 
 async def test_names_are_unique_whatever_their_case_and_spaces(client: Client, as_finops: dict[str, str]) -> None:

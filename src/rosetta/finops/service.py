@@ -1037,6 +1037,61 @@ def _validated_targets(data: AllocationRuleCreate) -> list[dict[str, Any]]:
     return values
 
 
+async def _check_rule_references(
+    session: AsyncSession, pool_code: str | None, targets: Sequence[dict[str, Any]]
+) -> None:
+    """400 naming an unknown pool (``dim_cost_pool``) or target applications (``dim_application``, any period).
+
+    A rule for a pool that never lands splits nothing, and a target the CMDB does not know would send its
+    share to UNALLOCATED: both are typos to report now rather than surprises after the next run.
+    """
+    if pool_code is not None and await _unknown_codes(session, models.DimCostPool.pool_code, [pool_code]):
+        pools_known = (await session.execute(select(models.DimCostPool.pool_code).limit(1))).first() is not None
+        raise _invalid("poolCode", f"unknown pool {pool_code!r}" + ("" if pools_known else f"; {_POOLS_EMPTY}"))
+    unknown = await _unknown_codes(
+        session, models.DimApplication.application_code, (target["application_code"] for target in targets)
+    )
+    found = [
+        (f"targets[{index}].applicationCode", f"application {target['application_code']!r}")
+        for index, target in enumerate(targets)
+        if target["application_code"] in unknown
+    ]
+    if found:
+        empty = None if await _hierarchy_loaded(session) else _HIERARCHY_EMPTY
+        raise _unknown_references("target applications (checked against the CMDB)", found, empty=empty)
+
+
+async def _check_pool_unclaimed(session: AsyncSession, rule_id: str, pool_code: str | None) -> None:
+    """409 when another rule already has a version for this pool (or, for ``pool_code`` None, is a fallback).
+
+    A version has no end: the pipeline splits a pool, each month, with the version of latest ``validFrom`` among
+    every version naming that pool (``pipeline.select_rule``). Two rules for one pool therefore always overlap,
+    and which one wins would hang on their start months or, for equal ones, on version numbers. One rule per
+    pool keeps the answer readable: its versions, by ``validFrom``. A change of method is a new version.
+    """
+    # Serialises rules for the same pool: the row lock below only covers versions of the same rule.
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtext(f"finops.allocation_rule.pool:{pool_code or ''}")))
+    )
+    claim = (
+        await session.execute(
+            select(_AR.rule_id, func.max(_AR.version), func.min(_AR.valid_from))
+            .where(_AR.pool_code.is_not_distinct_from(pool_code), _AR.rule_id != rule_id)
+            .group_by(_AR.rule_id)
+            .order_by(_AR.rule_id)
+            .limit(1)
+        )
+    ).first()
+    if claim is not None:
+        other, version, valid_from = claim
+        target = f"pool {pool_code!r}" if pool_code is not None else "pools without a rule of their own (fallback)"
+        raise ConflictError(
+            f"poolCode: rule {other!r} (version {version}, from {month_text(valid_from)}) already splits {target}:"
+            f" add a version of {other!r} instead (POST with ruleId {other!r})",
+            extra={"errors": [{"field": "poolCode", "message": f"claimed by rule {other!r}"}], "ruleId": other},
+        )
+
+
 async def rule_create_version(
     session: AsyncSession, *, auditor: Auditor, data: AllocationRuleCreate, actor: str
 ) -> AllocationRule:
@@ -1052,6 +1107,8 @@ async def rule_create_version(
     pool_code = _check_code(data.pool_code, "poolCode") if data.pool_code is not None else None
     driver = _check_code(data.driver, "driver") if data.driver else None
     targets = _validated_targets(data)
+    await _check_rule_references(session, pool_code, targets)
+    await _check_pool_unclaimed(session, rule_id, pool_code)
     # The row lock on the rule's latest version makes concurrent new versions queue instead of colliding.
     latest = (
         await session.execute(
