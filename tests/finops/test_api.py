@@ -780,7 +780,7 @@ async def test_an_import_of_another_content_type_is_415(client: Client, as_finop
 
 
 async def test_allocation_rules_name_known_pools_and_applications_and_one_rule_per_pool(
-    client: Client, as_finops: dict[str, str], as_user: dict[str, str]
+    client: Client, as_finops: dict[str, str], as_user: dict[str, str], api_urls: dict[DatabaseRole, URL]
 ) -> None:
     base = {"method": "even", "validFrom": "2026-01"}
     unknown_pool = {**base, "ruleId": "r-unkpool", "poolCode": "NO-SUCH-POOL"}
@@ -835,6 +835,23 @@ async def test_allocation_rules_name_known_pools_and_applications_and_one_rule_p
     assert second.json()["version"] == 2
     for rule_id in ("r-unkpool", "r-unkapp", "sec-other", "fallback-2"):
         assert_problem(await client.get(f"{API}/allocation-rules/{rule_id}", headers=as_user), 404)
+
+    # Rivals stored before this check existed do not lock each other out: each may still get new versions.
+    connection = await asyncpg.connect(asyncpg_dsn(api_urls["finops"]))
+    try:
+        await connection.execute(
+            "INSERT INTO allocation_rule (rule_id, version, pool_code, method, valid_from, created_by)"
+            " VALUES ('sec-legacy', 1, 'security', 'even', DATE '2026-01-01', 'legacy')"
+        )
+    finally:
+        await connection.close()
+    for rule_id in ("sec-split", "sec-legacy"):
+        response = await client.post(
+            f"{API}/allocation-rules",
+            json={**base, "ruleId": rule_id, "poolCode": "security", "validFrom": "2026-09"},
+            headers=as_finops,
+        )
+        assert response.status_code == 201, response.text
 
 
 async def test_names_are_unique_whatever_their_case_and_spaces(client: Client, as_finops: dict[str, str]) -> None:

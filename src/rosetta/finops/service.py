@@ -1062,7 +1062,8 @@ async def _check_rule_references(
 
 
 async def _check_pool_unclaimed(session: AsyncSession, rule_id: str, pool_code: str | None) -> None:
-    """409 when another rule already has a version for this pool (or, for ``pool_code`` None, is a fallback).
+    """409 when another rule already has a version for this pool (or, for ``pool_code`` None, is a fallback)
+    and this rule has none.
 
     A version has no end: the pipeline splits a pool, each month, with the version of latest ``validFrom`` among
     every version naming that pool (``pipeline.select_rule``). Two rules for one pool therefore always overlap,
@@ -1073,10 +1074,15 @@ async def _check_pool_unclaimed(session: AsyncSession, rule_id: str, pool_code: 
     await session.execute(
         select(func.pg_advisory_xact_lock(func.hashtext(f"finops.allocation_rule.pool:{pool_code or ''}")))
     )
+    same_pool = _AR.pool_code.is_not_distinct_from(pool_code)
+    # A rule that already has a version for this pool may always add one, even where rivals were stored before
+    # this check existed: otherwise neither of them could ever change again.
+    if (await session.execute(select(_AR.version).where(same_pool, _AR.rule_id == rule_id).limit(1))).first():
+        return
     claim = (
         await session.execute(
             select(_AR.rule_id, func.max(_AR.version), func.min(_AR.valid_from))
-            .where(_AR.pool_code.is_not_distinct_from(pool_code), _AR.rule_id != rule_id)
+            .where(same_pool, _AR.rule_id != rule_id)
             .group_by(_AR.rule_id)
             .order_by(_AR.rule_id)
             .limit(1)
