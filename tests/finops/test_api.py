@@ -7,6 +7,7 @@ pagination, problem+json on bad input, amounts as decimal strings.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 from api_support import API, finops_client, finops_settings, migrated_databases
 from litestar import Litestar
@@ -22,6 +24,7 @@ from litestar.testing import AsyncTestClient
 from openpyxl import Workbook
 from sqlalchemy.engine import URL
 
+from rosetta.core.db import asyncpg_dsn
 from rosetta.core.settings import DatabaseRole
 
 Client = AsyncTestClient[Litestar]
@@ -35,8 +38,46 @@ def api_urls(server_url: URL) -> Iterator[dict[DatabaseRole, URL]]:
     yield from migrated_databases(server_url, "fapi")
 
 
+# (application, product, family, domain): the codes the tests name, as finops-batch would load them from the CMDB.
+HIERARCHY = [
+    ("PAY-CHECKOUT", "PAY-ONLINE", "PAY", "COMMERCE"),
+    ("CRM-PORTAL", "CRM-CORE", "CRM", "COMMERCE"),
+    ("DWH-ETL", "DWH-CORE", "DATA", "PLATFORM"),
+]
+POOLS = ["network", "security"]
+
+
+async def load_reference_data(urls: dict[DatabaseRole, URL]) -> None:
+    """Write the hierarchy and pools finops-batch would load (the API checks codes against them)."""
+    connection = await asyncpg.connect(asyncpg_dsn(urls["finops"]))
+    try:
+        for application, product, family, domain in HIERARCHY:
+            await connection.execute(
+                "INSERT INTO dim_application (application_code, valid_from, name, product_code, product_name,"
+                " family_code, family_name, domain_code, domain_name)"
+                " VALUES ($1, DATE '2020-01-01', $1, $2, $2, $3, $3, $4, $4)",
+                application, product, family, domain,
+            )  # fmt: skip
+            await connection.execute(
+                "INSERT INTO dim_product VALUES ($1, DATE '2020-01-01', NULL, $1, $2) ON CONFLICT DO NOTHING",
+                product, family,
+            )  # fmt: skip
+            await connection.execute(
+                "INSERT INTO dim_family VALUES ($1, DATE '2020-01-01', NULL, $1, $2) ON CONFLICT DO NOTHING",
+                family, domain,
+            )  # fmt: skip
+            await connection.execute(
+                "INSERT INTO dim_domain VALUES ($1, DATE '2020-01-01', NULL, $1) ON CONFLICT DO NOTHING", domain
+            )
+        for pool in POOLS:
+            await connection.execute("INSERT INTO dim_cost_pool (pool_code, name) VALUES ($1, $1)", pool)
+    finally:
+        await connection.close()
+
+
 @pytest.fixture(scope="module")
 async def client(api_urls: dict[DatabaseRole, URL], identity_server: Any) -> AsyncIterator[Client]:
+    await load_reference_data(api_urls)
     async for api, _ in finops_client(finops_settings(api_urls, identity_server.entra)):
         yield api
 
@@ -229,14 +270,15 @@ async def test_budget_lifecycle_with_etags_and_audit(
 async def test_budget_lines_import_from_csv_and_excel(client: Client, as_finops: dict[str, str]) -> None:
     created = await client.post(f"{API}/budgets", json={"name": "Imported budget"}, headers=as_finops)
     path = f"{API}/budgets/{created.json()['id']}"
+    # A decimal-comma file: "1 234,56" shows the convention, so "1.000" is a thousand.
     csv_body = (
         b"Scope level;Scope code;Period;Amount;Currency\n"
         b"product;PAY-ONLINE;2026-01;1 234,56;EUR\n"
-        b"application;PAY-CHECKOUT;2026-02;99.999;EUR\n"
+        b"application;PAY-CHECKOUT;2026-02;1.000;EUR\n"
     )
     imported = await client.post(f"{path}/import", content=csv_body, headers={**as_finops, "Content-Type": "text/csv"})
     assert imported.status_code == 200, imported.text
-    assert imported.json()["totals"] == {"EUR": "1334.559"}
+    assert imported.json()["totals"] == {"EUR": "2234.56"}
 
     workbook = Workbook()
     sheet = workbook.active
@@ -268,11 +310,6 @@ async def test_budget_lines_import_from_csv_and_excel(client: Client, as_finops:
     assert_problem(bad, 400, "row 2.period")
     # The rejected file changed nothing.
     assert (await client.get(path, headers=as_finops)).json()["totals"] == {"EUR": "1510.25"}
-    assert_problem(
-        await client.post(f"{path}/import", content=b"{}", headers={**as_finops, "Content-Type": "application/json"}),
-        400,
-        "content-type",
-    )
 
 
 async def test_budget_validation_is_problem_json_naming_the_field(client: Client, as_finops: dict[str, str]) -> None:
@@ -618,3 +655,390 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
     pattern = re.compile(intervals["schema"]["pattern"])
     assert all(pattern.match(value) for value in ("R2/P30D/2026-10-01", "R2/P3M/2026-10-01", "R1/P7D/2026-11-01"))
     assert "404" in paths[f"{API}/cost-insights/groups/daily"]["get"]["responses"]
+
+
+# ----------------------------------------------------------------------------------------------- write-side checks
+
+CSV = {"Content-Type": "text/csv"}
+XLSX = {"Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+LINES_HEADER = b"scope_level,scope_code,period,amount\n"
+
+
+async def new_budget(client: Client, headers: dict[str, str], name: str) -> tuple[str, dict[str, Any]]:
+    """A budget with budget_body's lines: its path and its current state (ETag and lines)."""
+    created = await client.post(f"{API}/budgets", json=budget_body(name), headers=headers)
+    assert created.status_code == 201, created.text
+    path = f"{API}/budgets/{created.json()['id']}"
+    return path, await budget_state(client, headers, path)
+
+
+async def budget_state(client: Client, headers: dict[str, str], path: str) -> dict[str, Any]:
+    """What a rejected write must leave as it was: the ETag and every line."""
+    response = await client.get(path, headers=headers)
+    lines = (await client.get(f"{path}/lines?limit=500", headers=headers)).json()["items"]
+    return {"etag": response.headers["etag"], "lines": lines}
+
+
+async def budget_names(client: Client, headers: dict[str, str]) -> list[str]:
+    return [item["name"] for item in (await client.get(f"{API}/budgets?limit=500", headers=headers)).json()["items"]]
+
+
+def workbook_bytes(*rows: list[Any]) -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+async def test_an_unreadable_workbook_is_a_400_not_a_500(client: Client, as_finops: dict[str, str]) -> None:
+    path, before = await new_budget(client, as_finops, "Unreadable workbook")
+    view = await client.post(f"{API}/pricing-views", json={"name": "Unreadable workbook view"}, headers=as_finops)
+    view_path = f"{API}/pricing-views/{view.json()['id']}"
+    view_before = (await client.get(view_path, headers=as_finops)).headers["etag"]
+    # A zip that is no workbook, a truncated one, and a CSV file sent with the workbook's content type.
+    valid = workbook_bytes(["scope_level", "scope_code", "period", "amount"], ["product", "PAY-ONLINE", "2026-01", 1])
+    for body in (b"PK\x03\x04garbage", valid[: len(valid) // 2], LINES_HEADER + b"product,PAY-ONLINE,2026-01,1\n"):
+        for target in (path, view_path):
+            response = await client.post(f"{target}/import", content=body, headers={**as_finops, **XLSX})
+            problem = assert_problem(response, 400, "body")
+            assert "not a readable .xlsx workbook" in problem["detail"]
+    assert await budget_state(client, as_finops, path) == before
+    assert (await client.get(view_path, headers=as_finops)).headers["etag"] == view_before
+
+
+async def test_an_amount_whose_decimal_mark_the_file_does_not_settle_is_refused(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    path, before = await new_budget(client, as_finops, "Ambiguous amounts")
+    for body in (
+        LINES_HEADER + b'product,PAY-ONLINE,2026-01,12\nproduct,PAY-ONLINE,2026-02,"1,234"\n',
+        b"scope_level;scope_code;period;amount\nproduct;PAY-ONLINE;2026-01;12\nproduct;PAY-ONLINE;2026-02;1,234\n",
+        LINES_HEADER + b"product,PAY-ONLINE,2026-01,12\nproduct,PAY-ONLINE,2026-02,1.234\n",
+    ):
+        response = await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV})
+        problem = assert_problem(response, 400, "row 3.amount")
+        assert "ambiguous: 1234 or 1.234?" in problem["detail"]
+        assert "without thousands separators (1234)" in problem["detail"]
+    assert await budget_state(client, as_finops, path) == before
+
+    # Unambiguous forms keep working, in either convention; an established mark settles the 3-digit shape.
+    accepted = {
+        b"scope_level;scope_code;period;amount\nproduct;PAY-ONLINE;2026-01;1234,56\nproduct;PAY-ONLINE;2026-02;"
+        b"1 234,56\nproduct;PAY-ONLINE;2026-03;1.234,50\nproduct;PAY-ONLINE;2026-04;2.000\n": [
+            "1234.56",
+            "1234.56",
+            "1234.50",
+            "2000",
+        ],
+        LINES_HEADER + b'product,PAY-ONLINE,2026-01,"1,234.50"\nproduct,PAY-ONLINE,2026-02,1234.5\n'
+        b'product,PAY-ONLINE,2026-03,"2,000"\n': ["1234.50", "1234.5", "2000"],
+    }
+    for body, amounts in accepted.items():
+        response = await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV})
+        assert response.status_code == 200, response.text
+        lines = (await client.get(f"{path}/lines", headers=as_finops)).json()["items"]
+        assert [line["amount"] for line in lines] == amounts
+
+
+async def test_budget_lines_with_scope_codes_unknown_at_their_level_are_refused(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    path, before = await new_budget(client, as_finops, "Unknown codes")
+    lines = [
+        {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-01", "amount": "1"},
+        {"scopeLevel": "product", "scopeCode": "NO-SUCH-PRODUCT", "period": "2026-01", "amount": "1"},
+        # Known, but as a product: a family of that code does not exist.
+        {"scopeLevel": "family", "scopeCode": "PAY-ONLINE", "period": "2026-01", "amount": "1"},
+        {"scopeLevel": "product", "scopeCode": "NO-SUCH-PRODUCT", "period": "2026-02", "amount": "1"},
+    ]
+
+    def check(response: Any, fields: list[str]) -> None:
+        problem = assert_problem(response, 400)
+        assert "unknown scope codes" in problem["detail"]
+        first, second = fields[:2]
+        assert f"product 'NO-SUCH-PRODUCT' ({first} and 1 more), family 'PAY-ONLINE' ({second})" in problem["detail"]
+        assert [error["field"] for error in problem["errors"]] == fields
+
+    json_fields = ["lines[1].scopeCode", "lines[2].scopeCode", "lines[3].scopeCode"]
+    check(
+        await client.post(f"{API}/budgets", json={"name": "Typo budget", "lines": lines}, headers=as_finops),
+        json_fields,
+    )
+    assert "Typo budget" not in await budget_names(client, as_finops)
+    if_match = {**as_finops, "If-Match": before["etag"]}
+    check(await client.put(path, json={"name": "Unknown codes", "lines": lines}, headers=if_match), json_fields)
+    check(await client.patch(path, json={"lines": lines}, headers=if_match), json_fields)
+    body = LINES_HEADER + b"".join(
+        f"{line['scopeLevel']},{line['scopeCode']},{line['period']},{line['amount']}\n".encode() for line in lines
+    )
+    check(
+        await client.post(f"{path}/import", content=body, headers={**if_match, **CSV}),
+        ["row 3.scope_code", "row 4.scope_code", "row 5.scope_code"],
+    )
+    workbook = workbook_bytes(
+        ["scope_level", "scope_code", "period", "amount"],
+        *([line["scopeLevel"], line["scopeCode"], line["period"], 1] for line in lines),
+    )
+    check(
+        await client.post(f"{path}/import", content=workbook, headers={**if_match, **XLSX}),
+        ["row 3.scope_code", "row 4.scope_code", "row 5.scope_code"],
+    )
+    assert await budget_state(client, as_finops, path) == before
+
+
+async def test_codes_cannot_be_checked_before_finops_batch_has_loaded_them(
+    fresh_database_urls: Callable[[], dict[DatabaseRole, URL]], identity_server: Any, as_finops: dict[str, str]
+) -> None:
+    urls = await asyncio.to_thread(fresh_database_urls)
+    async for empty, _ in finops_client(finops_settings(urls, identity_server.entra)):
+        response = await empty.post(f"{API}/budgets", json=budget_body("Too early"), headers=as_finops)
+        problem = assert_problem(response, 400)
+        assert (
+            "product 'PAY-ONLINE' (lines[0].scopeCode and 1 more), domain 'COMMERCE' (lines[2].scopeCode)"
+            in (problem["detail"])
+        )
+        assert (
+            "the hierarchy is still empty: finops-batch loads it from the CMDB and has not run yet" in problem["detail"]
+        )
+        rule = {"ruleId": "too-early", "method": "even", "validFrom": "2026-01", "poolCode": "network"}
+        problem = assert_problem(
+            await empty.post(f"{API}/allocation-rules", json=rule, headers=as_finops), 400, "poolCode"
+        )
+        assert "no pool is known yet" in problem["detail"]
+        assert (await empty.get(f"{API}/budgets", headers=as_finops)).json()["items"] == []
+        assert_problem(await empty.get(f"{API}/allocation-rules/too-early", headers=as_finops), 404)
+
+
+async def test_imports_refuse_files_without_data_missing_columns_and_ragged_rows(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    path, before = await new_budget(client, as_finops, "Malformed files")
+    cases = {
+        # A header alone would replace every line with nothing.
+        LINES_HEADER: ("body", "the file has a header row but no data rows"),
+        LINES_HEADER + b"\n \n": ("body", "the file has a header row but no data rows"),
+        b"scope_level,scope_code,amount\nproduct,PAY-ONLINE,1\n": ("header", "missing column period"),
+        LINES_HEADER + b"product,PAY-ONLINE,2026-01,1\nproduct,PAY-ONLINE,2026-02,1,oops\n": (
+            "row 3",
+            "has a value in column 5, which has no header",
+        ),
+        b"scope_level,scope_code,period,amount,Amount\nproduct,PAY-ONLINE,2026-01,1,2\n": (
+            "header",
+            "column amount appears more than once",
+        ),
+    }
+    for body, (field, message) in cases.items():
+        response = await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV})
+        problem = assert_problem(response, 400, field)
+        assert problem["detail"] == f"{field}: {message}" or message in problem["detail"], problem
+    header_only = workbook_bytes(["scope_level", "scope_code", "period", "amount"])
+    response = await client.post(f"{path}/import", content=header_only, headers={**as_finops, **XLSX})
+    assert_problem(response, 400, "body")
+    assert await budget_state(client, as_finops, path) == before
+
+    view = await client.post(
+        f"{API}/pricing-views",
+        json={"name": "Malformed rates", "rates": [{"serviceCategory": "Compute", "unit": "h", "unitPrice": "1"}]},
+        headers=as_finops,
+    )
+    view_path = f"{API}/pricing-views/{view.json()['id']}"
+    for body, field in ((b"service_category,unit,unit_price\n", "body"), (b"unit,unit_price\nh,1\n", "header")):
+        response = await client.post(f"{view_path}/import", content=body, headers={**as_finops, **CSV})
+        assert_problem(response, 400, field)
+    assert (await client.get(view_path, headers=as_finops)).json()["rates"] == view.json()["rates"]
+
+
+async def test_import_errors_name_the_row_the_file_shows(client: Client, as_finops: dict[str, str]) -> None:
+    path, before = await new_budget(client, as_finops, "Row numbers")
+    # A blank line 3 still counts: the bad period is on line 4 of the file.
+    body = LINES_HEADER + b"product,PAY-ONLINE,2026-01,1\n\nproduct,PAY-ONLINE,2026-1,1\n"
+    assert_problem(await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV}), 400, "row 4.period")
+    duplicate = (
+        LINES_HEADER + b"product,PAY-ONLINE,2026-01,1\ndomain,COMMERCE,2026-01,1\nproduct,PAY-ONLINE,2026-01,2\n"
+    )
+    problem = assert_problem(
+        await client.post(f"{path}/import", content=duplicate, headers={**as_finops, **CSV}), 400, "row 4"
+    )
+    assert "first at row 2" in problem["detail"]
+    missing = LINES_HEADER + b"product,,2026-01,1\n"
+    response = await client.post(f"{path}/import", content=missing, headers={**as_finops, **CSV})
+    assert_problem(response, 400, "row 2.scope_code")
+    assert await budget_state(client, as_finops, path) == before
+
+    view = await client.post(f"{API}/pricing-views", json={"name": "Rate rows"}, headers=as_finops)
+    view_path = f"{API}/pricing-views/{view.json()['id']}"
+    rates = b"service_category,unit,unit_price\nCompute,h,1\nKubernetes,h,2\n"
+    response = await client.post(f"{view_path}/import", content=rates, headers={**as_finops, **CSV})
+    assert_problem(response, 400, "row 3.service_category")
+    rates = b"service_category,unit,unit_price\nCompute,h,1\nStorage,GB,-1\n"
+    response = await client.post(f"{view_path}/import", content=rates, headers={**as_finops, **CSV})
+    assert_problem(response, 400, "row 3.unit_price")
+    assert (await client.get(view_path, headers=as_finops)).json()["rates"] == []
+
+
+async def test_budget_amounts_are_decimal_strings_in_whole_cents(client: Client, as_finops: dict[str, str]) -> None:
+    path, before = await new_budget(client, as_finops, "Cents only")
+    if_match = {**as_finops, "If-Match": before["etag"]}
+    line = {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-03"}
+    sub_cent = {"lines": [{**line, "amount": "1.123456789"}]}
+    problem = assert_problem(await client.patch(path, json=sub_cent, headers=if_match), 400, "lines[0].amount")
+    assert "at most 2 decimals" in problem["detail"]
+    for number in (0.1, 1000):
+        problem = assert_problem(
+            await client.patch(path, json={"lines": [{**line, "amount": number}]}, headers=if_match), 400
+        )
+        assert "amount" in problem["detail"]
+        assert "Expected `str`" in problem["detail"]
+    for text in ("1,5", "1_000", " ", "0x10"):
+        response = await client.patch(path, json={"lines": [{**line, "amount": text}]}, headers=if_match)
+        assert_problem(response, 400, "lines[0].amount")
+    response = await client.post(
+        f"{API}/budgets", json={"name": "Float budget", "lines": [{**line, "amount": 0.1}]}, headers=as_finops
+    )
+    assert_problem(response, 400)
+    assert "Float budget" not in await budget_names(client, as_finops)
+    # A file: a text amount with three decimals, and a workbook number with three.
+    body = b"scope_level;scope_code;period;amount\nproduct;PAY-ONLINE;2026-01;0,125\n"
+    problem = assert_problem(
+        await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV}), 400, "row 2.amount"
+    )
+    workbook = workbook_bytes(
+        ["scope_level", "scope_code", "period", "amount"], ["product", "PAY-ONLINE", "2026-01", 1.125]
+    )
+    problem = assert_problem(
+        await client.post(f"{path}/import", content=workbook, headers={**as_finops, **XLSX}), 400, "row 2.amount"
+    )
+    assert "got 1.125" in problem["detail"]
+    assert await budget_state(client, as_finops, path) == before
+    # Trailing zeros within the cent are whole cents.
+    response = await client.patch(path, json={"lines": [{**line, "amount": "12.500"}]}, headers=if_match)
+    assert response.status_code == 200, response.text
+
+
+async def test_an_import_of_another_content_type_is_415(client: Client, as_finops: dict[str, str]) -> None:
+    path, before = await new_budget(client, as_finops, "Content types")
+    view = await client.post(f"{API}/pricing-views", json={"name": "Content types view"}, headers=as_finops)
+    view_path = f"{API}/pricing-views/{view.json()['id']}"
+    body = LINES_HEADER + b"product,PAY-ONLINE,2026-01,1\n"
+    for content_type in ("application/json", "application/pdf", "multipart/form-data; boundary=x", "text/plain", None):
+        headers = {**as_finops} if content_type is None else {**as_finops, "Content-Type": content_type}
+        for target in (path, view_path):
+            response = await client.post(f"{target}/import", content=body, headers=headers)
+            problem = assert_problem(response, 415, "content-type")
+            assert "upload text/csv or application/vnd.openxmlformats" in problem["detail"]
+            assert response.headers["accept-post"] == (
+                "text/csv, application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            )
+    assert await budget_state(client, as_finops, path) == before
+    assert (await client.get(view_path, headers=as_finops)).json()["rates"] == []
+
+
+async def test_allocation_rules_name_known_pools_and_applications_and_one_rule_per_pool(
+    client: Client, as_finops: dict[str, str], as_user: dict[str, str], api_urls: dict[DatabaseRole, URL]
+) -> None:
+    base = {"method": "even", "validFrom": "2026-01"}
+    unknown_pool = {**base, "ruleId": "r-unkpool", "poolCode": "NO-SUCH-POOL"}
+    problem = assert_problem(
+        await client.post(f"{API}/allocation-rules", json=unknown_pool, headers=as_finops), 400, "poolCode"
+    )
+    assert problem["detail"] == "poolCode: unknown pool 'NO-SUCH-POOL'"
+    unknown_target = {
+        **base,
+        "ruleId": "r-unkapp",
+        "poolCode": "security",
+        "targets": [{"applicationCode": "PAY-CHECKOUT"}, {"applicationCode": "NO-SUCH-APP"}],
+    }
+    problem = assert_problem(
+        await client.post(f"{API}/allocation-rules", json=unknown_target, headers=as_finops),
+        400,
+        "targets[1].applicationCode",
+    )
+    assert problem["detail"] == (
+        "unknown target applications (checked against the CMDB): application 'NO-SUCH-APP' (targets[1].applicationCode)"
+    )
+
+    first = await client.post(
+        f"{API}/allocation-rules", json={**base, "ruleId": "sec-split", "poolCode": "security"}, headers=as_finops
+    )
+    assert first.status_code == 201, first.text
+    # Another rule for the same pool, whatever its start: which one splits the pool would not be readable.
+    for valid_from in ("2026-01", "2027-01", "2020-01"):
+        rival = {
+            **base,
+            "ruleId": "sec-other",
+            "poolCode": "security",
+            "validFrom": valid_from,
+            "method": "direct_cost",
+        }
+        response = await client.post(f"{API}/allocation-rules", json=rival, headers=as_finops)
+        problem = assert_problem(response, 409, "poolCode")
+        assert "rule 'sec-split' (version 1, from 2026-01) already splits pool 'security'" in problem["detail"]
+        assert problem["ruleId"] == "sec-split"
+    # A second fallback rule (no pool) competes with the seeded "default" in the same way.
+    fallback = assert_problem(
+        await client.post(f"{API}/allocation-rules", json={**base, "ruleId": "fallback-2"}, headers=as_finops), 409
+    )
+    assert "rule 'default'" in fallback["detail"]
+    # A new version of the rule that owns the pool is how its method changes.
+    second = await client.post(
+        f"{API}/allocation-rules",
+        json={**base, "ruleId": "sec-split", "poolCode": "security", "method": "direct_cost", "validFrom": "2026-07"},
+        headers=as_finops,
+    )
+    assert second.status_code == 201, second.text
+    assert second.json()["version"] == 2
+    for rule_id in ("r-unkpool", "r-unkapp", "sec-other", "fallback-2"):
+        assert_problem(await client.get(f"{API}/allocation-rules/{rule_id}", headers=as_user), 404)
+
+    # Rivals stored before this check existed do not lock each other out: each may still get new versions.
+    connection = await asyncpg.connect(asyncpg_dsn(api_urls["finops"]))
+    try:
+        await connection.execute(
+            "INSERT INTO allocation_rule (rule_id, version, pool_code, method, valid_from, created_by)"
+            " VALUES ('sec-legacy', 1, 'security', 'even', DATE '2026-01-01', 'legacy')"
+        )
+    finally:
+        await connection.close()
+    for rule_id in ("sec-split", "sec-legacy"):
+        response = await client.post(
+            f"{API}/allocation-rules",
+            json={**base, "ruleId": rule_id, "poolCode": "security", "validFrom": "2026-09"},
+            headers=as_finops,
+        )
+        assert response.status_code == 201, response.text
+
+
+async def test_names_are_unique_whatever_their_case_and_spaces(client: Client, as_finops: dict[str, str]) -> None:
+    first = await client.post(f"{API}/budgets", json=budget_body("Review Budget A"), headers=as_finops)
+    assert first.status_code == 201, first.text
+    problem = assert_problem(
+        await client.post(f"{API}/budgets", json=budget_body("  review budget a "), headers=as_finops), 409, "name"
+    )
+    assert "'Review Budget A' already exists" in problem["detail"]
+    names = await budget_names(client, as_finops)
+    assert [name for name in names if name.lower() == "review budget a"] == ["Review Budget A"]
+    other_path, before = await new_budget(client, as_finops, "Review Budget B")
+    rename = await client.patch(
+        other_path, json={"name": "REVIEW BUDGET A"}, headers={**as_finops, "If-Match": before["etag"]}
+    )
+    assert_problem(rename, 409, "name")
+    assert await budget_state(client, as_finops, other_path) == before
+    # Its own name in another case is no conflict.
+    recase = await client.patch(
+        other_path, json={"name": "review budget b"}, headers={**as_finops, "If-Match": before["etag"]}
+    )
+    assert recase.status_code == 200, recase.text
+
+    view = await client.post(f"{API}/pricing-views", json={"name": "Catalogue Review"}, headers=as_finops)
+    assert view.status_code == 201
+    response = await client.post(f"{API}/pricing-views", json={"name": " catalogue review"}, headers=as_finops)
+    problem = assert_problem(response, 409, "name")
+    assert "use exactly that name" in problem["detail"]
+    views = (await client.get(f"{API}/pricing-views?limit=500", headers=as_finops)).json()["items"]
+    assert [item["name"] for item in views if item["name"].lower() == "catalogue review"] == ["Catalogue Review"]
+    again = await client.post(f"{API}/pricing-views", json={"name": "Catalogue Review "}, headers=as_finops)
+    assert again.json()["version"] == 2

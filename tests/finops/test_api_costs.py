@@ -308,6 +308,49 @@ async def test_budget_comparison_against_actuals_and_a_pricing_view(
     assert all(D(line["variance"]) == D(line["left"]) - D(line["right"]) for line in exported_rows)
 
 
+async def test_the_comparison_reports_budget_money_no_row_carries(
+    client: Client,
+    as_user: dict[str, str],
+    as_finops: dict[str, str],
+    months: list[date],
+    world_urls: dict[DatabaseRole, URL],
+) -> None:
+    last = f"{months[-1]:%Y-%m}"
+    domains = (await drill(client, as_user, months[-1], "domain", None))["items"]
+    products = (await drill(client, as_user, months[-1], "product", None))["items"]
+    lines = [
+        {"scopeLevel": "product", "scopeCode": products[0]["code"], "period": last, "amount": "100.00"},
+        {"scopeLevel": "domain", "scopeCode": domains[0]["code"], "period": last, "amount": "40.00"},
+    ]
+    created = await client.post(f"{API}/budgets", json={"name": "Unmatched budget", "lines": lines}, headers=as_finops)
+    assert created.status_code == 201, created.text
+    budget_id = created.json()["id"]
+    # A line the API now refuses, as older versions or the raw-zone import could still have stored it.
+    connection = await asyncpg.connect(asyncpg_dsn(world_urls["finops"]))
+    try:
+        await connection.execute(
+            "INSERT INTO budget_line VALUES ($1, 'product', 'NO-SUCH-PRODUCT', $2, 7.5, 'EUR')",
+            uuid.UUID(budget_id), months[-1],
+        )  # fmt: skip
+    finally:
+        await connection.close()
+    window = {"from": last, "to": last}
+    by_domain = await get(client, as_user, "/budgets/comparison", right=f"budget:{budget_id}", level="domain", **window)
+    assert D(by_domain["totalRight"]) == D("140.00")
+    assert D(by_domain["unmatchedRight"]) == D("7.5")
+    assert D(by_domain["unmatchedLeft"]) == 0
+    # At product level the domain line has no product to land on either: it is reported, not dropped.
+    by_product = await get(
+        client, as_user, "/budgets/comparison", right=f"budget:{budget_id}", level="product", limit=500, **window
+    )
+    assert D(by_product["totalRight"]) == D("100.00")
+    assert D(by_product["unmatchedRight"]) == D("47.50")
+    swapped = await get(
+        client, as_user, "/budgets/comparison", left=f"budget:{budget_id}", right="actual", level="domain", **window
+    )
+    assert (D(swapped["unmatchedLeft"]), D(swapped["unmatchedRight"])) == (D("7.5"), 0)
+
+
 async def test_pricing_view_values_quantities_with_its_rates(
     client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
 ) -> None:

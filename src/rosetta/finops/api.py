@@ -23,8 +23,9 @@ import msgspec
 from litestar import Controller, Litestar, Request, Response, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter, SkipValidation
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import Guard
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -376,17 +377,18 @@ class ApplicationsController(Controller):
 # ----------------------------------------------------------------------------------------------- budgets
 
 
-async def read_upload(request: Request[Any, Any, Any]) -> list[dict[str, str]]:
-    """The rows of an uploaded CSV or Excel (first sheet) body, keyed by header; 415 for other types."""
+async def read_upload(request: Request[Any, Any, Any]) -> service.Upload:
+    """The table of an uploaded CSV or Excel (first sheet) body; 415 (with ``Accept-Post``) for other types."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
     if content_type in (_CSV, "application/csv"):
-        return service.rows_from_csv(body)
+        return service.rows_from_csv(await request.body())
     if content_type == _EXCEL:
-        return service.rows_from_excel(body)
-    raise BadRequestError(
-        f"content-type: upload text/csv or {_EXCEL}, not {content_type or 'nothing'}",
-        extra={"errors": [{"field": "content-type"}]},
+        return service.rows_from_excel(await request.body())
+    raise HTTPException(
+        status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        detail=f"content-type: upload text/csv or {_EXCEL}, not {content_type or 'nothing'}",
+        headers={"Accept-Post": f"{_CSV}, {_EXCEL}"},
+        extra={"errors": [{"field": "content-type", "message": f"expected {_CSV} or {_EXCEL}"}]},
     )
 
 
@@ -553,8 +555,8 @@ class BudgetsController(Controller):
         """Replace a version's lines from a CSV or Excel file (columns scope_level, scope_code, month, amount)."""
         current = await service.budget_get(session, budget_id, for_update=True)
         check_if_match(request, compute_etag(current))
-        rows = await read_upload(request)
-        return with_etag(await service.budget_import(session, auditor=auditor, current=current, rows=rows))
+        upload = await read_upload(request)
+        return with_etag(await service.budget_import(session, auditor=auditor, current=current, upload=upload))
 
 
 # ----------------------------------------------------------------------------------------------- pricing views
@@ -649,8 +651,8 @@ class PricingViewsController(Controller):
         """Replace a view's rates from a CSV or Excel file (columns service_category, unit, unit_price)."""
         current = await service.pricing_view_get(session, view_id, for_update=True)
         check_if_match(request, compute_etag(current))
-        rows = await read_upload(request)
-        return with_etag(await service.pricing_view_import(session, auditor=auditor, current=current, rows=rows))
+        upload = await read_upload(request)
+        return with_etag(await service.pricing_view_import(session, auditor=auditor, current=current, upload=upload))
 
 
 # ----------------------------------------------------------------------------------------------- rules

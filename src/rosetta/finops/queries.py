@@ -549,6 +549,42 @@ async def application_costs(
 # ----------------------------------------------------------------------------------------------- comparison
 
 
+# The hierarchy month a budget line maps through: its own, clamped to the months the mart knows (so next
+# year's budget maps onto today's hierarchy).
+_LINE_MONTH = "LEAST(GREATEST(l.month, (SELECT lo FROM bounds)), (SELECT hi FROM bounds))"
+
+
+def _scope_map_sql(level: Level) -> str:
+    """(period, scope_level, scope_code) -> (code, name, parent) at ``level``, for scopes at or below it."""
+    finer = LEVELS[LEVELS.index(level) :]
+    parent_level = _PARENT[level]
+    parent_column = f"{parent_level}_code" if parent_level else "NULL::text"
+    # dim_application_month calls the application's name plain ``name``.
+    name_column = "name" if level == "application" else f"{level}_name"
+    return " UNION ".join(
+        f"SELECT DISTINCT period, '{scope}' AS scope_level, {scope}_code AS scope_code,"
+        f" {level}_code AS code, {name_column} AS name, {parent_column} AS parent"
+        f" FROM hierarchy"
+        for scope in finer
+    )
+
+
+def _unmatched_sql(measure: Measure, level: Level, side: str) -> str:
+    """A scalar: the window's budget amount no node of ``level`` carries (unknown code, or a coarser line).
+
+    Without it such lines would only be missing from every row and total, with nothing to tell.
+    """
+    if measure.kind != "budget":
+        return "0"
+    return f"""
+        SELECT coalesce(sum(l.amount), 0) FROM budget_line l
+        WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.currency = :currency
+          AND l.month BETWEEN :start AND :end
+          AND NOT EXISTS (
+              SELECT 1 FROM ({_scope_map_sql(level)}) m
+              WHERE m.scope_level = l.scope_level AND m.scope_code = l.scope_code AND m.period = {_LINE_MONTH})"""
+
+
 def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, direct_only: bool = False) -> str:
     """A CTE body giving (code, name, parent, window, ytd, full_year) of one measure at ``level``.
 
@@ -569,26 +605,15 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, dire
     if measure.kind == "budget":
         # Lines at the compared level count as they are; finer lines roll up through the hierarchy of their
         # month (clamped to the months the mart knows, so next year's budget maps onto today's hierarchy).
-        finer = LEVELS[LEVELS.index(level) :]
-        parent_level = _PARENT[level]
-        parent_column = f"{parent_level}_code" if parent_level else "NULL::text"
-        # dim_application_month calls the application's name plain ``name``.
-        name_column = "name" if level == "application" else f"{level}_name"
-        maps = " UNION ".join(
-            f"SELECT DISTINCT period, '{scope}' AS scope_level, {scope}_code AS scope_code,"
-            f" {level}_code AS code, {name_column} AS name, {parent_column} AS parent"
-            f" FROM hierarchy"
-            for scope in finer
-        )
         return f"""
             SELECT m.code, max(m.name) AS name, max(m.parent) AS parent,
                    coalesce(sum(l.amount) FILTER (WHERE l.month BETWEEN :start AND :end), 0) AS win,
                    coalesce(sum(l.amount) FILTER (WHERE l.month <= :end), 0) AS ytd,
                    coalesce(sum(l.amount), 0) AS full_year
             FROM budget_line l
-            JOIN ({maps}) m
+            JOIN ({_scope_map_sql(level)}) m
               ON m.scope_level = l.scope_level AND m.scope_code = l.scope_code
-             AND m.period = LEAST(GREATEST(l.month, (SELECT lo FROM bounds)), (SELECT hi FROM bounds))
+             AND m.period = {_LINE_MONTH}
             WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.currency = :currency
               AND l.month BETWEEN :year_start AND :year_end
               AND (CAST(:parent AS text) IS NULL OR m.parent = :parent)
@@ -680,7 +705,9 @@ async def compare(
     totals AS (
         SELECT coalesce(sum(left_win), 0) AS total_left, coalesce(sum(right_win), 0) AS total_right,
                (SELECT count(DISTINCT period) FROM mv_finops_period_control
-                WHERE period BETWEEN :year_start AND :end) AS run_rate_months
+                WHERE period BETWEEN :year_start AND :end) AS run_rate_months,
+               ({_unmatched_sql(left, level, "left")}) AS unmatched_left,
+               ({_unmatched_sql(right, level, "right")}) AS unmatched_right
         FROM joined
     ),
     page AS (
@@ -747,6 +774,8 @@ async def compare(
         total_variance=total_variance,
         total_variance_pct=ratio(total_variance * 100, head.total_right, _PCT),
         run_rate_months=run_rate_months,
+        unmatched_left=head.unmatched_left,
+        unmatched_right=head.unmatched_right,
         items=items,
         limit=limit,
     )

@@ -163,12 +163,17 @@ class ApplicationCosts(CamelStruct):
 
 
 class BudgetLineIn(CamelStruct, forbid_unknown_fields=True):
-    """One budget amount for a scope (application, product, family or domain) and a month (``YYYY-MM``)."""
+    """One budget amount for a scope (application, product, family or domain) and a month (``YYYY-MM``).
+
+    ``amount`` is a decimal string with at most 2 decimals (``"1234.56"``). It is typed ``str``, not
+    ``Decimal``, because msgspec decodes a JSON number into a ``Decimal`` too (whatever its strictness):
+    the type is what makes ``0.1`` or ``1000`` a 400, as the wire convention wants.
+    """
 
     scope_level: Level
     scope_code: str
     period: str
-    amount: Decimal
+    amount: str
     currency: str = "EUR"
 
 
@@ -307,6 +312,10 @@ class BudgetComparison(CamelStruct):
     total_variance_pct: Decimal | None
     # The months of the year up to ``periodTo`` that finops-batch has built: the run rate's denominator.
     run_rate_months: int
+    # A budget's amount over the window that no row carries (scope code unknown to the hierarchy, or a line
+    # coarser than ``level``); 0 for other measures. Not part of the totals.
+    unmatched_left: Decimal
+    unmatched_right: Decimal
     items: list[ComparisonRow]
     limit: int
     next: str | None = None

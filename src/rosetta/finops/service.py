@@ -15,17 +15,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import ARRAY, String, any_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from rosetta.core.audit import record_audit
 from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
+from rosetta.core.locale_numbers import established_mark, is_ambiguous, is_plain_decimal, normalise_number
 from rosetta.core.pagination import decode_cursor, encode_cursor
 from rosetta.finops import models, pipeline
+from rosetta.finops.allocation import CENT, UNALLOCATED
 from rosetta.finops.schemas import (
     LEVELS,
     AllocationRule,
@@ -37,6 +40,7 @@ from rosetta.finops.schemas import (
     BudgetLineIn,
     BudgetPatch,
     BudgetReplace,
+    Level,
     PricingView,
     PricingViewCreate,
     PricingViewPatch,
@@ -113,12 +117,79 @@ def _check_name(value: str, field: str) -> str:
 # ----------------------------------------------------------------------------------------------- uploads
 
 
+Cell = str | Decimal
+"""An uploaded cell: text as written, or a number a workbook stored as a number (no decimal mark to guess)."""
+
+
+@dataclass(frozen=True)
+class UploadRow:
+    """One data row of an upload: its 1-based row number as the file shows it, and its cells by header."""
+
+    number: int
+    cells: Mapping[str, Cell]
+
+    def text(self, column: str) -> str:
+        """The cell under ``column`` as stripped text ("" when the row has none)."""
+        cell = self.cells.get(column, "")
+        return str(cell).strip()
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A CSV file or the first sheet of a workbook: its header (normalised names) and its data rows."""
+
+    header: tuple[str, ...]
+    rows: tuple[UploadRow, ...]
+
+
+@dataclass(frozen=True)
+class _Column:
+    """An import column: its name in messages and the normalised headers that mean it."""
+
+    name: str
+    headers: tuple[str, ...]
+
+
 def _normalise_header(name: str) -> str:
     return re.sub(r"[\s_\-]", "", str(name)).lower()
 
 
-def rows_from_csv(body: bytes) -> list[dict[str, str]]:
-    """The rows of a CSV upload (UTF-8, optional BOM; comma or semicolon), keyed by normalised header."""
+def _filled(cell: Cell | None) -> bool:
+    return cell is not None and (isinstance(cell, Decimal) or bool(cell.strip()))
+
+
+def _table(records: Iterable[tuple[int, Sequence[Cell]]]) -> Upload:
+    """The header and data rows of numbered records (blank records skipped but counted)."""
+    filled = [(number, cells) for number, cells in records if any(_filled(cell) for cell in cells)]
+    if not filled:
+        raise _invalid("body", "the file has no header row")
+    header = tuple(_normalise_header(str(cell)) for cell in filled[0][1])
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        raise _invalid("header", f"column {repeated[0]} appears more than once")
+    rows = []
+    for number, cells in filled[1:]:
+        for index, cell in enumerate(cells):
+            # A value beyond the header (or under a blank header cell) would be dropped without a word.
+            if _filled(cell) and (index >= len(header) or not header[index]):
+                raise _invalid(f"row {number}", f"has a value in column {index + 1}, which has no header")
+        rows.append(UploadRow(number, {name: cell for name, cell in zip(header, cells, strict=False) if name}))
+    if not rows:
+        # An import replaces everything: a file without data would silently wipe the version.
+        raise _invalid("body", "the file has a header row but no data rows; to remove everything, PUT an empty list")
+    return Upload(header, tuple(rows))
+
+
+def _column(upload: Upload, column: _Column) -> str:
+    """The header under which ``column`` is in ``upload``; a 400 naming the column when it is missing."""
+    for name in column.headers:
+        if name in upload.header:
+            return name
+    raise _invalid("header", f"missing column {column.name}")
+
+
+def rows_from_csv(body: bytes) -> Upload:
+    """The table of a CSV upload (UTF-8, optional BOM; comma or semicolon); row numbers count every line."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -126,60 +197,91 @@ def rows_from_csv(body: bytes) -> list[dict[str, str]]:
     sample = text[:4096]
     delimiter = ";" if sample.count(";") > sample.count(",") else ","
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    rows = [row for row in reader if any(cell.strip() for cell in row)]
-    if not rows:
-        raise _invalid("body", "the file has no header row")
-    header = [_normalise_header(cell) for cell in rows[0]]
-    return [dict(zip(header, (cell.strip() for cell in row), strict=False)) for row in rows[1:]]
+    try:
+        return _table(enumerate(reader, start=1))
+    except csv.Error as error:
+        raise _invalid("body", f"not a readable CSV file ({error})") from None
 
 
-def _cell_text(value: Any) -> str:
+def _cell(value: Any) -> Cell:
     if value is None:
         return ""
     if isinstance(value, datetime | date):
         return f"{value:%Y-%m}"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         # Excel stores numbers as doubles; repr is the shortest text that reads back the same value.
-        return repr(value)
+        return Decimal(repr(value))
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
     return str(value).strip()
 
 
-def rows_from_excel(body: bytes) -> list[dict[str, str]]:
-    """The rows of the first sheet of an .xlsx upload, keyed by normalised header, cells as text."""
+def rows_from_excel(body: bytes) -> Upload:
+    """The table of the first sheet of an .xlsx upload; row numbers are the sheet's."""
     from openpyxl import load_workbook  # noqa: PLC0415 - only imports need it
-    from openpyxl.utils.exceptions import InvalidFileException  # noqa: PLC0415
 
     try:
         workbook = load_workbook(io.BytesIO(body), read_only=True, data_only=True)
-    except (InvalidFileException, KeyError, OSError, ValueError) as error:
+        try:
+            sheet = workbook.worksheets[0]
+            records = [
+                (number, [_cell(value) for value in row])
+                for number, row in enumerate(sheet.iter_rows(values_only=True), start=1)
+            ]
+        finally:
+            workbook.close()
+    # The body is whatever the client sent: a zip that is not a workbook, a workbook openpyxl cannot parse
+    # (BadZipFile, KeyError, XML errors, ...). Each is a bad upload, never a server error.
+    except Exception as error:
         raise _invalid("body", f"not a readable .xlsx workbook ({type(error).__name__})") from None
-    try:
-        sheet = workbook.worksheets[0]
-        rows = [[_cell_text(cell) for cell in row] for row in sheet.iter_rows(values_only=True)]
-    finally:
-        workbook.close()
-    rows = [row for row in rows if any(row)]
-    if not rows:
-        raise _invalid("body", "the workbook has no header row")
-    header = [_normalise_header(cell) for cell in rows[0]]
-    return [dict(zip(header, row, strict=False)) for row in rows[1:]]
+    return _table(records)
 
 
-def _required(row: dict[str, str], column: str, line: int) -> str:
-    value = row.get(column, "").strip()
+def _required(row: UploadRow, key: str, column: str) -> str:
+    value = row.text(key)
     if not value:
-        raise _invalid(f"row {line}.{column}", "is missing")
+        raise _invalid(f"row {row.number}.{column}", "is missing")
     return value
 
 
-def _decimal_cell(row: dict[str, str], column: str, line: int) -> Decimal:
-    text = _required(row, column, line).replace(" ", "").replace("\u00a0", "")
-    if "," in text and "." not in text:
-        text = text.replace(",", ".")
-    try:
-        return _check_amount(Decimal(text), f"row {line}.{column}")
-    except InvalidOperation:
-        raise _invalid(f"row {line}.{column}", f"not a decimal amount: {text!r}") from None
+# Digits, signs, grouping spaces and apostrophes, parentheses for negatives, and the two marks: no currency
+# symbol, which could contradict the row's currency.
+_AMOUNT_TEXT = re.compile(r"^[0-9+\-\u2212,.()' \u00a0\u202f\u2019]+$")
+
+
+def _file_amounts(upload: Upload, key: str, column: str) -> dict[int, Decimal]:
+    """The amounts of a column by row number, read with the decimal mark the file itself establishes.
+
+    A number such as ``1,234`` (one separator, three digits after it) means 1234 or 1.234 depending on the
+    locale. Unless the column's unambiguous amounts all show the same mark (``12,50``, ``1.234,50``...), it
+    is refused rather than guessed: a budget stored 1000 times too small would go unnoticed.
+    """
+    mark = established_mark(cell for row in upload.rows if isinstance(cell := row.cells.get(key), str))
+    amounts: dict[int, Decimal] = {}
+    for row in upload.rows:
+        field = f"row {row.number}.{column}"
+        cell = row.cells.get(key, "")
+        if isinstance(cell, Decimal):
+            amounts[row.number] = cell
+            continue
+        text = _required(row, key, column)
+        if mark is None and is_ambiguous(text):
+            whole = normalise_number(text, decimal_mark=".")
+            fraction = normalise_number(text, decimal_mark=",")
+            whole, fraction = (whole, fraction) if "." in (fraction or "") else (fraction, whole)
+            raise _invalid(
+                field,
+                f"{text!r} is ambiguous: {whole} or {fraction}? No other amount in the file shows its decimal mark;"
+                f" write whole numbers without thousands separators ({whole}) and decimals with other than"
+                f" three decimal places ({fraction}0)",
+            )
+        plain = normalise_number(text, decimal_mark=mark or ".") if _AMOUNT_TEXT.match(text) else None
+        if plain is None:
+            raise _invalid(field, f"not a decimal amount: {text!r}")
+        amounts[row.number] = Decimal(plain)
+    return amounts
 
 
 # ----------------------------------------------------------------------------------------------- budgets
@@ -189,27 +291,152 @@ _BV = models.BudgetVersion
 _BL = models.BudgetLine
 
 
-def _validated_lines(lines: Sequence[BudgetLineIn]) -> list[dict[str, Any]]:
-    seen: set[tuple[str, str, date]] = set()
+@dataclass(frozen=True)
+class _Locations:
+    """How errors name the members of the i-th item: ``lines[0].scopeCode`` in JSON, ``row 3.scope_code`` in a file.
+
+    One convention per source, so a client can point at the offending member whichever way it sent the data.
+    """
+
+    prefixes: Sequence[str]
+    camel_case: bool
+
+    @classmethod
+    def json(cls, field: str, count: int) -> _Locations:
+        """Members of the JSON array ``field`` (0-based index, camelCase names)."""
+        return cls([f"{field}[{index}]" for index in range(count)], camel_case=True)
+
+    @classmethod
+    def file(cls, upload: Upload) -> _Locations:
+        """Rows of an uploaded file (the row numbers it shows, the column names of the import)."""
+        return cls([f"row {row.number}" for row in upload.rows], camel_case=False)
+
+    def __call__(self, index: int, member: str | None = None) -> str:
+        if member is None:
+            return self.prefixes[index]
+        if self.camel_case:
+            head, *rest = member.split("_")
+            member = head + "".join(part.title() for part in rest)
+        return f"{self.prefixes[index]}.{member}"
+
+
+def _parse_amount(text: str, field: str) -> Decimal:
+    """An amount sent as a decimal string (``"1234.56"``); no float ever reaches it (see ``BudgetLineIn``)."""
+    if not is_plain_decimal(text.strip()):
+        raise _invalid(field, f'expected a decimal string such as "1234.56", got {text!r}')
+    return _check_amount(Decimal(text.strip()), field)
+
+
+def _check_cents(value: Decimal, field: str) -> Decimal:
+    # Budget money is whole cents, as the shared pools the allocation splits (CENT): a finer amount is a typo
+    # or float noise from a spreadsheet (0.30000000000000004), and would never reconcile with the mart.
+    if value != value.quantize(CENT):
+        raise _invalid(field, f"at most 2 decimals (whole cents), got {value}")
+    return value
+
+
+def _validated_lines(lines: Sequence[BudgetLineIn], where: _Locations) -> list[dict[str, Any]]:
+    seen: dict[tuple[str, str, date], int] = {}
     values: list[dict[str, Any]] = []
     for index, line in enumerate(lines):
-        field = f"lines[{index}]"
-        month = parse_month(line.period, f"{field}.period")
-        code = _check_code(line.scope_code, f"{field}.scopeCode")
+        if line.scope_level not in LEVELS:
+            raise _invalid(where(index, "scope_level"), f"must be one of {', '.join(LEVELS)}, got {line.scope_level!r}")
+        month = parse_month(line.period, where(index, "period"))
+        code = _check_code(line.scope_code, where(index, "scope_code"))
         key = (line.scope_level, code, month)
         if key in seen:
-            raise _invalid(field, f"duplicate line for {line.scope_level} {code} {month_text(month)}")
-        seen.add(key)
+            raise _invalid(
+                where(index),
+                f"duplicate line for {line.scope_level} {code} {month_text(month)} (first at {where(seen[key])})",
+            )
+        seen[key] = index
+        amount = _parse_amount(line.amount, where(index, "amount"))
         values.append(
             {
                 "scope_level": line.scope_level,
                 "scope_code": code,
                 "month": month,
-                "amount": _check_amount(line.amount, f"{field}.amount"),
-                "currency": _check_currency(line.currency, f"{field}.currency"),
+                "amount": _check_cents(amount, where(index, "amount")),
+                "currency": _check_currency(line.currency, where(index, "currency")),
             }
         )
     return values
+
+
+_SCOPE_CODE_COLUMNS = {
+    "application": models.DimApplication.application_code,
+    "product": models.DimProduct.product_code,
+    "family": models.DimFamily.family_code,
+    "domain": models.DimDomain.domain_code,
+}
+_LISTED_CODES = 20
+# Refusing is the safer choice even before the first run: a line accepted then could name anything, and
+# would silently match nothing once the hierarchy is loaded.
+_POOLS_EMPTY = (
+    "no pool is known yet: finops-batch loads them from finance/shared_cost and has not run yet (POST batch/runs)"
+)
+_HIERARCHY_EMPTY = (
+    "the hierarchy is still empty: finops-batch loads it from the CMDB and has not run yet (POST batch/runs)"
+)
+
+
+async def _unknown_codes(session: AsyncSession, column: InstrumentedAttribute[str], codes: Iterable[str]) -> set[str]:
+    """The codes ``column`` holds in no row (any validity period)."""
+    wanted = sorted(set(codes))
+    if not wanted:
+        return set()
+    # One array parameter rather than an IN list: a large import may name thousands of codes.
+    query = select(column).distinct().where(column == any_(bindparam("codes", wanted, type_=ARRAY(String))))
+    return set(wanted) - set((await session.scalars(query)).all())
+
+
+async def _hierarchy_loaded(session: AsyncSession) -> bool:
+    """False until finops-batch has loaded the CMDB (only the seeded UNALLOCATED row is there before)."""
+    query = select(models.DimApplication.application_code).where(models.DimApplication.application_code != UNALLOCATED)
+    return (await session.execute(query.limit(1))).first() is not None
+
+
+_LISTED_ERRORS = 100
+
+
+def _unknown_references(what: str, found: Sequence[tuple[str, str]], *, empty: str | None) -> BadRequestError:
+    """One 400 naming every unknown reference (``found``: location, description); ``empty`` says why none is known."""
+    where: dict[str, list[str]] = {}
+    for field, description in found:
+        where.setdefault(description, []).append(field)
+    distinct = [
+        f"{description} ({fields[0]}" + (f" and {len(fields) - 1} more)" if len(fields) > 1 else ")")
+        for description, fields in where.items()
+    ]
+    listed = ", ".join(distinct[:_LISTED_CODES])
+    more = f" and {len(distinct) - _LISTED_CODES} more" if len(distinct) > _LISTED_CODES else ""
+    detail = f"unknown {what}: {listed}{more}" + (f"; {empty}" if empty else "")
+    errors = [{"field": field, "message": f"unknown {description}"} for field, description in found[:_LISTED_ERRORS]]
+    return BadRequestError(detail, extra={"errors": errors})
+
+
+async def _check_scope_codes(session: AsyncSession, values: Sequence[dict[str, Any]], where: _Locations) -> None:
+    """Refuse lines whose scope code the hierarchy does not know at their level (400 listing them).
+
+    Such a line would match no node of any comparison and silently vanish from it. Any validity period
+    counts: a budget may be kept for a product that has since been retired.
+    """
+    unknown = {
+        level: await _unknown_codes(
+            session, column, (value["scope_code"] for value in values if value["scope_level"] == level)
+        )
+        for level, column in _SCOPE_CODE_COLUMNS.items()
+    }
+    found = [
+        (where(index, "scope_code"), f"{value['scope_level']} {value['scope_code']!r}")
+        for index, value in enumerate(values)
+        if value["scope_code"] in unknown[value["scope_level"]]
+    ]
+    if found:
+        empty = None if await _hierarchy_loaded(session) else _HIERARCHY_EMPTY
+        raise _unknown_references(
+            "scope codes (checked against the CMDB hierarchy, at their level)", found, empty=empty
+        )
 
 
 async def _budget_dtos(session: AsyncSession, versions: Sequence[models.BudgetVersion]) -> list[Budget]:
@@ -315,12 +542,27 @@ async def budget_lines(
     ], next_cursor
 
 
+async def _lock_name(session: AsyncSession, kind: str, name: str) -> None:
+    """Serialise writers of names equal but for case until the transaction ends.
+
+    The unique constraints are case-sensitive, so without this two concurrent requests for "Budget A" and
+    "budget a" could both pass the check below.
+    """
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"finops.{kind}.name:{name.lower()}"))))
+
+
 async def _check_budget_name_free(session: AsyncSession, name: str, *, except_id: uuid.UUID | None = None) -> None:
-    query = select(_BV.id).where(_BV.name == name)
+    # Names differing only by case (spaces are stripped before) are the same name to the people choosing one.
+    await _lock_name(session, "budget_version", name)
+    query = select(_BV.name).where(func.lower(_BV.name) == func.lower(name))
     if except_id is not None:
         query = query.where(_BV.id != except_id)
-    if (await session.scalars(query)).first() is not None:
-        raise ConflictError(f"a budget version named {name!r} already exists", extra={"errors": [{"field": "name"}]})
+    taken = (await session.scalars(query)).first()
+    if taken is not None:
+        raise ConflictError(
+            f"a budget version named {taken!r} already exists (names ignore case)",
+            extra={"errors": [{"field": "name"}]},
+        )
 
 
 async def _insert_lines(session: AsyncSession, budget_id: uuid.UUID, values: list[dict[str, Any]]) -> None:
@@ -350,7 +592,9 @@ async def _touch_budget(session: AsyncSession, budget_id: uuid.UUID, **changes: 
 async def budget_create(session: AsyncSession, *, auditor: Auditor, data: BudgetCreate, actor: str) -> Budget:
     """Create a budget version and its lines; 409 when the name is taken."""
     name = _check_name(data.name, "name")
-    values = _validated_lines(data.lines)
+    where = _Locations.json("lines", len(data.lines))
+    values = _validated_lines(data.lines, where)
+    await _check_scope_codes(session, values, where)
     await _check_budget_name_free(session, name)
     budget_id = uuid.uuid4()
     session.add(_BV(id=budget_id, name=name, description=data.description, row_version=1, created_by=actor))
@@ -401,7 +645,9 @@ async def _budget_update(
 async def budget_replace(session: AsyncSession, *, auditor: Auditor, current: Budget, data: BudgetReplace) -> Budget:
     """PUT: new name/description and a full set of lines."""
     header = {"name": _check_name(data.name, "name"), "description": data.description}
-    values = _validated_lines(data.lines)
+    where = _Locations.json("lines", len(data.lines))
+    values = _validated_lines(data.lines, where)
+    await _check_scope_codes(session, values, where)
     return await _budget_update(
         session,
         auditor=auditor,
@@ -421,7 +667,11 @@ async def budget_patch(session: AsyncSession, *, auditor: Auditor, current: Budg
         header["name"] = _check_name(data.name, "name")
     if not isinstance(data.description, msgspec.UnsetType):
         header["description"] = data.description
-    values = None if isinstance(data.lines, msgspec.UnsetType) else _validated_lines(data.lines)
+    values = None
+    if not isinstance(data.lines, msgspec.UnsetType):
+        where = _Locations.json("lines", len(data.lines))
+        values = _validated_lines(data.lines, where)
+        await _check_scope_codes(session, values, where)
     return await _budget_update(
         session,
         auditor=auditor,
@@ -434,31 +684,38 @@ async def budget_patch(session: AsyncSession, *, auditor: Auditor, current: Budg
     )
 
 
-def _lines_from_rows(rows: Iterable[dict[str, str]]) -> list[BudgetLineIn]:
-    lines: list[BudgetLineIn] = []
-    for line_no, row in enumerate(rows, start=2):
-        level = _required(row, "scopelevel", line_no).lower()
-        if level not in LEVELS:
-            raise _invalid(f"row {line_no}.scope_level", f"must be one of {', '.join(LEVELS)}, got {level!r}")
-        period = row.get("period") or row.get("month") or ""
-        parse_month(period, f"row {line_no}.period")
-        lines.append(
-            BudgetLineIn(
-                scope_level=level,
-                scope_code=_required(row, "scopecode", line_no),
-                period=period.strip(),
-                amount=_decimal_cell(row, "amount", line_no),
-                currency=_check_currency((row.get("currency") or "EUR").strip().upper(), f"row {line_no}.currency"),
-            )
+_SCOPE_LEVEL = _Column("scope_level", ("scopelevel",))
+_SCOPE_CODE = _Column("scope_code", ("scopecode",))
+_PERIOD_COLUMN = _Column("period", ("period", "month"))
+_AMOUNT = _Column("amount", ("amount",))
+_CURRENCY_COLUMN = _Column("currency", ("currency",))
+
+
+def _lines_from_upload(upload: Upload) -> list[BudgetLineIn]:
+    level, code, period, amount = (
+        _column(upload, column) for column in (_SCOPE_LEVEL, _SCOPE_CODE, _PERIOD_COLUMN, _AMOUNT)
+    )
+    amounts = _file_amounts(upload, amount, _AMOUNT.name)
+    return [
+        BudgetLineIn(
+            scope_level=cast("Level", _required(row, level, _SCOPE_LEVEL.name).lower()),  # checked next
+            scope_code=_required(row, code, _SCOPE_CODE.name),
+            period=_required(row, period, _PERIOD_COLUMN.name),
+            amount=str(amounts[row.number]),
+            currency=(row.text(_CURRENCY_COLUMN.headers[0]) or "EUR").upper(),
         )
-    return lines
+        for row in upload.rows
+    ]
 
 
-async def budget_import(
-    session: AsyncSession, *, auditor: Auditor, current: Budget, rows: list[dict[str, str]]
-) -> Budget:
-    """Replace a version's lines with an uploaded file's (scope_level, scope_code, period, amount[, currency])."""
-    values = _validated_lines(_lines_from_rows(rows))
+async def budget_import(session: AsyncSession, *, auditor: Auditor, current: Budget, upload: Upload) -> Budget:
+    """Replace a version's lines with an uploaded file's (scope_level, scope_code, period, amount[, currency]).
+
+    Errors name the file's rows (``row 3.amount``); a file without data rows is refused (see ``_table``).
+    """
+    where = _Locations.file(upload)
+    values = _validated_lines(_lines_from_upload(upload), where)
+    await _check_scope_codes(session, values, where)
     return await _budget_update(
         session,
         auditor=auditor,
@@ -478,20 +735,21 @@ _PV = models.PricingView
 _PR = models.PricingViewRate
 
 
-def _validated_rates(rates: Sequence[Rate], field: str = "rates") -> list[dict[str, Any]]:
-    seen: set[tuple[str, str]] = set()
+def _validated_rates(rates: Sequence[Rate], where: _Locations | None = None) -> list[dict[str, Any]]:
+    where = where or _Locations.json("rates", len(rates))
+    seen: dict[tuple[str, str], int] = {}
     values: list[dict[str, Any]] = []
     for index, rate in enumerate(rates):
-        where = f"{field}[{index}]"
         if rate.service_category not in models.SERVICE_CATEGORIES:
-            raise _invalid(f"{where}.serviceCategory", f"not a FOCUS service category: {rate.service_category!r}")
-        unit = _check_code(rate.unit, f"{where}.unit")
+            raise _invalid(where(index, "service_category"), f"not a FOCUS service category: {rate.service_category!r}")
+        unit = _check_code(rate.unit, where(index, "unit"))
         if (rate.service_category, unit) in seen:
-            raise _invalid(where, f"duplicate rate for {rate.service_category} / {unit}")
-        seen.add((rate.service_category, unit))
-        price = _check_amount(rate.unit_price, f"{where}.unitPrice")
+            first = where(seen[(rate.service_category, unit)])
+            raise _invalid(where(index), f"duplicate rate for {rate.service_category} / {unit} (first at {first})")
+        seen[(rate.service_category, unit)] = index
+        price = _check_amount(rate.unit_price, where(index, "unit_price"))
         if price < 0:
-            raise _invalid(f"{where}.unitPrice", "must not be negative")
+            raise _invalid(where(index, "unit_price"), "must not be negative")
         values.append({"service_category": rate.service_category, "unit": unit, "unit_price": price})
     return values
 
@@ -556,6 +814,19 @@ async def pricing_view_create(
     name = _check_name(data.name, "name")
     currency = _check_currency(data.currency, "currency")
     values = _validated_rates(data.rates)
+    # The same name makes the next version; the same name in other case is a different spelling of it, which
+    # would list as a separate view: refused, so that each view has one spelling.
+    await _lock_name(session, "pricing_view", name)
+    spellings = (
+        await session.scalars(select(_PV.name).distinct().where(func.lower(_PV.name) == func.lower(name)))
+    ).all()
+    taken = next((spelling for spelling in spellings if spelling != name), None)
+    if taken is not None:
+        raise ConflictError(
+            f"a pricing view named {taken!r} already exists (names ignore case): use exactly that name for its next"
+            " version",
+            extra={"errors": [{"field": "name"}]},
+        )
     latest = (await session.execute(select(func.max(_PV.version)).where(_PV.name == name))).scalar_one()
     view_id = uuid.uuid4()
     session.add(
@@ -643,17 +914,27 @@ async def pricing_view_patch(
     )
 
 
+_SERVICE_CATEGORY = _Column("service_category", ("servicecategory",))
+_UNIT = _Column("unit", ("unit",))
+_UNIT_PRICE = _Column("unit_price", ("unitprice",))
+
+
 async def pricing_view_import(
-    session: AsyncSession, *, auditor: Auditor, current: PricingView, rows: list[dict[str, str]]
+    session: AsyncSession, *, auditor: Auditor, current: PricingView, upload: Upload
 ) -> PricingView:
-    """Replace a view's rates with an uploaded file's (columns service_category, unit, unit_price)."""
+    """Replace a view's rates with an uploaded file's (columns service_category, unit, unit_price).
+
+    Errors name the file's rows (``row 3.unit_price``); a file without data rows is refused (see ``_table``).
+    """
+    category, unit, price = (_column(upload, column) for column in (_SERVICE_CATEGORY, _UNIT, _UNIT_PRICE))
+    prices = _file_amounts(upload, price, _UNIT_PRICE.name)
     rates = [
         Rate(
-            service_category=_required(row, "servicecategory", line_no),
-            unit=_required(row, "unit", line_no),
-            unit_price=_decimal_cell(row, "unitprice", line_no),
+            service_category=_required(row, category, _SERVICE_CATEGORY.name),
+            unit=_required(row, unit, _UNIT.name),
+            unit_price=prices[row.number],
         )
-        for line_no, row in enumerate(rows, start=2)
+        for row in upload.rows
     ]
     return await _pricing_update(
         session,
@@ -661,7 +942,7 @@ async def pricing_view_import(
         current=current,
         action="pricing_view.import",
         description=msgspec.UNSET,
-        values=_validated_rates(rates, field="rows"),
+        values=_validated_rates(rates, _Locations.file(upload)),
         replace_rates=True,
     )
 
@@ -757,6 +1038,67 @@ def _validated_targets(data: AllocationRuleCreate) -> list[dict[str, Any]]:
     return values
 
 
+async def _check_rule_references(
+    session: AsyncSession, pool_code: str | None, targets: Sequence[dict[str, Any]]
+) -> None:
+    """400 naming an unknown pool (``dim_cost_pool``) or target applications (``dim_application``, any period).
+
+    A rule for a pool that never lands splits nothing, and a target the CMDB does not know would send its
+    share to UNALLOCATED: both are typos to report now rather than surprises after the next run.
+    """
+    if pool_code is not None and await _unknown_codes(session, models.DimCostPool.pool_code, [pool_code]):
+        pools_known = (await session.execute(select(models.DimCostPool.pool_code).limit(1))).first() is not None
+        raise _invalid("poolCode", f"unknown pool {pool_code!r}" + ("" if pools_known else f"; {_POOLS_EMPTY}"))
+    unknown = await _unknown_codes(
+        session, models.DimApplication.application_code, (target["application_code"] for target in targets)
+    )
+    found = [
+        (f"targets[{index}].applicationCode", f"application {target['application_code']!r}")
+        for index, target in enumerate(targets)
+        if target["application_code"] in unknown
+    ]
+    if found:
+        empty = None if await _hierarchy_loaded(session) else _HIERARCHY_EMPTY
+        raise _unknown_references("target applications (checked against the CMDB)", found, empty=empty)
+
+
+async def _check_pool_unclaimed(session: AsyncSession, rule_id: str, pool_code: str | None) -> None:
+    """409 when another rule already has a version for this pool (or, for ``pool_code`` None, is a fallback)
+    and this rule has none.
+
+    A version has no end: the pipeline splits a pool, each month, with the version of latest ``validFrom`` among
+    every version naming that pool (``pipeline.select_rule``). Two rules for one pool therefore always overlap,
+    and which one wins would hang on their start months or, for equal ones, on version numbers. One rule per
+    pool keeps the answer readable: its versions, by ``validFrom``. A change of method is a new version.
+    """
+    # Serialises rules for the same pool: the row lock below only covers versions of the same rule.
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtext(f"finops.allocation_rule.pool:{pool_code or ''}")))
+    )
+    same_pool = _AR.pool_code.is_not_distinct_from(pool_code)
+    # A rule that already has a version for this pool may always add one, even where rivals were stored before
+    # this check existed: otherwise neither of them could ever change again.
+    if (await session.execute(select(_AR.version).where(same_pool, _AR.rule_id == rule_id).limit(1))).first():
+        return
+    claim = (
+        await session.execute(
+            select(_AR.rule_id, func.max(_AR.version), func.min(_AR.valid_from))
+            .where(same_pool, _AR.rule_id != rule_id)
+            .group_by(_AR.rule_id)
+            .order_by(_AR.rule_id)
+            .limit(1)
+        )
+    ).first()
+    if claim is not None:
+        other, version, valid_from = claim
+        target = f"pool {pool_code!r}" if pool_code is not None else "pools without a rule of their own (fallback)"
+        raise ConflictError(
+            f"poolCode: rule {other!r} (version {version}, from {month_text(valid_from)}) already splits {target}:"
+            f" add a version of {other!r} instead (POST with ruleId {other!r})",
+            extra={"errors": [{"field": "poolCode", "message": f"claimed by rule {other!r}"}], "ruleId": other},
+        )
+
+
 async def rule_create_version(
     session: AsyncSession, *, auditor: Auditor, data: AllocationRuleCreate, actor: str
 ) -> AllocationRule:
@@ -772,6 +1114,8 @@ async def rule_create_version(
     pool_code = _check_code(data.pool_code, "poolCode") if data.pool_code is not None else None
     driver = _check_code(data.driver, "driver") if data.driver else None
     targets = _validated_targets(data)
+    await _check_rule_references(session, pool_code, targets)
+    await _check_pool_unclaimed(session, rule_id, pool_code)
     # The row lock on the rule's latest version makes concurrent new versions queue instead of colliding.
     latest = (
         await session.execute(

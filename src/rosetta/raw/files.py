@@ -10,7 +10,7 @@ excepted: a JSON document is parsed whole; use NDJSON for large files).
 CSV: the encoding is UTF-8 (BOM or not) when the whole file decodes as UTF-8, else Windows-1252 when it
 decodes as that, else Latin-1 (UTF-16 with a BOM is read too); the delimiter is the most frequent of
 ``,`` ``;`` tab ``|`` outside quotes in the header line; the decimal mark is voted by the unambiguous
-numbers of the first rows (see :mod:`rosetta.raw.numbers`). Values are strings, empty cells ``null``,
+numbers of the first rows (see :mod:`rosetta.core.locale_numbers`). Values are strings, empty cells ``null``,
 locale-formatted numbers normalised to exact decimal strings. A row with fewer fields than the header,
 or more non-empty ones, is rejected with its line number (the line where the record starts).
 
@@ -36,8 +36,8 @@ from typing import Any, Literal
 import msgspec
 
 from rosetta.core.errors import BadRequestError
+from rosetta.core.locale_numbers import DecimalConvention
 from rosetta.raw.focus import FocusRowError, FocusShaper, is_focus_header, missing_focus_columns
-from rosetta.raw.numbers import DecimalConvention
 
 FileFormat = Literal["csv", "xlsx", "json", "ndjson"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from rosetta.raw.numbers import DecimalConvention, is_plain_decimal
+from rosetta.core.locale_numbers import DecimalConvention, is_plain_decimal
 
 # Present in every FOCUS 1.0 to 1.3 export: enough to recognise one, and required when --kind focus is given.
 FOCUS_CORE_COLUMNS: frozenset[str] = frozenset(

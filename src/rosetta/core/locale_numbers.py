@@ -9,7 +9,11 @@ the locale's decimal mark change. Text that is not such a number (``"2026-03-14"
 The one ambiguous shape is a single ``,`` or ``.`` followed by exactly three digits (``"1,234"``): a
 thousands separator in one locale, a decimal mark in another. It is resolved by the file's convention,
 which :class:`DecimalConvention` infers from the unambiguous numbers of a sample of the file (and, failing
-that, from the CSV delimiter: ``;`` files come from decimal-comma locales).
+that, from the CSV delimiter: ``;`` files come from decimal-comma locales). Where guessing is not acceptable
+(budget amounts a person typed), :func:`established_mark` says whether the file settles the convention at all
+and :func:`is_ambiguous` which cells depend on it, so the caller can refuse them.
+
+Shared by the raw-zone importers and finops-api's uploads (contexts may not import each other).
 """
 
 from __future__ import annotations
@@ -120,6 +124,22 @@ def unambiguous_mark(text: str) -> DecimalMark | None:
     # Asking with both defaults: a mark found whatever the default is a mark the text itself proves.
     found = _decimal_mark(body, ",")
     return found if found is not None and found == _decimal_mark(body, ".") else None
+
+
+def is_ambiguous(text: str) -> bool:
+    """True when ``text`` is a different number under each decimal mark (``"1,234"``: 1234 or 1.234)."""
+    return normalise_number(text, decimal_mark=",") != normalise_number(text, decimal_mark=".")
+
+
+def established_mark(cells: Iterable[str | None]) -> DecimalMark | None:
+    """The decimal mark every unambiguous number in ``cells`` shows; None when none shows one or they disagree.
+
+    Unlike :meth:`DecimalConvention.infer` there is no vote and no default: one dissenting number means the
+    file does not establish its convention.
+    """
+    marks = {unambiguous_mark(cell) for cell in cells if cell}
+    marks.discard(None)
+    return marks.pop() if len(marks) == 1 else None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from rosetta.raw.numbers import DecimalConvention, is_plain_decimal, normalise_number
+from rosetta.core.locale_numbers import (
+    DecimalConvention,
+    established_mark,
+    is_ambiguous,
+    is_plain_decimal,
+    normalise_number,
+)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +70,17 @@ def test_the_convention_is_voted_by_unambiguous_numbers_and_defaults_otherwise()
 def test_plain_decimals_are_recognised_as_already_exact() -> None:
     assert all(is_plain_decimal(text) for text in ["12", "-0.50", "1E-7", "0.00000080000"])
     assert not any(is_plain_decimal(text) for text in ["1,5", "€1", "1.", ".5", "NULL"])
+
+
+def test_ambiguous_shapes_depend_on_the_decimal_mark() -> None:
+    assert is_ambiguous("1,234")
+    assert is_ambiguous("1.234")
+    for text in ("1234,56", "1 234,56", "1.234,50", "1,234.50", "1234.5", "0,125", "12", "1,234,567"):
+        assert not is_ambiguous(text), text
+
+
+def test_a_file_establishes_its_mark_only_when_its_unambiguous_numbers_agree() -> None:
+    assert established_mark(["1,234", "12,50", None, ""]) == ","
+    assert established_mark(["1,234", "1 234.5"]) == "."
+    assert established_mark(["1,234", "1234"]) is None
+    assert established_mark(["12,50", "12.50"]) is None
