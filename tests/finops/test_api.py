@@ -265,6 +265,13 @@ async def test_budget_lifecycle_with_etags_and_audit(
     assert replace_row["actorSubject"] == "oid-fiona"
     assert replace_row["before"]["name"] == "Budget 2026 initial"
     assert replace_row["after"]["name"] == "Budget 2026 revised Q2"
+    # The replaced lines exist nowhere else any more: the audit row keeps them, and the new ones.
+    assert replace_row["before"]["lines"] == [
+        ["domain", "COMMERCE", "2026-01", "5000", "EUR"],
+        ["product", "PAY-ONLINE", "2026-01", "1000.00", "EUR"],
+        ["product", "PAY-ONLINE", "2026-02", "250.10", "EUR"],
+    ]
+    assert replace_row["after"]["lines"] == [["product", "PAY-ONLINE", "2026-01", "1000.00", "EUR"]]
 
 
 async def test_budget_lines_import_from_csv_and_excel(client: Client, as_finops: dict[str, str]) -> None:

@@ -623,23 +623,38 @@ async def _budget_update(
 ) -> Budget:
     if "name" in header:
         await _check_budget_name_free(session, header["name"], except_id=current.id)
+    before = _snapshot(current)
+    after_lines: list[list[str]] | None = None
     if values is not None:
         if replace_lines:
+            # The lines a replacement removes are gone from the tables: the audit row is their only record,
+            # so an auditor can rebuild any past state of the version from its trail.
+            before["lines"] = await _line_rows(session, current.id)
             await session.execute(delete(_BL).where(_BL.budget_version_id == current.id))
             await _insert_lines(session, current.id, values)
+            after_lines = await _line_rows(session, current.id)
         else:
             await _upsert_lines(session, current.id, values)
     await _touch_budget(session, current.id, **header)
     session.expire_all()
     updated = await budget_get(session, current.id)
+    after = {**_snapshot(updated), "change": detail}
+    if after_lines is not None:
+        after["lines"] = after_lines
     await auditor.record(
-        action=action,
-        entity_type="budget_version",
-        entity_id=str(current.id),
-        before=_snapshot(current),
-        after={**_snapshot(updated), "change": detail},
+        action=action, entity_type="budget_version", entity_id=str(current.id), before=before, after=after
     )
     return updated
+
+
+async def _line_rows(session: AsyncSession, budget_id: uuid.UUID) -> list[list[str]]:
+    """A version's lines as ``[scopeLevel, scopeCode, YYYY-MM, amount, currency]``, compact for the audit row."""
+    rows = await session.execute(
+        select(_BL.scope_level, _BL.scope_code, _BL.month, _BL.amount, _BL.currency)
+        .where(_BL.budget_version_id == budget_id)
+        .order_by(_BL.scope_level, _BL.scope_code, _BL.month, _BL.currency)
+    )
+    return [[level, code, month_text(month), str(amount), currency] for level, code, month, amount, currency in rows]
 
 
 async def budget_replace(session: AsyncSession, *, auditor: Auditor, current: Budget, data: BudgetReplace) -> Budget:
