@@ -497,8 +497,9 @@ async def test_budget_lines_are_imported_into_versions_audited_once(mart: Mart) 
         ("Revised Q2", "2026-04-01", D("40000.00")),
     ]
     assert {row["created_by"] for row in lines} == {"batch:finops"}
-    audit = await mart.fetch("SELECT actor_subject, action, after FROM audit_log ORDER BY seq")
+    audit = await mart.fetch("SELECT actor_subject, action, entity_type, after FROM audit_log ORDER BY seq")
     assert [(row["actor_subject"], row["action"]) for row in audit] == [("batch:finops", "budget.import.raw")] * 2
+    assert {row["entity_type"] for row in audit} == {"budget_version"}  # as the API's changes of budgets
 
     # A rerun changes nothing and audits nothing; a changed amount updates that line only, audited.
     await mart.run()

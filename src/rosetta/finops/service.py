@@ -1371,7 +1371,8 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             actor_subject=BATCH_ACTOR,
             actor_roles=(),
             action="budget.import.raw",
-            entity_type="budget",
+            # The API's name for the same entity: one filter (entityType=budget_version) finds every change.
+            entity_type="budget_version",
             entity_id=str(version.id),
             after={"name": name, "changedLines": len(changed), "created": created, "runId": str(run_id)},
         )
