@@ -23,7 +23,7 @@ from rosetta.batch.progress import SilentProgress
 from rosetta.batch.runner import JobLockedError, RunFailedError
 from rosetta.core import runs
 from rosetta.core.errors import ConflictError
-from rosetta.finops import service
+from rosetta.finops import pipeline, service
 from rosetta.finops.allocation import RATIO_DIGITS, allocate
 from rosetta.finops.pipeline import ConservationError, F, RawLine, RawPage, check_month
 
@@ -669,3 +669,127 @@ async def test_a_provider_that_is_not_text_keeps_its_own_code(mart: Mart) -> Non
 
     rows = await mart.fetch("SELECT period, provider FROM fact_consumption WHERE cost_type = 'direct' ORDER BY period")
     assert [(f"{row['period']:%d}", row["provider"]) for row in rows] == [("02", "cmdb"), ("03", "42")]
+
+
+async def land_two_months_with_bad_lines(mart: Mart) -> None:
+    """January and March, each with mapped, unallocated and rejected lines, and one line of no month."""
+    await mart.land("cmdb", "application", [application("APP-A")])
+    await mart.land(
+        "cmdb",
+        "cost",
+        [
+            cost("2026-01-05", "APP-A", "10.00"),
+            cost("2026-01-06", "APP-A", "20.00", service_category="Mainframe"),  # defaulted to Other
+            cost("2026-01-06", "GHOST", "1.00"),
+            cost("2026-01-07", None, "2.00"),
+            cost("2026-01-07", "APP-A", "12,50"),
+            cost("2026-01-08", "APP-A", "5.00", currency="euro"),
+            cost("2026-03-02", "APP-A", "30.00"),
+            cost("2026-03-02", "GHOST", "3.00"),
+            cost("2026-03-03", "PHANTOM", "4.00"),
+            cost("2026-03-03", "APP-A", "NaN"),
+            cost("2026-03-04", "APP-A", "1,5"),
+            cost("2026-03-04", "APP-A", 1.5),  # a JSON float: money travels as decimal strings
+            cost("2026-02-30", "APP-A", "6.00"),  # no such day: the line has no month
+        ],
+    )
+    await mart.land("finance", "shared_cost", [pool(MARCH, "network", "10.005")])
+    await mart.land("finance", "usage_driver", [driver(MARCH, "NOBODY", "requests", "3")])
+
+
+async def rejections(mart: Mart) -> list[tuple[object, ...]]:
+    """The stored rejections as (month, kind, reason code, reason, run id), in a stable order."""
+    rows = await mart.fetch(
+        "SELECT period_month, kind, reason_code, reason, run_id FROM batch_rejection"
+        " ORDER BY period_month NULLS FIRST, kind, reason_code, reason"
+    )
+    return [tuple(row.values()) for row in rows]
+
+
+async def test_a_one_month_run_counts_and_stores_only_that_month(mart: Mart) -> None:
+    await land_two_months_with_bad_lines(mart)
+
+    january = await mart.run(period="2026-01")
+
+    counters = january.counters
+    assert (january.read, counters["mapped"], counters["unallocated"], january.rejected) == (6, 2, 2, 2)
+    assert counters["unallocated_missing_application"] == counters["unallocated_unknown_application"] == 1
+    assert counters["service_category_defaulted"] == 1
+    assert counters["rejected_by_reason"] == {"invalid_amount": 1, "invalid_currency": 1}
+    assert counters["environments"] == ["prod"]
+    # March's six lines, its pool and its driver; the line of no month is left to a run of every month.
+    assert (counters["skipped_other_periods"], counters["skipped_undated"]) == (8, 1)
+    # The run record agrees with the month's own control totals.
+    controls = await mart.fetch("SELECT * FROM fact_period_control WHERE period_month = '2026-01-01'")
+    assert sum(row["lines_read"] for row in controls) == counters["mapped"] + counters["unallocated"]
+    assert sum(row["lines_rejected"] for row in controls) == january.rejected
+    first_rejections = [
+        (date(2026, 1, 1), "cost", "invalid_amount", "unparsable billed_cost '12,50'", january.run_id),
+        (date(2026, 1, 1), "cost", "invalid_currency", "invalid currency 'euro'", january.run_id),
+    ]
+    assert await rejections(mart) == first_rejections
+
+    # A run of every month also counts (once) the line of no month; it stores each rejection once.
+    everything = await mart.run()
+    assert (everything.read, everything.rejected) == (13, 8)
+    assert everything.counters["rejected_by_reason"] == {
+        "invalid_amount": 4, "invalid_currency": 1, "invalid_date": 1, "fractional_cents": 1, "unknown_application": 1,
+    }  # fmt: skip
+    assert everything.counters["unallocated_unknown_application"] == 3
+    assert (everything.counters["skipped_other_periods"], everything.counters["skipped_undated"]) == (0, 0)
+    stored = await rejections(mart)
+    assert len(stored) == 8
+    assert {row[4] for row in stored} == {everything.run_id}
+
+    # Reruns replace what they rebuild: a month's rejections with the month, and never store one twice.
+    again = await mart.run(period="2026-01")
+    assert again.counters["rejected_by_reason"] == january.counters["rejected_by_reason"]
+    after = await rejections(mart)
+    assert [row[:4] for row in after] == [row[:4] for row in stored]
+    assert {row[4] for row in after if row[0] == date(2026, 1, 1)} == {again.run_id}
+    assert {row[4] for row in after if row[0] != date(2026, 1, 1)} == {everything.run_id}
+    last = await mart.run()
+    assert [row[:4] for row in await rejections(mart)] == [row[:4] for row in stored]
+    assert {row[4] for row in await rejections(mart)} == {last.run_id}
+
+
+async def test_rejections_of_the_hierarchy_and_budgets_are_replaced_by_every_run(mart: Mart) -> None:
+    await mart.land("cmdb", "application", [application("APP-A"), {**application("APP-B"), "product_code": None}])
+    budget = {"version": "B", "year": 2026, "month": 13, "scope_level": "product", "scope_code": "P", "amount": "1"}
+    await mart.land("finance", "budget", [budget])
+    await mart.land("cmdb", "cost", [cost("2026-03-02", "APP-A", "1.00")])
+
+    first = await mart.run(period=MARCH)
+    second = await mart.run(period=MARCH)
+
+    # Both runs rebuilt the whole hierarchy and read every budget: both count their rejections...
+    for context in (first, second):
+        assert context.counters["rejected_by_reason"] == {"incomplete_application": 1, "invalid_budget_line": 1}
+        assert context.rejected == 2
+    # ...and the second replaced the first's.
+    assert [row[1:] for row in await rejections(mart)] == [
+        ("application", "incomplete_application", "product_code is missing", second.run_id),
+        ("budget", "invalid_budget_line", "month: expected integer year and month, got 2026-13", second.run_id),
+    ]
+
+
+async def test_many_rejections_wait_for_their_swap_in_unlogged_tables(
+    mart: Mart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past COPY_CHUNK rejections a month's wait in a table (not memory); the swap moves them, a rerun too."""
+    monkeypatch.setattr(pipeline, "COPY_CHUNK", 2)
+    await land_two_months_with_bad_lines(mart)
+    await mart.land("cmdb", "cost", [cost("2026-13-01", "APP-A", "1.00"), cost("someday", "APP-A", "1.00")])
+    killed = uuid.uuid4().hex[:12]
+    await mart.execute(f"CREATE UNLOGGED TABLE finops_stage_rej_202603_{killed} (run_id uuid)")
+    await mart.execute(f"CREATE UNLOGGED TABLE finops_stage_rej_undated_{killed} (run_id uuid)")
+
+    first = await mart.run()
+    stored = await rejections(mart)
+    assert first.rejected == len(stored) == 10
+    assert sum(1 for row in stored if row[0] is None) == 3
+    assert await mart.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'finops_stage_%'") == []
+
+    second = await mart.run()
+    assert [row[:4] for row in await rejections(mart)] == [row[:4] for row in stored]
+    assert {row[4] for row in await rejections(mart)} == {second.run_id}

@@ -904,6 +904,8 @@ async def rebuild_periods(
 
 
 BATCH_ACTOR = "batch:finops"
+BUDGET_SOURCE = "finance"
+BUDGET_KIND = "budget"
 _BUDGET_CHUNK = 1_000
 
 
@@ -946,11 +948,17 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
     """Load ``finance/budget`` documents into budget versions (created if missing), audited per version.
 
     Lines are upserted by (scope, month): a line an admin added stays; a landed line wins over an edited
-    one. Unchanged versions are not touched (no new row_version, no audit row), so reruns are silent.
+    one. Unchanged versions are not touched (no new row_version, no audit row), so reruns are silent. The
+    rejected documents replace those of the previous run (every run reads every budget document again).
     """
     report = BudgetImportReport()
+    await session.execute(
+        delete(models.BatchRejection).where(
+            models.BatchRejection.source == BUDGET_SOURCE, models.BatchRejection.kind == BUDGET_KIND
+        )
+    )
     wanted: dict[str, dict[tuple[str, str, date], dict[str, Any]]] = {}
-    async for document in reader(source="finance", kind="budget"):
+    async for document in reader(source=BUDGET_SOURCE, kind=BUDGET_KIND):
         try:
             name, line = _raw_budget_line(document.payload)
         except BadRequestError as error:
@@ -961,6 +969,7 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
                     source=document.source,
                     kind=document.kind,
                     content_hash=document.content_hash,
+                    reason_code="invalid_budget_line",
                     reason=error.detail,
                     payload=document.payload,
                 )
