@@ -793,3 +793,32 @@ async def test_many_rejections_wait_for_their_swap_in_unlogged_tables(
     second = await mart.run()
     assert [row[:4] for row in await rejections(mart)] == [row[:4] for row in stored]
     assert {row[4] for row in await rejections(mart)} == {second.run_id}
+
+
+async def test_a_failed_run_records_its_counts_and_keeps_the_previous_rejections(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.land("cmdb", "cost", [cost("2026-03-05", "APP-A", "bad")])
+    first = await mart.run()
+    stored = await rejections(mart)
+    assert [row[2:] for row in stored] == [("invalid_amount", "unparsable billed_cost 'bad'", first.run_id)]
+    # March cannot be allocated any more (the fixed rule's new version does not total 100), and has a new bad line.
+    await add_rule(
+        mart, "fixed-pct", "fixed", "fixed", version=2, valid_from="2026-03-01", targets={"APP-A": "50", "APP-B": "30"}
+    )
+    await mart.land("cmdb", "cost", [cost("2026-03-06", "GHOST", "1.00"), cost("2026-03-06", "APP-B", "1.0.0")])
+
+    with pytest.raises(RunFailedError) as failure:
+        await mart.run()
+
+    [record] = await mart.fetch(
+        "SELECT read_count, written_count, rejected_count, counters FROM batch_run WHERE run_id = $1",
+        failure.value.run_id,
+    )
+    counters = json.loads(record["counters"])
+    assert (record["read_count"], record["written_count"], record["rejected_count"]) == (6, 0, 2)
+    assert (counters["read"], counters["mapped"], counters["unallocated"], counters["rejected"]) == (6, 3, 1, 2)
+    assert counters["unallocated_unknown_application"] == 1
+    assert counters["rejected_by_reason"] == {"invalid_amount": 2}
+    assert counters["periods"] == []  # no month was swapped in
+    # March was not swapped: its rejections are still those of the run that built the March the mart holds.
+    assert await rejections(mart) == stored

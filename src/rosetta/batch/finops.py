@@ -78,16 +78,29 @@ async def _read_ahead(items: AsyncIterator[T]) -> AsyncIterator[T]:
 
 
 async def run_finops(context: RunContext) -> None:
-    """The job body: rebuild the requested months and record the counts on the run."""
+    """The job body: rebuild the requested months and record the counts on the run.
+
+    The counts go on the run whatever the outcome: a failed run records what it had read, mapped and rejected
+    up to the failure (and ``periods``, the months it swapped in before it), not zeros.
+    """
     periods = service.periods_from_parameters(context.parameters)
-    async with opened_raw_store(context.settings, process=f"batch.{JOB_NAME}") as store:
-        reader = RawZoneReader(store)
-        report = await service.rebuild_periods(
-            context.databases.engines["finops"], reader, run_id=context.run_id, hooks=context, periods=periods
-        )
-        async with context.step("budgets"), context.databases.unit_of_work("finops") as session:
-            budgets = await service.import_budgets(session, reader, run_id=context.run_id)
-    _record_counts(context, report, budgets)
+    report = service.RebuildReport()
+    budgets = service.BudgetImportReport()
+    try:
+        async with opened_raw_store(context.settings, process=f"batch.{JOB_NAME}") as store:
+            reader = RawZoneReader(store)
+            await service.rebuild_periods(
+                context.databases.engines["finops"],
+                reader,
+                run_id=context.run_id,
+                hooks=context,
+                periods=periods,
+                report=report,
+            )
+            async with context.step("budgets"), context.databases.unit_of_work("finops") as session:
+                budgets = await service.import_budgets(session, reader, run_id=context.run_id)
+    finally:
+        _record_counts(context, report, budgets)
 
 
 def _record_counts(context: RunContext, report: service.RebuildReport, budgets: service.BudgetImportReport) -> None:

@@ -869,6 +869,7 @@ class MonthRebuild:
         locks: MonthLocks,
         hooks: RunHooks,
         periods: Sequence[date] | None,
+        report: RebuildReport | None = None,
     ) -> None:
         self.run_id = run_id
         self.work = work
@@ -877,7 +878,7 @@ class MonthRebuild:
         self.wanted = {month_of(period) for period in periods} if periods else None
         # A requested month is rebuilt even when the raw zone holds nothing for it any more (it becomes empty).
         self.months: dict[date, MonthInputs] = {month: MonthInputs(month) for month in sorted(self.wanted or ())}
-        self.report = RebuildReport()
+        self.report = report if report is not None else RebuildReport()
         # Rejected cmdb/application versions, replaced with the hierarchy; rejected lines of no month.
         self.hierarchy_rejections: list[tuple[Any, ...]] = []
         self.undated = RejectionStage(None)
@@ -1758,8 +1759,13 @@ async def rebuild(
     run_id: uuid.UUID,
     hooks: RunHooks,
     periods: Sequence[date] | None = None,
+    report: RebuildReport | None = None,
 ) -> RebuildReport:
-    """Rebuild the requested months (default: every month found in the raw zone) and refresh the views."""
+    """Rebuild the requested months (default: every month found in the raw zone) and refresh the views.
+
+    The counts go to ``report`` (a new one by default) as the run goes: after a failure, it holds what was
+    counted up to it.
+    """
     async with _dedicated(engine) as locks_connection, _dedicated(engine) as work:
         # Building a large month runs longer than an API statement may.
         await work.execute("SET statement_timeout = 0")
@@ -1767,7 +1773,7 @@ async def rebuild(
         if periods:
             for period in sorted({month_of(period) for period in periods}):
                 await locks.take(period)
-        run = MonthRebuild(run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods)
+        run = MonthRebuild(run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods, report=report)
         try:
             await _run_steps(run, reader, hooks, engine)
         except Exception:

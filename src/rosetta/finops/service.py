@@ -894,13 +894,15 @@ async def rebuild_periods(
     run_id: uuid.UUID,
     hooks: RunHooks,
     periods: Sequence[date] | None = None,
+    report: RebuildReport | None = None,
 ) -> RebuildReport:
     """Rebuild the data mart for ``periods`` (default: every month in the raw zone) and refresh the views.
 
     Each month is swapped in its own transaction after its SQL conservation checks pass; a month another run
-    is rebuilding raises ``ConflictError``; a failed month leaves its previous data untouched.
+    is rebuilding raises ``ConflictError``; a failed month leaves its previous data untouched. The counts go
+    to ``report`` (a new one by default) as the run goes, so a caller holding it still has them after a failure.
     """
-    return await pipeline.rebuild(engine, reader, run_id=run_id, hooks=hooks, periods=periods)
+    return await pipeline.rebuild(engine, reader, run_id=run_id, hooks=hooks, periods=periods, report=report)
 
 
 BATCH_ACTOR = "batch:finops"
