@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import itertools
 import json
 import os
@@ -12,11 +14,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from decimal import Decimal, localcontext
+from typing import Any
 
 import pytest
+from api_support import API, finops_client, finops_settings
 from batch_support import D, Mart, add_rule, application, cost, driver, pool
 
 from rosetta.batch.progress import SilentProgress
@@ -822,3 +826,50 @@ async def test_a_failed_run_records_its_counts_and_keeps_the_previous_rejections
     assert counters["periods"] == []  # no month was swapped in
     # March was not swapped: its rejections are still those of the run that built the March the mart holds.
     assert await rejections(mart) == stored
+
+
+async def test_a_runs_rejections_are_read_by_finops_admins_page_by_page_or_as_csv(
+    mart: Mart, identity_server: Any, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    await land_two_months_with_bad_lines(mart)
+    march = await mart.run(period=MARCH)
+    landed = {document.content_hash: document.payload async for document in mart.store.stream()}
+    path = f"{API}/batch/runs/{march.run_id}/rejections"
+    admin = auth_headers("Rosetta_FinOps_Admin", subject="fiona")
+
+    async for client, _ in finops_client(finops_settings(mart.urls, identity_server.entra)):
+        # Payloads are raw documents: not for every reader of the mart.
+        forbidden = await client.get(path, headers=auth_headers("Rosetta_User", subject="uma"))
+        assert forbidden.status_code == 403, forbidden.text
+        items: list[dict[str, Any]] = []
+        next_page: str | None = f"{path}?limit=2"
+        while next_page is not None:
+            response = await client.get(next_page, headers=admin)
+            assert response.status_code == 200, response.text
+            assert len(response.json()["items"]) <= 2
+            items.extend(response.json()["items"])
+            next_page = response.json()["next"]
+        assert sorted((item["kind"], item["reasonCode"], item["reason"]) for item in items) == [
+            ("cost", "invalid_amount", "billed_cost 'NaN' is not a finite amount"),
+            ("cost", "invalid_amount", "billed_cost 1.5 is not a decimal string"),
+            ("cost", "invalid_amount", "unparsable billed_cost '1,5'"),
+            ("shared_cost", "fractional_cents", "pool amount 10.005 is not a whole number of cents"),
+            ("usage_driver", "unknown_application", "unknown application 'NOBODY'"),
+        ]
+        assert len({item["id"] for item in items}) == 5
+        for item in items:
+            assert (item["runId"], item["period"]) == (str(march.run_id), MARCH)
+            assert item["source"] == ("cmdb" if item["kind"] == "cost" else "finance")
+            assert item["payload"] == landed[item["contentHash"]]
+
+        exported = await client.get(path, headers={**admin, "Accept": "text/csv"})
+        assert exported.status_code == 200, exported.text
+        assert exported.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        assert sorted(row["id"] for row in rows) == sorted(str(item["id"]) for item in items)
+        assert {"reasonCode", "reason", "period", "source", "kind", "contentHash", "payload.billed_cost"} <= set(
+            rows[0]
+        )
+
+        unknown = await client.get(f"{API}/batch/runs/{uuid.uuid4()}/rejections", headers=admin)
+        assert unknown.status_code == 404, unknown.text

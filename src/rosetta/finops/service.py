@@ -30,6 +30,7 @@ from rosetta.finops.schemas import (
     LEVELS,
     AllocationRule,
     AllocationRuleCreate,
+    BatchRejection,
     BatchRunRequest,
     Budget,
     BudgetCreate,
@@ -1015,6 +1016,41 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             after={"name": name, "changedLines": len(changed), "created": created, "runId": str(run_id)},
         )
     return report
+
+
+async def batch_rejections(
+    session: AsyncSession, run_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[BatchRejection], str | None]:
+    """The rejected documents run ``run_id`` stored and no later run has replaced, in the order stored (keyset).
+
+    A later run that rebuilds the same month (or, for the CMDB hierarchy, budgets and undated lines, any later
+    run that reads them again) replaces them: ``batch_rejection`` explains the data the mart holds now.
+    """
+    table = models.BatchRejection
+    query = select(table).where(table.run_id == run_id)
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, (int,))
+        query = query.where(table.id > after)
+    rows = list((await session.scalars(query.order_by(table.id).limit(limit + 1))).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].id])
+    return [
+        BatchRejection(
+            id=row.id,
+            run_id=row.run_id,
+            reason_code=row.reason_code,
+            reason=row.reason,
+            period=None if row.period_month is None else month_text(row.period_month),
+            source=row.source,
+            kind=row.kind,
+            content_hash=row.content_hash,
+            payload=row.payload,
+            rejected_at=row.rejected_at,
+        )
+        for row in rows
+    ], next_cursor
 
 
 async def mart_built(session: AsyncSession) -> bool:
