@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import itertools
 import json
 import os
@@ -12,11 +14,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from decimal import Decimal, localcontext
+from typing import Any
 
 import pytest
+from api_support import API, finops_client, finops_settings
 from batch_support import D, Mart, add_rule, application, cost, driver, pool
 
 from rosetta.batch.progress import SilentProgress
@@ -24,7 +28,7 @@ from rosetta.batch.runner import JobLockedError, RunFailedError
 from rosetta.cli import command_line_requester
 from rosetta.core import runs
 from rosetta.core.errors import ConflictError
-from rosetta.finops import service
+from rosetta.finops import pipeline, service
 from rosetta.finops.allocation import RATIO_DIGITS, allocate
 from rosetta.finops.pipeline import ConservationError, F, RawLine, RawPage, check_month
 
@@ -674,6 +678,206 @@ async def test_a_provider_that_is_not_text_keeps_its_own_code(mart: Mart) -> Non
     assert [(f"{row['period']:%d}", row["provider"]) for row in rows] == [("02", "cmdb"), ("03", "42")]
 
 
+async def land_two_months_with_bad_lines(mart: Mart) -> None:
+    """January and March, each with mapped, unallocated and rejected lines, and one line of no month."""
+    await mart.land("cmdb", "application", [application("APP-A")])
+    await mart.land(
+        "cmdb",
+        "cost",
+        [
+            cost("2026-01-05", "APP-A", "10.00"),
+            cost("2026-01-06", "APP-A", "20.00", service_category="Mainframe"),  # defaulted to Other
+            cost("2026-01-06", "GHOST", "1.00"),
+            cost("2026-01-07", None, "2.00"),
+            cost("2026-01-07", "APP-A", "12,50"),
+            cost("2026-01-08", "APP-A", "5.00", currency="euro"),
+            cost("2026-03-02", "APP-A", "30.00"),
+            cost("2026-03-02", "GHOST", "3.00"),
+            cost("2026-03-03", "PHANTOM", "4.00"),
+            cost("2026-03-03", "APP-A", "NaN"),
+            cost("2026-03-04", "APP-A", "1,5"),
+            cost("2026-03-04", "APP-A", 1.5),  # a JSON float: money travels as decimal strings
+            cost("2026-02-30", "APP-A", "6.00"),  # no such day: the line has no month
+        ],
+    )
+    await mart.land("finance", "shared_cost", [pool(MARCH, "network", "10.005")])
+    await mart.land("finance", "usage_driver", [driver(MARCH, "NOBODY", "requests", "3")])
+
+
+async def rejections(mart: Mart) -> list[tuple[object, ...]]:
+    """The stored rejections as (month, kind, reason code, reason, run id), in a stable order."""
+    rows = await mart.fetch(
+        "SELECT period_month, kind, reason_code, reason, run_id FROM batch_rejection"
+        " ORDER BY period_month NULLS FIRST, kind, reason_code, reason"
+    )
+    return [tuple(row.values()) for row in rows]
+
+
+async def test_a_one_month_run_counts_and_stores_only_that_month(mart: Mart) -> None:
+    await land_two_months_with_bad_lines(mart)
+
+    january = await mart.run(period="2026-01")
+
+    counters = january.counters
+    assert (january.read, counters["mapped"], counters["unallocated"], january.rejected) == (6, 2, 2, 2)
+    assert counters["unallocated_missing_application"] == counters["unallocated_unknown_application"] == 1
+    assert counters["service_category_defaulted"] == 1
+    assert counters["rejected_by_reason"] == {"invalid_amount": 1, "invalid_currency": 1}
+    assert counters["environments"] == ["prod"]
+    # March's six lines, its pool and its driver; the line of no month is left to a run of every month.
+    assert (counters["skipped_other_periods"], counters["skipped_undated"]) == (8, 1)
+    # The run record agrees with the month's own control totals.
+    controls = await mart.fetch("SELECT * FROM fact_period_control WHERE period_month = '2026-01-01'")
+    assert sum(row["lines_read"] for row in controls) == counters["mapped"] + counters["unallocated"]
+    assert sum(row["lines_rejected"] for row in controls) == january.rejected
+    first_rejections = [
+        (date(2026, 1, 1), "cost", "invalid_amount", "unparsable billed_cost '12,50'", january.run_id),
+        (date(2026, 1, 1), "cost", "invalid_currency", "invalid currency 'euro'", january.run_id),
+    ]
+    assert await rejections(mart) == first_rejections
+
+    # A run of every month also counts (once) the line of no month; it stores each rejection once.
+    everything = await mart.run()
+    assert (everything.read, everything.rejected) == (13, 8)
+    assert everything.counters["rejected_by_reason"] == {
+        "invalid_amount": 4, "invalid_currency": 1, "invalid_date": 1, "fractional_cents": 1, "unknown_application": 1,
+    }  # fmt: skip
+    assert everything.counters["unallocated_unknown_application"] == 3
+    assert (everything.counters["skipped_other_periods"], everything.counters["skipped_undated"]) == (0, 0)
+    stored = await rejections(mart)
+    assert len(stored) == 8
+    assert {row[4] for row in stored} == {everything.run_id}
+
+    # Reruns replace what they rebuild: a month's rejections with the month, and never store one twice.
+    again = await mart.run(period="2026-01")
+    assert again.counters["rejected_by_reason"] == january.counters["rejected_by_reason"]
+    after = await rejections(mart)
+    assert [row[:4] for row in after] == [row[:4] for row in stored]
+    assert {row[4] for row in after if row[0] == date(2026, 1, 1)} == {again.run_id}
+    assert {row[4] for row in after if row[0] != date(2026, 1, 1)} == {everything.run_id}
+    last = await mart.run()
+    assert [row[:4] for row in await rejections(mart)] == [row[:4] for row in stored]
+    assert {row[4] for row in await rejections(mart)} == {last.run_id}
+
+
+async def test_rejections_of_the_hierarchy_and_budgets_are_replaced_by_every_run(mart: Mart) -> None:
+    await mart.land("cmdb", "application", [application("APP-A"), {**application("APP-B"), "product_code": None}])
+    budget = {"version": "B", "year": 2026, "month": 13, "scope_level": "product", "scope_code": "P", "amount": "1"}
+    await mart.land("finance", "budget", [budget])
+    await mart.land("cmdb", "cost", [cost("2026-03-02", "APP-A", "1.00")])
+
+    first = await mart.run(period=MARCH)
+    second = await mart.run(period=MARCH)
+
+    # Both runs rebuilt the whole hierarchy and read every budget: both count their rejections...
+    for context in (first, second):
+        assert context.counters["rejected_by_reason"] == {"incomplete_application": 1, "invalid_budget_line": 1}
+        assert context.rejected == 2
+    # ...and the second replaced the first's.
+    assert [row[1:] for row in await rejections(mart)] == [
+        ("application", "incomplete_application", "product_code is missing", second.run_id),
+        ("budget", "invalid_budget_line", "month: expected integer year and month, got 2026-13", second.run_id),
+    ]
+
+
+async def test_many_rejections_wait_for_their_swap_in_unlogged_tables(
+    mart: Mart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past COPY_CHUNK rejections a month's wait in a table (not memory); the swap moves them, a rerun too."""
+    monkeypatch.setattr(pipeline, "COPY_CHUNK", 2)
+    await land_two_months_with_bad_lines(mart)
+    await mart.land("cmdb", "cost", [cost("2026-13-01", "APP-A", "1.00"), cost("someday", "APP-A", "1.00")])
+    killed = uuid.uuid4().hex[:12]
+    await mart.execute(f"CREATE UNLOGGED TABLE finops_stage_rej_202603_{killed} (run_id uuid)")
+    await mart.execute(f"CREATE UNLOGGED TABLE finops_stage_rej_undated_{killed} (run_id uuid)")
+
+    first = await mart.run()
+    stored = await rejections(mart)
+    assert first.rejected == len(stored) == 10
+    assert sum(1 for row in stored if row[0] is None) == 3
+    assert await mart.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'finops_stage_%'") == []
+
+    second = await mart.run()
+    assert [row[:4] for row in await rejections(mart)] == [row[:4] for row in stored]
+    assert {row[4] for row in await rejections(mart)} == {second.run_id}
+
+
+async def test_a_failed_run_records_its_counts_and_keeps_the_previous_rejections(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.land("cmdb", "cost", [cost("2026-03-05", "APP-A", "bad")])
+    first = await mart.run()
+    stored = await rejections(mart)
+    assert [row[2:] for row in stored] == [("invalid_amount", "unparsable billed_cost 'bad'", first.run_id)]
+    # March cannot be allocated any more (the fixed rule's new version does not total 100), and has a new bad line.
+    await add_rule(
+        mart, "fixed-pct", "fixed", "fixed", version=2, valid_from="2026-03-01", targets={"APP-A": "50", "APP-B": "30"}
+    )
+    await mart.land("cmdb", "cost", [cost("2026-03-06", "GHOST", "1.00"), cost("2026-03-06", "APP-B", "1.0.0")])
+
+    with pytest.raises(RunFailedError) as failure:
+        await mart.run()
+
+    [record] = await mart.fetch(
+        "SELECT read_count, written_count, rejected_count, counters FROM batch_run WHERE run_id = $1",
+        failure.value.run_id,
+    )
+    counters = json.loads(record["counters"])
+    assert (record["read_count"], record["written_count"], record["rejected_count"]) == (6, 0, 2)
+    assert (counters["read"], counters["mapped"], counters["unallocated"], counters["rejected"]) == (6, 3, 1, 2)
+    assert counters["unallocated_unknown_application"] == 1
+    assert counters["rejected_by_reason"] == {"invalid_amount": 2}
+    assert counters["periods"] == []  # no month was swapped in
+    # March was not swapped: its rejections are still those of the run that built the March the mart holds.
+    assert await rejections(mart) == stored
+
+
+async def test_a_runs_rejections_are_read_by_finops_admins_page_by_page_or_as_csv(
+    mart: Mart, identity_server: Any, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    await land_two_months_with_bad_lines(mart)
+    march = await mart.run(period=MARCH)
+    landed = {document.content_hash: document.payload async for document in mart.store.stream()}
+    path = f"{API}/batch/runs/{march.run_id}/rejections"
+    admin = auth_headers("Rosetta_FinOps_Admin", subject="fiona")
+
+    async for client, _ in finops_client(finops_settings(mart.urls, identity_server.entra)):
+        # Payloads are raw documents: not for every reader of the mart.
+        forbidden = await client.get(path, headers=auth_headers("Rosetta_User", subject="uma"))
+        assert forbidden.status_code == 403, forbidden.text
+        items: list[dict[str, Any]] = []
+        next_page: str | None = f"{path}?limit=2"
+        while next_page is not None:
+            response = await client.get(next_page, headers=admin)
+            assert response.status_code == 200, response.text
+            assert len(response.json()["items"]) <= 2
+            items.extend(response.json()["items"])
+            next_page = response.json()["next"]
+        assert sorted((item["kind"], item["reasonCode"], item["reason"]) for item in items) == [
+            ("cost", "invalid_amount", "billed_cost 'NaN' is not a finite amount"),
+            ("cost", "invalid_amount", "billed_cost 1.5 is not a decimal string"),
+            ("cost", "invalid_amount", "unparsable billed_cost '1,5'"),
+            ("shared_cost", "fractional_cents", "pool amount 10.005 is not a whole number of cents"),
+            ("usage_driver", "unknown_application", "unknown application 'NOBODY'"),
+        ]
+        assert len({item["id"] for item in items}) == 5
+        for item in items:
+            assert (item["runId"], item["period"]) == (str(march.run_id), MARCH)
+            assert item["source"] == ("cmdb" if item["kind"] == "cost" else "finance")
+            assert item["payload"] == landed[item["contentHash"]]
+
+        exported = await client.get(path, headers={**admin, "Accept": "text/csv"})
+        assert exported.status_code == 200, exported.text
+        assert exported.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        assert sorted(row["id"] for row in rows) == sorted(str(item["id"]) for item in items)
+        assert {"reasonCode", "reason", "period", "source", "kind", "contentHash", "payload.billed_cost"} <= set(
+            rows[0]
+        )
+
+        unknown = await client.get(f"{API}/batch/runs/{uuid.uuid4()}/rejections", headers=admin)
+        assert unknown.status_code == 404, unknown.text
+
+
 async def test_an_amount_of_ten_to_the_fifteen_or_more_is_rejected_not_allocated(mart: Mart) -> None:
     await mart.land("cmdb", "application", [application("APP-A"), application("APP-B")])
     await mart.land(
@@ -691,10 +895,10 @@ async def test_an_amount_of_ten_to_the_fifteen_or_more_is_rejected_not_allocated
 
     context = await mart.run()
 
-    rejected = await mart.fetch("SELECT reason FROM batch_rejection ORDER BY reason")
-    assert [row["reason"] for row in rejected] == [
-        "billed_cost '-1000000000000000' is out of range (at least 10^15)",
-        "billed_cost '1e400' is out of range (at least 10^15)",
+    rejected = await mart.fetch("SELECT reason_code, reason FROM batch_rejection ORDER BY reason")
+    assert [(row["reason_code"], row["reason"]) for row in rejected] == [
+        ("invalid_amount", "billed_cost '-1000000000000000' is out of range (at least 10^15)"),
+        ("invalid_amount", "billed_cost '1e400' is out of range (at least 10^15)"),
     ]
     assert context.rejected == 2
     # The pool is split over what was accepted, not swallowed by an absurd line.

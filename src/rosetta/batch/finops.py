@@ -78,26 +78,49 @@ async def _read_ahead(items: AsyncIterator[T]) -> AsyncIterator[T]:
 
 
 async def run_finops(context: RunContext) -> None:
-    """The job body: rebuild the requested months and record the counts on the run."""
+    """The job body: rebuild the requested months and record the counts on the run.
+
+    The counts go on the run whatever the outcome: a failed run records what it had read, mapped and rejected
+    up to the failure (and ``periods``, the months it swapped in before it), not zeros.
+    """
     periods = service.periods_from_parameters(context.parameters)
-    async with opened_raw_store(context.settings, process=f"batch.{JOB_NAME}") as store:
-        reader = RawZoneReader(store)
-        report = await service.rebuild_periods(
-            context.databases.engines["finops"], reader, run_id=context.run_id, hooks=context, periods=periods
-        )
-        async with context.step("budgets"), context.databases.unit_of_work("finops") as session:
-            budgets = await service.import_budgets(session, reader, run_id=context.run_id)
+    report = service.RebuildReport()
+    budgets = service.BudgetImportReport()
+    try:
+        async with opened_raw_store(context.settings, process=f"batch.{JOB_NAME}") as store:
+            reader = RawZoneReader(store)
+            await service.rebuild_periods(
+                context.databases.engines["finops"],
+                reader,
+                run_id=context.run_id,
+                hooks=context,
+                periods=periods,
+                report=report,
+            )
+            async with context.step("budgets"), context.databases.unit_of_work("finops") as session:
+                budgets = await service.import_budgets(session, reader, run_id=context.run_id)
+    finally:
+        _record_counts(context, report, budgets)
+
+
+def _record_counts(context: RunContext, report: service.RebuildReport, budgets: service.BudgetImportReport) -> None:
+    """Copy a rebuild's and a budget import's counts onto the run (the runner records them)."""
     context.read = report.read
     context.written = report.written
     context.rejected = report.rejected + budgets.rejected
     context.counters.update(report.counters)
+    if budgets.rejected:
+        reasons = dict(report.counters.get("rejected_by_reason", {}))
+        reasons["invalid_budget_line"] = reasons.get("invalid_budget_line", 0) + budgets.rejected
+        context.counters["rejected_by_reason"] = reasons
     context.counters.update(
         read=report.read,
         mapped=report.mapped,
         unallocated=report.unallocated,
         rejected=report.rejected + budgets.rejected,
         skipped_other_periods=report.skipped,
-        periods=[f"{period:%Y-%m}" for period in report.periods],
+        skipped_undated=report.skipped_undated,
+        periods=[f"{period:%Y-%m}" for period in sorted(report.periods)],
         budget_versions_created=budgets.versions_created,
         budget_lines_changed=budgets.lines_changed,
         budget_lines_rejected=budgets.rejected,

@@ -50,6 +50,7 @@ from rosetta.finops.schemas import (
     AllocationRule,
     AllocationRuleCreate,
     ApplicationCosts,
+    BatchRejection,
     BatchRun,
     BatchRunAccepted,
     BatchRunRequest,
@@ -730,7 +731,8 @@ def _run_cursor(run: BatchRun) -> str:
 
 
 class BatchRunsController(Controller):
-    """finops-batch runs: FinOps admins trigger them; everyone may follow them (when was my data rebuilt?)."""
+    """finops-batch runs: FinOps admins trigger them and read their rejected documents; everyone may follow them
+    (when was my data rebuilt?)."""
 
     path = "/batch/runs"
     tags = ["batch"]
@@ -790,6 +792,33 @@ class BatchRunsController(Controller):
         if record is None or record["job"] != FINOPS_JOB:
             raise NotFoundError(f"no FinOps batch run {run_id}")
         return _batch_run(record)
+
+    @get("/{run_id:uuid}/rejections", guards=ADMIN, opt={CSV_OPT: True})
+    async def list_batch_rejections(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        run_id: FromPath[uuid.UUID],
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Page[BatchRejection]]:
+        """The raw documents a run rejected, with the reason and the payload (FinOps admins: payloads are raw)."""
+        record = await runs.get_run(session, run_id)
+        if record is None or record["job"] != FINOPS_JOB:
+            raise NotFoundError(f"no FinOps batch run {run_id}")
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BatchRejection], str | None]:
+            return await service.batch_rejections(session, run_id, limit=page_limit, cursor=page_cursor)
+
+        return await list_response(
+            request,
+            fetch,
+            limit=limit,
+            cursor=cursor,
+            item_type=BatchRejection,
+            filename=f"batch-run-{run_id}-rejections",
+        )
 
 
 # ----------------------------------------------------------------------------------------------- Cost Insights

@@ -354,16 +354,24 @@ class FactPeriodControl(Base):
 
 
 class BatchRejection(Base):
-    """A raw document finops-batch could not use (unparsable amount, unknown period...), with why."""
+    """A raw document finops-batch could not use (unparsable amount, unknown period...), with why.
+
+    The table explains the data the mart holds, not a history: the swap of a month replaces that month's rows,
+    a run of every month those of no month (no parseable date), and every run those of the CMDB hierarchy and
+    the budgets, which it rebuilds whole. ``run_id`` is the run that stored the row.
+    """
 
     __tablename__ = "batch_rejection"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     run_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
-    period_month: Mapped[date | None] = mapped_column(Date)
+    # finops_0008: the swap of a month deletes its rows by month.
+    period_month: Mapped[date | None] = mapped_column(Date, index=True)
     source: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(64))
     content_hash: Mapped[str | None] = mapped_column(String(128))
+    # finops_0008: one of ``pipeline.REJECTION_CODES`` (``unclassified`` on rows stored before it).
+    reason_code: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, object]] = mapped_column(JSONB)
     rejected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

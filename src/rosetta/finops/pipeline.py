@@ -9,8 +9,9 @@ The transformation, in the order it runs:
    (``cmdb/cost`` and ``focus`` rows of every provider source), in pages projected onto the few payload keys
    the batch reads (``CmdbCostFields``, ``FocusFields``...). Each line is parsed (amounts as ``Decimal``,
    never float), mapped to an application and an environment (tags with their aliases, CMDB codes, the
-   ``mapping_alias`` table) or to ``UNALLOCATED`` - counted, never dropped - or rejected with a reason
-   (``batch_rejection``, with the whole document). Mapped lines go by ``COPY`` (text format) into one
+   ``mapping_alias`` table) or to ``UNALLOCATED`` - counted, never dropped - or rejected with a reason code
+   and text (kept with the whole document until the month's swap). Only the lines of the months the run
+   rebuilds are counted (see "reading" in ``MonthRebuild``). Mapped lines go by ``COPY`` (text format) into one
    unlogged table per month (named with the run id, like the staging tables, so another connection can build
    the month) while control totals are summed in Python, independently of SQL.
 3. **build** - per month, a staging table ``LIKE fact_consumption`` gets the daily direct rows (grouped in
@@ -20,10 +21,11 @@ The transformation, in the order it runs:
    takes the next month, builds it and swaps it in (one groups its lines in PostgreSQL while the other's pools
    are split in Python), so months finish in any order.
 4. **swap** - per month, ONE transaction replaces the month's small tables (hierarchy attribution, pools,
-   control totals), swaps both partitions (DETACH + DROP the old one, RENAME + ATTACH the staging table),
-   then asserts in SQL that every pool is conserved and that direct + indirect = source; a failed assertion
-   rolls the whole month back. Readers see the old month or the new one, never a mix (ADR 0005). Two swaps
-   take the same locks in the same order: the second waits for the first's commit.
+   control totals, rejections in ``batch_rejection``), swaps both partitions (DETACH + DROP the old one,
+   RENAME + ATTACH the staging table), then asserts in SQL that every pool is conserved and that direct +
+   indirect = source; a failed assertion rolls the whole month back. Readers see the old month or the new
+   one, never a mix (ADR 0005). Two swaps take the same locks in the same order: the second waits for the
+   first's commit.
 5. **views** - ``dim_application_month`` is analysed once every month is in, then every materialized view is
    rebuilt beside the live one (several at once, on two connections) and the new ones replace the old in one
    short transaction (:mod:`rosetta.finops.views`, ADR 0007).
@@ -48,7 +50,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import astuple, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 import asyncpg
 import msgspec
@@ -185,11 +187,35 @@ class ConservationError(RosettaError):
     title = "Conservation check failed"
 
 
-class LineRejected(Exception):  # noqa: N818 - a control-flow signal carrying the rejection reason
-    """A raw line that cannot be used; ``reason`` is kept in ``batch_rejection``."""
+RejectionCode = Literal[
+    "missing_amount",
+    "invalid_amount",
+    "invalid_date",
+    "invalid_currency",
+    "invalid_quantity",
+    "negative_quantity",
+    "fractional_cents",
+    "missing_pool",
+    "missing_driver",
+    "unknown_application",
+    "incomplete_application",
+    "invalid_validity",
+    "invalid_budget_line",
+]
+# The keys of ``rejected_by_reason`` and the ``reason_code`` of a ``batch_rejection`` row: a fixed vocabulary, so
+# the counters of two runs compare and a dashboard can group on them; the reason text keeps the offending value.
+REJECTION_CODES: tuple[RejectionCode, ...] = get_args(RejectionCode)
 
-    def __init__(self, reason: str, *, period: date | None = None, currency: str | None = None) -> None:
+
+class LineRejected(Exception):  # noqa: N818 - a control-flow signal carrying the rejection reason
+    """A raw line that cannot be used: ``code`` (one of :data:`REJECTION_CODES`) and ``reason``, the text that
+    names the offending value, are kept in ``batch_rejection``; ``period`` is the line's month when it is known."""
+
+    def __init__(
+        self, code: RejectionCode, reason: str, *, period: date | None = None, currency: str | None = None
+    ) -> None:
         super().__init__(reason)
+        self.code = code
         self.reason = reason
         self.period = period
         self.currency = currency
@@ -204,7 +230,8 @@ class RebuildReport:
     mapped: int = 0
     unallocated: int = 0
     rejected: int = 0
-    skipped: int = 0
+    skipped: int = 0  # lines, pools and drivers of months the run does not rebuild
+    skipped_undated: int = 0  # lines of no month, skipped by a run of some months only
     written: int = 0
     counters: dict[str, Any] = field(default_factory=dict)
 
@@ -225,25 +252,25 @@ def next_month(month: date) -> date:
 def parse_period(value: object) -> date:
     """``YYYY-MM`` (or an ISO date) as the first day of that month."""
     if not isinstance(value, str):
-        raise LineRejected(f"period {value!r} is not a YYYY-MM string")
+        raise LineRejected("invalid_date", f"period {value!r} is not a YYYY-MM string")
     try:
         if len(value) == 7:
             return date(int(value[:4]), int(value[5:7]), 1)
         return month_of(parse_day(value, "period"))
     except (ValueError, LineRejected):
-        raise LineRejected(f"unparsable period {value!r}") from None
+        raise LineRejected("invalid_date", f"unparsable period {value!r}") from None
 
 
 def parse_day(value: object, name: str) -> date:
     """An ISO date or timestamp (RFC 3339 or ``YYYY-MM-DD HH:MM:SS``) as a UTC calendar day."""
     if not isinstance(value, str):
-        raise LineRejected(f"{name} {value!r} is not a date string")
+        raise LineRejected("invalid_date", f"{name} {value!r} is not a date string")
     try:
         if len(value) == 10:
             return date.fromisoformat(value)
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise LineRejected(f"unparsable {name} {value!r}") from None
+        raise LineRejected("invalid_date", f"unparsable {name} {value!r}") from None
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.date()
@@ -255,18 +282,18 @@ def parse_amount(value: object, name: str) -> Decimal:
         try:
             amount = Decimal(value.strip())
         except InvalidOperation:
-            raise LineRejected(f"unparsable {name} {value!r}") from None
+            raise LineRejected("invalid_amount", f"unparsable {name} {value!r}") from None
     elif isinstance(value, int) and not isinstance(value, bool):
         amount = Decimal(value)
     elif value is None or value == "NULL":
-        raise LineRejected(f"{name} is missing")
+        raise LineRejected("missing_amount", f"{name} is missing")
     else:
-        raise LineRejected(f"{name} {value!r} is not a decimal string")
+        raise LineRejected("invalid_amount", f"{name} {value!r} is not a decimal string")
     if not amount.is_finite():
-        raise LineRejected(f"{name} {value!r} is not a finite amount")
+        raise LineRejected("invalid_amount", f"{name} {value!r} is not a finite amount")
     if amount and amount.adjusted() > MAX_AMOUNT_EXPONENT:
         # 1e400 would otherwise land, take every pool split by direct cost and break the API's ratios.
-        raise LineRejected(f"{name} {value!r} is out of range (at least 10^15)")
+        raise LineRejected("invalid_amount", f"{name} {value!r} is out of range (at least 10^15)")
     return amount
 
 
@@ -287,7 +314,7 @@ def parse_currency(value: object) -> str:
         code = value.strip().upper()
         if len(code) == 3 and code.isalpha():
             return code
-    raise LineRejected(f"invalid currency {value!r}")
+    raise LineRejected("invalid_currency", f"invalid currency {value!r}")
 
 
 def _text(value: object) -> str | None:
@@ -335,14 +362,14 @@ def parse_application(payload: Mapping[str, Any]) -> AppVersion:
     for key in ("app_code", "product_code", "family_code", "domain_code"):
         text = _text(payload.get(key))
         if text is None:
-            raise LineRejected(f"{key} is missing")
+            raise LineRejected("incomplete_application", f"{key} is missing")
         values[key] = text
     valid_from = payload.get("valid_from")
     valid_to = payload.get("valid_to")
     start = parse_day(valid_from, "valid_from") if valid_from is not None else date(1900, 1, 1)
     end = parse_day(valid_to, "valid_to") if valid_to is not None else None
     if end is not None and end < start:
-        raise LineRejected(f"valid_to {end} is before valid_from {start}")
+        raise LineRejected("invalid_validity", f"valid_to {end} is before valid_from {start}")
     return AppVersion(
         code=values["app_code"],
         valid_from=start,
@@ -516,18 +543,21 @@ class UsageDriverFields(msgspec.Struct, gc=False):
 
 
 class LineMapper:
-    """Turns one raw cost line into a fact line (or raises :class:`LineRejected`), counting what it decided.
+    """Turns one raw cost line into a fact line (or raises :class:`LineRejected`), noting what it decided.
 
     Codes, days and currencies repeat across millions of lines: each distinct raw value is resolved once and
     memoised (the hot path of the batch), and so is each distinct value's COPY text.
+
+    What is worth a counter (an unallocated line's cause, a defaulted service category, unparsable tags) is
+    appended to ``notes``, not counted here: only the reader knows, once the line is converted, whether its
+    month is one the run rebuilds. It counts the notes of such a line and clears them after every line.
     """
 
     def __init__(self, catalogue: Catalogue, aliases: Aliases) -> None:
         self.catalogue = catalogue
         self.aliases = aliases
         self.tag_keys = aliases.by_kind.get("tag_key", {})
-        self.counters: dict[str, int] = defaultdict(int)
-        self.environments: set[str] = set()
+        self.notes: list[str] = []
         self._applications: dict[object, tuple[str, str | None]] = {}
         self._environments: dict[object, str] = {}
         self._categories: dict[object, tuple[str, bool]] = {}
@@ -537,7 +567,7 @@ class LineMapper:
         self._copy_texts: dict[object, str] = {}
 
     def application(self, value: object) -> str:
-        """The CMDB code a tag or export value designates, or UNALLOCATED (counted by cause)."""
+        """The CMDB code a tag or export value designates, or UNALLOCATED (its cause noted)."""
         found = self._applications.get(value) if _memoisable(value) else None
         if found is None:
             found = self._resolve_application(value)
@@ -545,7 +575,7 @@ class LineMapper:
                 self._applications[value] = found
         code, cause = found
         if cause is not None:
-            self.counters[cause] += 1
+            self.notes.append(cause)
         return code
 
     def _resolve_application(self, value: object) -> tuple[str, str | None]:
@@ -563,13 +593,12 @@ class LineMapper:
         if code is None:
             text = _text(value)
             code = UNKNOWN_ENVIRONMENT if text is None else self.aliases.resolve("environment", text.lower()).lower()
-            self.environments.add(code)
             if _memoisable(value):
                 self._environments[value] = code
         return code
 
     def category(self, value: object) -> str:
-        """One of the 19 FOCUS service categories; anything else is ``Other`` (counted)."""
+        """One of the 19 FOCUS service categories; anything else is ``Other`` (noted)."""
         found = self._categories.get(value) if _memoisable(value) else None
         if found is None:
             text = _text(value)
@@ -578,7 +607,7 @@ class LineMapper:
             if _memoisable(value):
                 self._categories[value] = found
         if found[1]:
-            self.counters["service_category_defaulted"] += 1
+            self.notes.append("service_category_defaulted")
         return found[0]
 
     def provider(self, value: object, fallback: str) -> str:
@@ -616,7 +645,7 @@ class LineMapper:
             try:
                 value = json.loads(value)
             except ValueError:
-                self.counters["unparsable_tags"] += 1
+                self.notes.append("unparsable_tags")
                 return {}
         if not isinstance(value, dict):
             return {}
@@ -728,14 +757,14 @@ def _currency_or_reject(value: object, day: date) -> str:
     try:
         return parse_currency(value)
     except LineRejected as error:
-        raise LineRejected(error.reason, period=month_of(day)) from None
+        raise LineRejected(error.code, error.reason, period=month_of(day)) from None
 
 
 def _amount_or_reject(value: object, name: str, day: date, currency: str) -> Decimal:
     try:
         return parse_amount(value, name)
     except LineRejected as error:
-        raise LineRejected(error.reason, period=month_of(day), currency=currency) from None
+        raise LineRejected(error.code, error.reason, period=month_of(day), currency=currency) from None
 
 
 # ------------------------------------------------------------------------------------------- the month
@@ -754,6 +783,33 @@ class MonthControl:
     lines_rejected: int = 0
 
 
+# The columns of a ``batch_rejection`` row as the batch writes them (and of a month's staged rejections).
+REJECTION_COLUMNS: tuple[str, ...] = (
+    "run_id", "period_month", "source", "kind", "content_hash", "reason_code", "reason", "payload",
+)  # fmt: skip
+_REJECTION_DDL = """
+    run_id uuid NOT NULL, period_month date, source text NOT NULL, kind text NOT NULL, content_hash text,
+    reason_code text NOT NULL, reason text NOT NULL, payload jsonb NOT NULL
+"""
+# The kinds of raw documents a month's lines come from: their rejections are replaced month by month (and the
+# undated ones by a run of every month). ``cmdb/application`` and ``finance/budget`` rejections have no month:
+# the hierarchy and the budgets are replaced whole by every run, and their rejections with them.
+LINE_KINDS: tuple[str, ...] = ("cost", "focus", "shared_cost", "usage_driver")
+
+
+@dataclass
+class RejectionStage:
+    """The rejected documents of one month (or, ``month`` None, of no month) waiting for that month's swap.
+
+    A few stay in ``rows``; past ``COPY_CHUNK`` they go to an unlogged table (``table``), so a raw zone full of
+    bad lines does not have to fit in memory. The swap moves both into ``batch_rejection`` in its transaction.
+    """
+
+    month: date | None
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    table: str = ""
+
+
 @dataclass
 class MonthInputs:
     """Everything read for one month."""
@@ -765,31 +821,45 @@ class MonthInputs:
     rules: dict[tuple[str, str], Rule] = field(default_factory=dict)
     buffer: list[str] = field(default_factory=list)  # mapped lines as COPY text, not yet copied
     lines_table: str = ""
+    rejections: RejectionStage = field(init=False)
+    written: int = 0  # fact rows built, counted in the report once the month is swapped in
 
-    @property
-    def tag(self) -> str:
-        """``YYYYMM``, used in table names."""
-        return f"{self.month:%Y%m}"
+    def __post_init__(self) -> None:
+        self.rejections = RejectionStage(self.month)
 
 
-def _stage_name(kind: str, month: date, run_id: uuid.UUID) -> str:
-    return f"finops_stage_{kind}_{month:%Y%m}_{run_id.hex[:12]}"
+def _tag(month: date | None) -> str:
+    """A month as used in table names, ``YYYYMM``; ``undated`` for the lines of no month."""
+    return "undated" if month is None else f"{month:%Y%m}"
+
+
+def _label(month: date | None) -> str:
+    """A month as used in lock keys and messages, ``YYYY-MM``; ``undated`` for the lines of no month."""
+    return "undated" if month is None else f"{month:%Y-%m}"
+
+
+def _stage_name(kind: str, month: date | None, run_id: uuid.UUID) -> str:
+    return f"finops_stage_{kind}_{_tag(month)}_{run_id.hex[:12]}"
 
 
 class MonthLocks:
-    """Session advisory locks, one per month, on a dedicated connection held for the whole run."""
+    """Session advisory locks, one per month, on a dedicated connection held for the whole run.
+
+    The lines of no month (no parseable date) have a lock of their own, ``undated``: a run of every month
+    replaces their rejections.
+    """
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._connection = connection
-        self.held: set[date] = set()
+        self.held: set[date | None] = set()
 
-    async def take(self, month: date) -> None:
+    async def take(self, month: date | None) -> None:
         """Lock ``month`` or raise ConflictError when another run is rebuilding it."""
         if month in self.held:
             return
-        key = advisory_lock_key(f"finops.month.{month:%Y-%m}")
+        key = advisory_lock_key(f"finops.month.{_label(month)}")
         if not await self._connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            raise ConflictError(f"month {month:%Y-%m} is being rebuilt by another run; this run was not applied")
+            raise ConflictError(f"month {_label(month)} is being rebuilt by another run; this run was not applied")
         self.held.add(month)
 
 
@@ -807,6 +877,7 @@ class MonthRebuild:
         locks: MonthLocks,
         hooks: RunHooks,
         periods: Sequence[date] | None,
+        report: RebuildReport | None = None,
     ) -> None:
         self.run_id = run_id
         self.work = work
@@ -815,8 +886,12 @@ class MonthRebuild:
         self.wanted = {month_of(period) for period in periods} if periods else None
         # A requested month is rebuilt even when the raw zone holds nothing for it any more (it becomes empty).
         self.months: dict[date, MonthInputs] = {month: MonthInputs(month) for month in sorted(self.wanted or ())}
-        self.report = RebuildReport()
-        self.rejections: list[tuple[Any, ...]] = []
+        self.report = report if report is not None else RebuildReport()
+        # Rejected cmdb/application versions, replaced with the hierarchy; rejected lines of no month.
+        self.hierarchy_rejections: list[tuple[Any, ...]] = []
+        self.undated = RejectionStage(None)
+        self.environments: set[str] = set()  # of the lines mapped into the months rebuilt
+        self._claimed: set[date | None] = set()  # months locked, their killed runs' leftovers dropped
         self.catalogue = Catalogue(())
         self.aliases = Aliases(())
         self.rules: list[Rule] = []
@@ -850,14 +925,21 @@ class MonthRebuild:
             try:
                 versions.append(parse_application(document.payload))
             except LineRejected as error:
-                self._reject(document, error)
+                self._count_rejection(error)
+                self.hierarchy_rejections.append(self._rejection_row(document, error))
         self.catalogue = Catalogue(versions)
         self.report.counters["applications"] = len(self.catalogue.versions)
         await self._write_hierarchy()
 
     async def _write_hierarchy(self) -> None:
+        """Replace the hierarchy, and the rejected CMDB versions with it (every run rebuilds it whole)."""
         versions = [version for found in self.catalogue.versions.values() for version in found]
         async with self.work.transaction():
+            await self.work.execute("DELETE FROM batch_rejection WHERE source = 'cmdb' AND kind = 'application'")
+            if self.hierarchy_rejections:
+                await self.work.copy_records_to_table(
+                    "batch_rejection", records=self.hierarchy_rejections, columns=REJECTION_COLUMNS
+                )
             await self.work.execute("DELETE FROM dim_application WHERE application_code <> $1", UNALLOCATED)
             await self.work.copy_records_to_table(
                 "dim_application",
@@ -878,6 +960,12 @@ class MonthRebuild:
                 await self.work.copy_records_to_table(table, records=records, columns=columns)
 
     # ---- reading
+    #
+    # Every counter and every stored rejection of a run concerns the months it rebuilds, as the month's control
+    # totals do: a line (or pool, or driver) of another month is only counted as skipped, whether it maps or
+    # not, so a one-month run reports that month and reruns store no rejection twice. A line with no parseable
+    # date belongs to no month: it is counted, and its rejection stored, only by a run of every month (no
+    # ``--period``, as the nightly run); a run of some months counts it in ``skipped_undated``, no more.
 
     def _month(self, month: date) -> MonthInputs | None:
         if self.wanted is not None and month not in self.wanted:
@@ -887,31 +975,36 @@ class MonthRebuild:
             inputs = self.months[month] = MonthInputs(month)
         return inputs
 
-    def _reject(self, document: RawLine, error: LineRejected) -> None:
-        self._count_rejection(error)
-        self._keep_rejection(document, error)
+    def _rejection_stage(self, error: LineRejected) -> RejectionStage | None:
+        """Where a rejected line is kept, or None (counted as skipped) when it concerns no month this run rebuilds."""
+        if error.period is None:
+            if self.wanted is None:
+                return self.undated
+            self.report.skipped_undated += 1
+            return None
+        inputs = self._month(error.period)
+        if inputs is None:
+            self.report.skipped += 1
+            return None
+        inputs.controls[error.currency or NO_CURRENCY].lines_rejected += 1
+        return inputs.rejections
 
     def _count_rejection(self, error: LineRejected) -> None:
         self.report.rejected += 1
         reasons = self.report.counters.setdefault("rejected_by_reason", {})
-        cause = error.reason.split(" ", 1)[0] if error.reason.startswith(("unparsable", "invalid")) else error.reason
-        reasons[cause] = reasons.get(cause, 0) + 1
-        if error.period is not None:
-            inputs = self._month(error.period)
-            if inputs is not None:
-                inputs.controls[error.currency or NO_CURRENCY].lines_rejected += 1
+        reasons[error.code] = reasons.get(error.code, 0) + 1
 
-    def _keep_rejection(self, document: RawLine, error: LineRejected) -> None:
-        self.rejections.append(
-            (
-                self.run_id,
-                error.period,
-                document.source,
-                document.kind,
-                document.content_hash,
-                error.reason,
-                json.dumps(document.payload, default=str),
-            )
+    def _rejection_row(self, document: RawLine, error: LineRejected) -> tuple[Any, ...]:
+        """A ``batch_rejection`` row in :data:`REJECTION_COLUMNS` order."""
+        return (
+            self.run_id,
+            error.period,
+            document.source,
+            document.kind,
+            document.content_hash,
+            error.code,
+            error.reason,
+            json.dumps(document.payload, default=str),
         )
 
     async def read_finance(self, reader: RawReader) -> None:
@@ -924,37 +1017,65 @@ class MonthRebuild:
 
     async def _apply(self, pages: AsyncIterator[RawPage[F]], apply: Callable[[F], None]) -> None:
         async for page in pages:
-            rejected: list[tuple[int, LineRejected]] = []
+            rejected: list[tuple[int, LineRejected, RejectionStage]] = []
             for index, item in enumerate(page.fields):
                 try:
                     apply(item)
                 except LineRejected as error:
-                    self._count_rejection(error)
-                    rejected.append((index, error))
+                    stage = self._rejection_stage(error)
+                    if stage is not None:
+                        self._count_rejection(error)
+                        rejected.append((index, error, stage))
             if rejected:
                 await self._keep_rejections(page, rejected)
 
-    async def _keep_rejections(self, page: RawPage[F], rejected: list[tuple[int, LineRejected]]) -> None:
+    async def _keep_rejections(
+        self, page: RawPage[F], rejected: list[tuple[int, LineRejected, RejectionStage]]
+    ) -> None:
         """Keep a page's rejected lines with their whole documents (fetched together, in page order)."""
-        documents = await page.documents([index for index, _ in rejected])
-        for document, (_, error) in zip(documents, rejected, strict=True):
-            self._keep_rejection(document, error)
-        if len(self.rejections) >= COPY_CHUNK:
-            await self._copied()
-            await self.flush_rejections()
+        documents = await page.documents([index for index, _, _ in rejected])
+        full: list[RejectionStage] = []
+        for document, (_, error, stage) in zip(documents, rejected, strict=True):
+            stage.rows.append(self._rejection_row(document, error))
+            if len(stage.rows) == COPY_CHUNK:
+                full.append(stage)
+        if full:
+            await self._copied()  # the work connection runs one statement at a time
+            for stage in full:
+                await self._stage_rejections(stage)
+
+    async def _claim(self, month: date | None) -> None:
+        """Lock the month and drop what a killed run left for it, once, before this run stages anything for it."""
+        if month in self._claimed:
+            return
+        await self.locks.take(month)
+        await self._drop_leftovers(month)
+        self._claimed.add(month)
+
+    async def _stage_rejections(self, stage: RejectionStage) -> None:
+        """Move a month's rejected documents from memory to its unlogged table (created on first use)."""
+        if not stage.table:
+            await self._claim(stage.month)
+            stage.table = _stage_name("rej", stage.month, self.run_id)
+            await self.work.execute(f"CREATE UNLOGGED TABLE {stage.table} ({_REJECTION_DDL})")
+        await self.work.copy_records_to_table(stage.table, records=stage.rows, columns=REJECTION_COLUMNS)
+        stage.rows = []
 
     def _pool(self, fields: SharedCostFields) -> None:
         month = parse_period(fields.period)
         pool = _text(fields.pool)
         if pool is None:
-            raise LineRejected("pool is missing", period=month)
+            raise LineRejected("missing_pool", "pool is missing", period=month)
         currency = _currency_or_reject(fields.currency, month)
         amount = _amount_or_reject(fields.amount, "amount", month, currency)
         try:
             whole_quanta(amount, CENT)
         except AllocationError:
             raise LineRejected(
-                f"pool amount {amount} is not a whole number of cents", period=month, currency=currency
+                "fractional_cents",
+                f"pool amount {amount} is not a whole number of cents",
+                period=month,
+                currency=currency,
             ) from None
         self.pool_names.setdefault(pool, _text(fields.pool_name) or pool)
         inputs = self._month(month)
@@ -969,18 +1090,19 @@ class MonthRebuild:
         month = parse_period(fields.period)
         driver = _text(fields.driver)
         if driver is None:
-            raise LineRejected("driver is missing", period=month)
+            raise LineRejected("missing_driver", "driver is missing", period=month)
         quantity = parse_quantity(fields.quantity)
         if quantity is None:
-            raise LineRejected(f"unparsable quantity {fields.quantity!r}", period=month)
+            raise LineRejected("invalid_quantity", f"unparsable quantity {fields.quantity!r}", period=month)
         if quantity < 0:
-            raise LineRejected(f"negative usage quantity {quantity}", period=month)
+            raise LineRejected("negative_quantity", f"negative usage quantity {quantity}", period=month)
         app = _text(fields.app_code)
         code = self.catalogue.code_of(self.aliases.resolve("application", app)) if app else None
         if code is None:
-            raise LineRejected(f"unknown application {app!r}", period=month)
+            raise LineRejected("unknown_application", f"unknown application {app!r}", period=month)
         inputs = self._month(month)
         if inputs is None:
+            self.report.skipped += 1
             return
         quantities = inputs.drivers[driver]
         quantities[code] = EXACT.add(quantities[code], quantity)
@@ -1003,31 +1125,45 @@ class MonthRebuild:
                     with contextlib.suppress(Exception, asyncio.CancelledError):
                         await self._copying
                     self._copying = None
-        self.report.counters.update(mapper.counters)
-        self.report.counters["environments"] = sorted(mapper.environments)
-        await self.flush_rejections()
+        self.report.counters["environments"] = sorted(self.environments)
 
     async def _read_lines(
         self, pages: AsyncIterator[RawPage[F]], convert: Callable[[F, str], Line], mapper: LineMapper
     ) -> None:
-        """Map every line of ``pages``: sum the month's controls, buffer its COPY text, or keep the rejection."""
+        """Map every line of ``pages``: sum the month's controls, buffer its COPY text, or keep the rejection.
+
+        Only the lines of the months this run rebuilds are counted (see "reading" above); the others cost one
+        dictionary look-up each.
+        """
         report = self.report
+        counters = report.counters
+        notes = mapper.notes
+        environments = self.environments
         by_day: dict[date, MonthInputs | None] = {}  # the month a day's lines go to (None: not rebuilt)
         async for page in pages:
             source = page.source
-            rejected: list[tuple[int, LineRejected]] = []
+            rejected: list[tuple[int, LineRejected, RejectionStage]] = []
+            skipped = report.skipped + report.skipped_undated
             for index, item in enumerate(page.fields):
                 try:
                     line = convert(item, source)
                 except LineRejected as error:
-                    self._count_rejection(error)
-                    rejected.append((index, error))
+                    notes.clear()
+                    stage = self._rejection_stage(error)
+                    if stage is not None:
+                        self._count_rejection(error)
+                        rejected.append((index, error, stage))
                     continue
                 day = line[0]
                 try:
                     inputs = by_day[day]
                 except KeyError:
                     inputs = by_day[day] = self._month(month_of(day))
+                if notes:
+                    if inputs is not None:
+                        for note in notes:
+                            counters[note] = counters.get(note, 0) + 1
+                    notes.clear()
                 if inputs is None:
                     report.skipped += 1
                     continue
@@ -1042,13 +1178,14 @@ class MonthRebuild:
                 else:
                     control.lines_mapped += 1
                     report.mapped += 1
+                environments.add(line[2])
                 buffer = inputs.buffer
                 buffer.append(mapper.copy_text(line))
                 if len(buffer) >= COPY_CHUNK:
                     await self._flush_later(inputs)
             if rejected:
                 await self._keep_rejections(page, rejected)
-            report.read += len(page.fields)
+            report.read += len(page.fields) - (report.skipped + report.skipped_undated - skipped)
             self.hooks.progress.advance(len(page.fields))
 
     async def _flush_later(self, inputs: MonthInputs) -> None:
@@ -1069,8 +1206,7 @@ class MonthRebuild:
 
     async def _copy_lines(self, inputs: MonthInputs, lines: list[str]) -> None:
         if not inputs.lines_table:
-            await self.locks.take(inputs.month)
-            await self._drop_leftovers(inputs.month)
+            await self._claim(inputs.month)
             # Not TEMPORARY: the month may be built on another connection (see _run_steps). UNLOGGED as a
             # temporary table is: a crash loses nothing a rerun would not rebuild.
             inputs.lines_table = _stage_name("lines", inputs.month, self.run_id)
@@ -1079,16 +1215,6 @@ class MonthRebuild:
             await self.work.copy_to_table(
                 inputs.lines_table, source=_copy_chunks(lines), columns=LINE_COLUMNS, format="text"
             )
-
-    async def flush_rejections(self) -> None:
-        """Keep the rejected documents gathered so far in ``batch_rejection``."""
-        if self.rejections:
-            await self.work.copy_records_to_table(
-                "batch_rejection",
-                records=self.rejections,
-                columns=["run_id", "period_month", "source", "kind", "content_hash", "reason", "payload"],
-            )
-            self.rejections.clear()
 
     # ---- building a month
 
@@ -1172,7 +1298,7 @@ class MonthRebuild:
                 f" CHECK (period_month >= DATE '{inputs.month}' AND period_month < DATE '{upper}'),"
                 f" ADD CONSTRAINT {table}_pkey PRIMARY KEY ({key})"
             )
-        self.report.written += direct_rows + len(indirect)
+        inputs.written = direct_rows + len(indirect)
         return facts, coefficients, hierarchy
 
     def _allocate(
@@ -1289,15 +1415,12 @@ class MonthRebuild:
         for row in rows:
             await self.work.execute(f'DROP TABLE IF EXISTS "{row["tablename"]}"')
 
-    async def _drop_leftovers(self, month: date) -> None:
-        """Drop the line and staging tables a killed run left for this month (we hold the month's lock, so none
-        is live; this run creates its own after this)."""
+    async def _drop_leftovers(self, month: date | None) -> None:
+        """Drop the line, rejection and staging tables a killed run left for this month (we hold the month's lock,
+        so none is live; this run creates its own after this)."""
         rows = await self.work.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            " AND (tablename LIKE $1 OR tablename LIKE $2 OR tablename LIKE $3)",
-            f"finops\\_stage\\_fc\\_{month:%Y%m}\\_%",
-            f"finops\\_stage\\_coef\\_{month:%Y%m}\\_%",
-            f"finops\\_stage\\_lines\\_{month:%Y%m}\\_%",
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE ANY($1)",
+            [f"finops\\_stage\\_{kind}\\_{_tag(month)}\\_%" for kind in ("fc", "coef", "lines", "rej")],
         )
         for row in rows:
             await self.work.execute(f'DROP TABLE IF EXISTS "{row["tablename"]}"')
@@ -1395,11 +1518,37 @@ class MonthRebuild:
                     f"ALTER TABLE {parent} ATTACH PARTITION {partition}"
                     f" FOR VALUES FROM ('{month}') TO ('{next_month(month)}')"
                 )
+            await self._swap_rejections(connection, inputs.rejections)
             await check_month(connection, month)
 
+    async def _swap_rejections(self, connection: asyncpg.Connection, stage: RejectionStage) -> None:
+        """Replace the stored rejections of ``stage``'s month (or of no month) with this run's, in the caller's
+        transaction: ``batch_rejection`` explains the months the mart holds, each as its last swap left it."""
+        if stage.month is None:
+            await connection.execute(
+                "DELETE FROM batch_rejection WHERE period_month IS NULL AND kind = ANY($1)", list(LINE_KINDS)
+            )
+        else:
+            await connection.execute("DELETE FROM batch_rejection WHERE period_month = $1", stage.month)
+        if stage.table:
+            columns = ", ".join(REJECTION_COLUMNS)
+            await connection.execute(f"INSERT INTO batch_rejection ({columns}) SELECT {columns} FROM {stage.table}")
+            await connection.execute(f"DROP TABLE {stage.table}")
+        if stage.rows:
+            await connection.copy_records_to_table("batch_rejection", records=stage.rows, columns=REJECTION_COLUMNS)
+
+    async def swap_undated(self) -> None:
+        """Replace the rejections of the lines of no month (a run of every month, once every month is in)."""
+        if self.wanted is not None:
+            return
+        await self._claim(None)
+        async with self.work.transaction():
+            await self._swap_rejections(self.work, self.undated)
+
     async def upsert_dimensions(self) -> None:
-        """Environments and cost pools seen in this run (never removed: older months may use them)."""
-        environments = sorted(set(self.report.counters.get("environments", [])))
+        """Environments of the months rebuilt and cost pools seen in this run (never removed: older months may
+        use them)."""
+        environments = sorted(self.environments)
         async with self.work.transaction():
             await self.work.executemany(
                 "INSERT INTO dim_environment (environment_code, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
@@ -1618,8 +1767,13 @@ async def rebuild(
     run_id: uuid.UUID,
     hooks: RunHooks,
     periods: Sequence[date] | None = None,
+    report: RebuildReport | None = None,
 ) -> RebuildReport:
-    """Rebuild the requested months (default: every month found in the raw zone) and refresh the views."""
+    """Rebuild the requested months (default: every month found in the raw zone) and refresh the views.
+
+    The counts go to ``report`` (a new one by default) as the run goes: after a failure, it holds what was
+    counted up to it.
+    """
     async with _dedicated(engine) as locks_connection, _dedicated(engine) as work:
         # Building a large month runs longer than an API statement may.
         await work.execute("SET statement_timeout = 0")
@@ -1627,7 +1781,7 @@ async def rebuild(
         if periods:
             for period in sorted({month_of(period) for period in periods}):
                 await locks.take(period)
-        run = MonthRebuild(run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods)
+        run = MonthRebuild(run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods, report=report)
         try:
             await _run_steps(run, reader, hooks, engine)
         except Exception:
@@ -1647,6 +1801,7 @@ async def _run_steps(run: MonthRebuild, reader: RawReader, hooks: RunHooks, engi
         await run.read_costs(reader)
         await run.upsert_dimensions()
     await _rebuild_months(run, hooks, engine)
+    await run.swap_undated()
     run.report.periods.sort()
     async with hooks.step("refresh views"), _dedicated(engine) as builder:
         await builder.execute("SET statement_timeout = 0")
@@ -1655,7 +1810,6 @@ async def _run_steps(run: MonthRebuild, reader: RawReader, hooks: RunHooks, engi
         run.report.counters["views"] = await rebuild_views(
             run.work, [run.work, builder], MATERIALIZED_VIEWS, tag=run.run_id.hex[:12]
         )
-    await run.flush_rejections()
 
 
 MONTH_WORKERS = 2  # one per core: while one month's lines are grouped in PostgreSQL, the other's pools are split
@@ -1687,6 +1841,7 @@ async def _rebuild_months(run: MonthRebuild, hooks: RunHooks, engine: AsyncEngin
                 errors.append(error)
                 return
             run.report.periods.append(month)
+            run.report.written += inputs.written
             logger.info(
                 "finops month rebuilt",
                 extra={"period": f"{month:%Y-%m}", "seconds": round(time.perf_counter() - started, 3)},

@@ -398,6 +398,23 @@ class BatchRun(CamelStruct):
     error: str | None
 
 
+class BatchRejection(CamelStruct):
+    """A raw document a run could not use: why (``reasonCode``, one of a fixed vocabulary, and ``reason``, the
+    text naming the bad value), its month when known, and the document as landed (its raw-zone key is
+    ``source``, ``kind`` and ``contentHash``)."""
+
+    id: int
+    run_id: uuid.UUID
+    reason_code: str
+    reason: str
+    period: str | None
+    source: str
+    kind: str
+    content_hash: str | None
+    payload: dict[str, Any]
+    rejected_at: datetime
+
+
 # ----------------------------------------------------------------------------------------------- Cost Insights
 
 

@@ -33,6 +33,7 @@ from rosetta.finops.schemas import (
     LEVELS,
     AllocationRule,
     AllocationRuleCreate,
+    BatchRejection,
     BatchRunRequest,
     Budget,
     BudgetCreate,
@@ -1266,16 +1267,20 @@ async def rebuild_periods(
     run_id: uuid.UUID,
     hooks: RunHooks,
     periods: Sequence[date] | None = None,
+    report: RebuildReport | None = None,
 ) -> RebuildReport:
     """Rebuild the data mart for ``periods`` (default: every month in the raw zone) and refresh the views.
 
     Each month is swapped in its own transaction after its SQL conservation checks pass; a month another run
-    is rebuilding raises ``ConflictError``; a failed month leaves its previous data untouched.
+    is rebuilding raises ``ConflictError``; a failed month leaves its previous data untouched. The counts go
+    to ``report`` (a new one by default) as the run goes, so a caller holding it still has them after a failure.
     """
-    return await pipeline.rebuild(engine, reader, run_id=run_id, hooks=hooks, periods=periods)
+    return await pipeline.rebuild(engine, reader, run_id=run_id, hooks=hooks, periods=periods, report=report)
 
 
 BATCH_ACTOR = "batch:finops"
+BUDGET_SOURCE = "finance"
+BUDGET_KIND = "budget"
 _BUDGET_CHUNK = 1_000
 
 
@@ -1318,11 +1323,17 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
     """Load ``finance/budget`` documents into budget versions (created if missing), audited per version.
 
     Lines are upserted by (scope, month): a line an admin added stays; a landed line wins over an edited
-    one. Unchanged versions are not touched (no new row_version, no audit row), so reruns are silent.
+    one. Unchanged versions are not touched (no new row_version, no audit row), so reruns are silent. The
+    rejected documents replace those of the previous run (every run reads every budget document again).
     """
     report = BudgetImportReport()
+    await session.execute(
+        delete(models.BatchRejection).where(
+            models.BatchRejection.source == BUDGET_SOURCE, models.BatchRejection.kind == BUDGET_KIND
+        )
+    )
     wanted: dict[str, dict[tuple[str, str, date], dict[str, Any]]] = {}
-    async for document in reader(source="finance", kind="budget"):
+    async for document in reader(source=BUDGET_SOURCE, kind=BUDGET_KIND):
         try:
             name, line = _raw_budget_line(document.payload)
         except BadRequestError as error:
@@ -1333,6 +1344,7 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
                     source=document.source,
                     kind=document.kind,
                     content_hash=document.content_hash,
+                    reason_code="invalid_budget_line",
                     reason=error.detail,
                     payload=document.payload,
                 )
@@ -1377,6 +1389,41 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             after={"name": name, "changedLines": len(changed), "created": created, "runId": str(run_id)},
         )
     return report
+
+
+async def batch_rejections(
+    session: AsyncSession, run_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[BatchRejection], str | None]:
+    """The rejected documents run ``run_id`` stored and no later run has replaced, in the order stored (keyset).
+
+    A later run that rebuilds the same month (or, for the CMDB hierarchy, budgets and undated lines, any later
+    run that reads them again) replaces them: ``batch_rejection`` explains the data the mart holds now.
+    """
+    table = models.BatchRejection
+    query = select(table).where(table.run_id == run_id)
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, (int,))
+        query = query.where(table.id > after)
+    rows = list((await session.scalars(query.order_by(table.id).limit(limit + 1))).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].id])
+    return [
+        BatchRejection(
+            id=row.id,
+            run_id=row.run_id,
+            reason_code=row.reason_code,
+            reason=row.reason,
+            period=None if row.period_month is None else month_text(row.period_month),
+            source=row.source,
+            kind=row.kind,
+            content_hash=row.content_hash,
+            payload=row.payload,
+            rejected_at=row.rejected_at,
+        )
+        for row in rows
+    ], next_cursor
 
 
 async def mart_built(session: AsyncSession) -> bool:
