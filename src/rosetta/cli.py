@@ -822,6 +822,7 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_FAILED
 
 
+_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 # Exit codes of rosetta.batch.runner: usage/configuration 2, unavailable 4, failed 1.
 _DATABASE_ERROR_EXITS: dict[str, int] = {"configuration": 2, "unavailable": 4, "failed": 1}
 
@@ -848,7 +849,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(getattr(done, "exit_code", 0))
     except _ABORTS:
         print("rosetta: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(_INTERRUPTED)
     except _USAGE_ERRORS as error:
         format_message = getattr(error, "format_message", None)
         message = format_message() if callable(format_message) else str(error)
@@ -859,7 +860,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exit_code_for(error))
     except KeyboardInterrupt:
         print("rosetta: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(_INTERRUPTED)
     except OSError as error:
         print(f"rosetta: error: {_one_line(str(error))}", file=sys.stderr)
         sys.exit(exit_code_for(error))
@@ -874,4 +875,7 @@ def main(argv: list[str] | None = None) -> None:
         kind, detail = described
         print(f"rosetta: error: {_one_line(detail)}", file=sys.stderr)
         sys.exit(_DATABASE_ERROR_EXITS[kind])
+    if result == _INTERRUPTED:
+        # Recent click returns Ctrl-C's exit code instead of raising Abort when not in standalone mode.
+        print("rosetta: interrupted", file=sys.stderr)
     sys.exit(result if isinstance(result, int) else 0)

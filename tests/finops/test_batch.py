@@ -24,7 +24,7 @@ from api_support import API, finops_client, finops_settings
 from batch_support import D, Mart, add_rule, application, cost, driver, pool
 
 from rosetta.batch.progress import SilentProgress
-from rosetta.batch.runner import JobLockedError, RunFailedError
+from rosetta.batch.runner import INTERRUPTED, JobLockedError, RunFailedError
 from rosetta.cli import command_line_requester
 from rosetta.core import runs
 from rosetta.core.errors import ConflictError
@@ -346,14 +346,7 @@ async def test_killing_the_batch_during_the_swap_leaves_the_previous_month_intac
     await mart.land("cmdb", "cost", [cost("2026-03-05", "APP-A", "500.00")])  # the next run would change March
 
     reader = await mart.connect()
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROSETTA_")}
-    environment.update(
-        {
-            f"ROSETTA_{role.upper()}_DATABASE_URL": url.render_as_string(hide_password=False)
-            for role, url in mart.urls.items()
-        }
-    )
-    environment["ROSETTA_LOG_FORMAT"] = "json"
+    environment = _batch_environment(mart)
     try:
         # A long reader of March holds its lock: the batch builds its staging tables, then waits inside the swap.
         transaction = reader.transaction()
@@ -427,6 +420,60 @@ async def test_two_months_built_at_once_drop_a_killed_runs_line_tables(mart: Mar
             await check_month(connection, date(2026, month, 1))
     finally:
         await connection.close()
+
+
+def _batch_environment(mart: Mart) -> dict[str, str]:
+    """The environment of a ``rosetta batch finops`` process on this test's databases."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROSETTA_")}
+    environment.update(
+        {
+            f"ROSETTA_{role.upper()}_DATABASE_URL": url.render_as_string(hide_password=False)
+            for role, url in mart.urls.items()
+        }
+    )
+    environment["ROSETTA_LOG_FORMAT"] = "json"
+    return environment
+
+
+async def test_ctrl_c_during_the_swap_records_the_run_interrupted_and_changes_nothing(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.run()
+    before = await mart.facts()
+    await mart.land("cmdb", "cost", [cost("2026-03-05", "APP-A", "500.00")])
+
+    reader = await mart.connect()
+    try:
+        transaction = reader.transaction()
+        await transaction.start()
+        await reader.fetchval("SELECT count(*) FROM fact_consumption")  # holds March: the swap will wait
+        batch = subprocess.Popen(  # noqa: ASYNC220 - a separate process, to be interrupted like a terminal's
+            [sys.executable, "-m", "rosetta", "batch", "finops"],
+            env=_batch_environment(mart),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert await _wait_for_swap_waiting_on_lock(mart), "the batch never reached the swap"
+            batch.send_signal(signal.SIGINT)
+            _, stderr = await asyncio.to_thread(batch.communicate, timeout=60)
+        finally:
+            if batch.poll() is None:
+                batch.kill()
+        await transaction.rollback()
+    finally:
+        await reader.close()
+
+    assert batch.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "rosetta: interrupted", stderr
+    assert await mart.facts() == before
+    [run] = await mart.fetch("SELECT status, error, finished_at FROM batch_run ORDER BY queued_at DESC LIMIT 1")
+    # Unlike a killed process, an interrupted one records its end: nobody would take it over.
+    assert run["status"] == "failed"
+    assert run["error"] == INTERRUPTED
+    assert run["finished_at"] is not None
+    # And it let go of the job's lock: the next run starts at once.
+    await mart.run()
 
 
 async def _wait_for_swap_waiting_on_lock(mart: Mart, seconds: float = 90.0) -> bool:

@@ -12,6 +12,7 @@ Exit codes of ``rosetta batch ...``: 0 succeeded, 1 the run failed, 2 bad argume
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -37,6 +38,11 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_UNAVAILABLE = 4
+# The error of a run stopped by Ctrl-C or by its serving process stopping.
+INTERRUPTED = (
+    "interrupted: stopped before it finished (Ctrl-C, or the process running it stopped); the months it had not"
+    " swapped in are unchanged, and its counters are those gathered until then"
+)
 
 
 class JobLockedError(ConflictError):
@@ -200,6 +206,13 @@ async def execute(
             logger.info("batch run started", extra={"job": job.name, "run_id": str(run_id)})
             try:
                 await job.body(context)
+            except asyncio.CancelledError:
+                # Ctrl-C on the command line (asyncio.run cancels the main task) or the serving process stopping
+                # with the run in its hands: no retry will take it over, so it ends here, recorded. (A SIGTERM
+                # to a batch pod kills the process outright; its run stays running for the Job's retry.)
+                logger.warning("batch run interrupted", extra={"job": job.name, "run_id": str(run_id)})
+                await _record(databases, job, context, status="failed", error=INTERRUPTED)
+                raise
             except Exception as error:
                 message = error.detail if isinstance(error, RosettaError) else f"{type(error).__name__}: {error}"
                 logger.exception("batch run failed", extra={"job": job.name, "run_id": str(run_id)})
