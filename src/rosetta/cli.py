@@ -590,6 +590,13 @@ def batch_finops(
         uuid.UUID | None,
         typer.Option("--run-id", help="Execute this queued run (started through the API) with its parameters."),
     ] = None,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Empty a requested month the raw zone has no source for (refused by default if the mart has data).",
+        ),
+    ] = False,
 ) -> None:
     """Rebuild the FinOps data mart from the raw zone (default: every month found there)."""
     from rosetta.core.errors import BadRequestError  # noqa: PLC0415
@@ -597,13 +604,13 @@ def batch_finops(
     from rosetta.finops.schemas import BatchRunRequest  # noqa: PLC0415
 
     if run_id is not None:
-        if period or period_from or period_to:
+        if period or period_from or period_to or allow_empty:
             raise ConfigurationError(
-                "invalid option: --run-id takes the queued run's own months, not --period/--from/--to"
+                "invalid option: --run-id takes the queued run's own parameters, not --period/--from/--to/--allow-empty"
             )
         run_batch_job("finops", {}, run_id=run_id)
         return
-    request = BatchRunRequest(period=period, period_from=period_from, period_to=period_to)
+    request = BatchRunRequest(period=period, period_from=period_from, period_to=period_to, allow_empty=allow_empty)
     try:
         parameters = service.batch_parameters(request)
     except BadRequestError as error:

@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL
             ["raw", "import", "/nonexistent/costs.csv", "--source", "cmdb", "--kind", "cost"],
             "/nonexistent/costs.csv: no such file",
         ),
+        (["batch", "finops", "--allow-empty"], "allowEmpty: applies to the months named by period or from/to"),
         (["batch", "finops", "--period", "2999-01"], "period: 2999-01 is in the future (the current month is "),
         (
             ["batch", "finops", "--from", "1900-01", "--to", "2026-01"],

@@ -19,6 +19,7 @@ from datetime import date
 from decimal import Decimal, localcontext
 from typing import Any
 
+import asyncpg
 import pytest
 from api_support import API, finops_client, finops_settings
 from batch_support import D, Mart, add_rule, application, cost, driver, pool
@@ -27,6 +28,7 @@ from rosetta.batch.progress import SilentProgress
 from rosetta.batch.runner import INTERRUPTED, JobLockedError, RunFailedError
 from rosetta.cli import command_line_requester
 from rosetta.core import runs
+from rosetta.core.db import asyncpg_dsn
 from rosetta.core.errors import ConflictError
 from rosetta.finops import pipeline, service
 from rosetta.finops.allocation import RATIO_DIGITS, allocate
@@ -597,6 +599,32 @@ async def test_a_requested_month_without_raw_data_is_rebuilt_empty(mart: Mart) -
         "SELECT count(*) AS months FROM pg_tables WHERE tablename = 'fact_consumption_p202605'"
     )
     assert control["months"] == 1
+
+
+async def test_a_month_whose_sources_are_gone_is_not_emptied_unless_asked(mart: Mart) -> None:
+    await land_known_answer_world(mart)
+    await mart.run()
+    before = await mart.facts()
+    # March's sources vanish from the raw zone (purged, or a re-landing that has not happened yet).
+    raw = await asyncpg.connect(asyncpg_dsn(mart.urls["raw"]))
+    try:
+        await raw.execute("DELETE FROM raw_document WHERE kind IN ('cost', 'shared_cost', 'usage_driver')")
+    finally:
+        await raw.close()
+
+    with pytest.raises(RunFailedError) as failed:
+        await mart.run(period=MARCH)
+    assert f"{MARCH}: the raw zone holds no cost line, pool or driver for this month, but the mart holds" in str(
+        failed.value
+    )
+    assert await mart.facts() == before  # nothing swapped
+    [run] = await mart.fetch("SELECT status, error FROM batch_run ORDER BY queued_at DESC LIMIT 1")
+    assert run["status"] == "failed"
+    assert "--allow-empty / allowEmpty" in run["error"]
+
+    # Asked for, the month is emptied.
+    await mart.run(period=MARCH, allowEmpty="true")
+    assert await mart.fetch("SELECT * FROM fact_consumption") == []
 
 
 async def test_text_and_amounts_reach_the_facts_exactly_and_rejections_keep_the_whole_document(mart: Mart) -> None:

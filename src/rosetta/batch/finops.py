@@ -96,6 +96,7 @@ async def run_finops(context: RunContext) -> None:
                 hooks=context,
                 periods=periods,
                 report=report,
+                allow_empty=service.allow_empty_from_parameters(context.parameters),
             )
             async with context.step("budgets"), context.databases.unit_of_work("finops") as session:
                 budgets = await service.import_budgets(session, reader, run_id=context.run_id)

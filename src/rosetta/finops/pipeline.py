@@ -187,6 +187,13 @@ class ConservationError(RosettaError):
     title = "Conservation check failed"
 
 
+class EmptyMonthError(RosettaError):
+    """A requested month has no source data in the raw zone while the mart holds data for it; nothing swapped."""
+
+    status_code = 409
+    title = "Month would be emptied"
+
+
 RejectionCode = Literal[
     "missing_amount",
     "invalid_amount",
@@ -878,14 +885,17 @@ class MonthRebuild:
         hooks: RunHooks,
         periods: Sequence[date] | None,
         report: RebuildReport | None = None,
+        allow_empty: bool = False,
     ) -> None:
         self.run_id = run_id
         self.work = work
         self.locks = locks
         self.hooks = hooks
         self.wanted = {month_of(period) for period in periods} if periods else None
-        # A requested month is rebuilt even when the raw zone holds nothing for it any more (it becomes empty).
+        # A requested month is rebuilt even when the raw zone holds nothing for it any more; it becomes empty
+        # only with ``allow_empty`` if the mart holds data for it (see ``refuse_to_empty``).
         self.months: dict[date, MonthInputs] = {month: MonthInputs(month) for month in sorted(self.wanted or ())}
+        self.allow_empty = allow_empty
         self.report = report if report is not None else RebuildReport()
         # Rejected cmdb/application versions, replaced with the hierarchy; rejected lines of no month.
         self.hierarchy_rejections: list[tuple[Any, ...]] = []
@@ -1768,11 +1778,13 @@ async def rebuild(
     hooks: RunHooks,
     periods: Sequence[date] | None = None,
     report: RebuildReport | None = None,
+    allow_empty: bool = False,
 ) -> RebuildReport:
     """Rebuild the requested months (default: every month found in the raw zone) and refresh the views.
 
     The counts go to ``report`` (a new one by default) as the run goes: after a failure, it holds what was
-    counted up to it.
+    counted up to it. A requested month with no sources whose mart data would be emptied is refused
+    (``EmptyMonthError``) unless ``allow_empty``.
     """
     async with _dedicated(engine) as locks_connection, _dedicated(engine) as work:
         # Building a large month runs longer than an API statement may.
@@ -1781,7 +1793,9 @@ async def rebuild(
         if periods:
             for period in sorted({month_of(period) for period in periods}):
                 await locks.take(period)
-        run = MonthRebuild(run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods, report=report)
+        run = MonthRebuild(
+            run_id=run_id, work=work, locks=locks, hooks=hooks, periods=periods, report=report, allow_empty=allow_empty
+        )
         try:
             await _run_steps(run, reader, hooks, engine)
         except Exception:
@@ -1812,6 +1826,24 @@ async def _run_steps(run: MonthRebuild, reader: RawReader, hooks: RunHooks, engi
         )
 
 
+async def refuse_to_empty(connection: asyncpg.Connection, inputs: MonthInputs) -> None:
+    """``EmptyMonthError`` when the raw zone has nothing for a month the mart holds data for.
+
+    A month whose sources have not landed yet (a late export, a pull that failed) or were purged would otherwise
+    be rebuilt empty and its costs vanish from every dashboard; emptying it has to be asked for.
+    """
+    has_sources = inputs.controls or inputs.pools or inputs.drivers or inputs.rejections.rows
+    if has_sources or inputs.rejections.table:
+        return
+    held = await connection.fetchval("SELECT count(*) FROM fact_consumption WHERE period_month = $1", inputs.month)
+    if held:
+        raise EmptyMonthError(
+            f"{inputs.month:%Y-%m}: the raw zone holds no cost line, pool or driver for this month, but the mart"
+            f" holds {held} fact rows for it; not emptied (land its sources first, or rebuild it with"
+            " --allow-empty / allowEmpty to empty it on purpose)"
+        )
+
+
 MONTH_WORKERS = 2  # one per core: while one month's lines are grouped in PostgreSQL, the other's pools are split
 
 
@@ -1831,6 +1863,8 @@ async def _rebuild_months(run: MonthRebuild, hooks: RunHooks, engine: AsyncEngin
             inputs = run.months[month]
             started = time.perf_counter()
             try:
+                if not run.allow_empty:
+                    await refuse_to_empty(connection, inputs)
                 async with hooks.step(f"build {month:%Y-%m}"):
                     facts, coefficients, hierarchy = await run.build(inputs, connection)
                 if errors:

@@ -369,6 +369,8 @@ class BatchRunRequest(CamelStruct, forbid_unknown_fields=True, omit_defaults=Tru
     period: str | None = None
     period_from: str | None = msgspec.field(default=None, name="from")
     period_to: str | None = msgspec.field(default=None, name="to")
+    # Rebuild a requested month even when the raw zone has nothing for it and the mart holds data (empty it).
+    allow_empty: bool = False
 
 
 class BatchRunAccepted(CamelStruct):

@@ -1221,7 +1221,17 @@ def batch_parameters(request: BatchRunRequest) -> dict[str, str]:
             raise _invalid("from", f"a run rebuilds at most {MAX_RUN_MONTHS} months; {span} asked: split the range")
         parameters["from"] = month_text(start)
         parameters["to"] = month_text(end)
+    if request.allow_empty:
+        if not parameters:
+            # A run of every month found only touches months that have sources: nothing could be emptied.
+            raise _invalid("allowEmpty", "applies to the months named by period or from/to (--period, --from/--to)")
+        parameters["allowEmpty"] = "true"
     return parameters
+
+
+def allow_empty_from_parameters(parameters: Mapping[str, Any]) -> bool:
+    """Whether a run's parameters ask to empty requested months that have no sources (see ``rebuild_periods``)."""
+    return parameters.get("allowEmpty") == "true"
 
 
 def _not_future(month: date, field: str) -> date:
@@ -1245,7 +1255,10 @@ RebuildReport = pipeline.RebuildReport
 def periods_from_parameters(parameters: Mapping[str, Any]) -> list[date] | None:
     """The months a run rebuilds from its parameters (``period`` or ``from``/``to``); None = every month found."""
     request = BatchRunRequest(
-        period=parameters.get("period"), period_from=parameters.get("from"), period_to=parameters.get("to")
+        period=parameters.get("period"),
+        period_from=parameters.get("from"),
+        period_to=parameters.get("to"),
+        allow_empty=allow_empty_from_parameters(parameters),
     )
     checked = batch_parameters(request)
     if "period" in checked:
@@ -1268,14 +1281,20 @@ async def rebuild_periods(
     hooks: RunHooks,
     periods: Sequence[date] | None = None,
     report: RebuildReport | None = None,
+    allow_empty: bool = False,
 ) -> RebuildReport:
     """Rebuild the data mart for ``periods`` (default: every month in the raw zone) and refresh the views.
+
+    A requested month without any source in the raw zone while the mart holds data for it is refused
+    (``pipeline.EmptyMonthError``, nothing swapped) unless ``allow_empty``.
 
     Each month is swapped in its own transaction after its SQL conservation checks pass; a month another run
     is rebuilding raises ``ConflictError``; a failed month leaves its previous data untouched. The counts go
     to ``report`` (a new one by default) as the run goes, so a caller holding it still has them after a failure.
     """
-    return await pipeline.rebuild(engine, reader, run_id=run_id, hooks=hooks, periods=periods, report=report)
+    return await pipeline.rebuild(
+        engine, reader, run_id=run_id, hooks=hooks, periods=periods, report=report, allow_empty=allow_empty
+    )
 
 
 BATCH_ACTOR = "batch:finops"
