@@ -721,6 +721,14 @@ class AllocationRulesController(Controller):
 # ----------------------------------------------------------------------------------------------- batch runs
 
 
+async def _finops_run(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Any]:
+    """The record of a finops-batch run; 404 for an unknown run or one of another job."""
+    record = await runs.get_run(session, run_id)
+    if record is None or record["job"] != FINOPS_JOB:
+        raise NotFoundError(f"no FinOps batch run {run_id}")
+    return record
+
+
 def _batch_run(record: dict[str, Any]) -> BatchRun:
     # The record's keys are the table's snake_case columns, the struct's own field names.
     return BatchRun(**{name: record[name] for name in BatchRun.__struct_fields__})
@@ -788,10 +796,7 @@ class BatchRunsController(Controller):
     @get("/{run_id:uuid}", guards=READ)
     async def get_batch_run(self, session: NamedDependency[AsyncSession], run_id: FromPath[uuid.UUID]) -> BatchRun:
         """One run with its counts, step durations and error."""
-        record = await runs.get_run(session, run_id)
-        if record is None or record["job"] != FINOPS_JOB:
-            raise NotFoundError(f"no FinOps batch run {run_id}")
-        return _batch_run(record)
+        return _batch_run(await _finops_run(session, run_id))
 
     @get("/{run_id:uuid}/rejections", guards=ADMIN, opt={CSV_OPT: True})
     async def list_batch_rejections(
@@ -804,9 +809,7 @@ class BatchRunsController(Controller):
         cursor: CursorParam = None,
     ) -> Response[Page[BatchRejection]]:
         """The raw documents a run rejected, with the reason and the payload (FinOps admins: payloads are raw)."""
-        record = await runs.get_run(session, run_id)
-        if record is None or record["job"] != FINOPS_JOB:
-            raise NotFoundError(f"no FinOps batch run {run_id}")
+        await _finops_run(session, run_id)  # 404 for a run of another job or none
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BatchRejection], str | None]:
             return await service.batch_rejections(session, run_id, limit=page_limit, cursor=page_cursor)

@@ -184,6 +184,11 @@ _KNOWN_NODE_SQL: dict[Level, str] = {
 }
 
 
+async def known_node(session: ViewReader, level: Level, code: str) -> bool:
+    """Whether finops-batch ever attributed a cost to ``code`` at ``level`` (any validity period)."""
+    return bool(await session.rows(_KNOWN_NODE_SQL[level], {"code": code}))
+
+
 async def check_environment(session: ViewReader, environment: str | None) -> None:
     """A 404 when ``environment`` is given and no cost was ever attributed to it (a typo is not a zero cost)."""
     if environment is not None and not await session.rows(KNOWN_ENVIRONMENT_SQL, {"code": environment}):
@@ -197,7 +202,7 @@ async def check_parent(session: ViewReader, level: Level, parent: str | None) ->
     parent_level = _PARENT[level]
     if parent_level is None:
         raise _invalid("parent", "domains have no parent; omit it")
-    if not await session.rows(_KNOWN_NODE_SQL[parent_level], {"code": parent}):
+    if not await known_node(session, parent_level, parent):
         raise NotFoundError(f"no {parent_level} {parent!r} (the parent of a {level})", extra={"field": "parent"})
 
 
@@ -449,12 +454,6 @@ WHERE application_code = :code AND currency = :currency AND period BETWEEN :star
 ORDER BY period, pool_code
 """
 
-KNOWN_APPLICATION_SQL = "SELECT 1 FROM dim_application WHERE application_code = :code LIMIT 1"
-
-
-async def _known_application(session: ViewReader, code: str) -> bool:
-    return bool(await session.rows(KNOWN_APPLICATION_SQL, {"code": code}))
-
 
 async def application_costs(
     session: ViewReader,
@@ -473,7 +472,7 @@ async def application_costs(
     grand = next((row for row in rows if row.g_period and row.g_environment and row.g_category), None)
     if grand is not None and grand.total is None:
         grand = None
-    if grand is None and not await _known_application(session, code):
+    if grand is None and not await known_node(session, "application", code):
         raise NotFoundError(f"no application {code!r}")
     by_month = {row.period: row for row in rows if not row.g_period}
     months = []
