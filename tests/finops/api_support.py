@@ -23,6 +23,10 @@ from rosetta.core.settings import DatabaseRole, Settings
 from rosetta.finops.api import context_api
 
 API = "/api/finops/v1"
+# The AD groups of the three roles the finops routes tell apart.
+USER = "Rosetta_User"
+FINOPS_ADMIN = "Rosetta_FinOps_Admin"
+ADMIN = "Rosetta_Admin"
 
 
 def migrated_databases(server_url: URL, prefix: str) -> Iterator[dict[DatabaseRole, URL]]:
@@ -54,3 +58,26 @@ async def finops_client(settings: Settings) -> AsyncIterator[tuple[AsyncTestClie
     app, launcher = finops_app(settings)
     async with AsyncTestClient(app=app) as client:
         yield client, launcher
+
+
+async def audit_rows(
+    client: AsyncTestClient[Litestar], headers: dict[str, str], entity_type: str, entity_id: str
+) -> list[dict[str, Any]]:
+    """The audit log rows of one entity, read through the API (``headers`` of an admin)."""
+    response = await client.get(
+        f"{API}/audit", params={"entityType": entity_type, "entityId": entity_id}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem of ``status`` (naming ``field`` in its detail and errors); its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    if field is not None:
+        assert field in body["detail"]
+        assert any(error.get("field") == field for error in body.get("errors", [])), body
+    return body

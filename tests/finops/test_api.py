@@ -18,7 +18,17 @@ from typing import Any
 
 import asyncpg
 import pytest
-from api_support import API, finops_client, finops_settings, migrated_databases
+from api_support import (
+    ADMIN,
+    API,
+    FINOPS_ADMIN,
+    USER,
+    assert_problem,
+    audit_rows,
+    finops_client,
+    finops_settings,
+    migrated_databases,
+)
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from openpyxl import Workbook
@@ -28,9 +38,6 @@ from rosetta.core.db import asyncpg_dsn
 from rosetta.core.settings import DatabaseRole
 
 Client = AsyncTestClient[Litestar]
-USER = "Rosetta_User"
-FINOPS_ADMIN = "Rosetta_FinOps_Admin"
-ADMIN = "Rosetta_Admin"
 
 
 @pytest.fixture(scope="module")
@@ -109,30 +116,18 @@ def budget_body(name: str, amount: str = "1000.00") -> dict[str, Any]:
     }
 
 
-async def audit_rows(client: Client, headers: dict[str, str], entity_type: str, entity_id: str) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"{API}/audit", params={"entityType": entity_type, "entityId": entity_id}, headers=headers
-    )
-    assert response.status_code == 200, response.text
-    return list(response.json()["items"])
-
-
-def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    if field is not None:
-        assert field in body["detail"]
-        assert any(error.get("field") == field for error in body.get("errors", [])), body
-    return body
-
-
 # ----------------------------------------------------------------------------------------------- RBAC
 
 
 async def test_every_finops_route_needs_a_token(client: Client) -> None:
-    for path in ("/budgets", "/pricing-views", "/allocation-rules", "/batch/runs", "/costs/summary?period=2026-01"):
+    for path in (
+        "/budgets",
+        "/pricing-views",
+        "/allocation-rules",
+        "/mapping-aliases",
+        "/batch/runs",
+        "/costs/summary?period=2026-01",
+    ):
         response = await client.get(f"{API}{path}")
         assert_problem(response, 401)
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -156,6 +151,7 @@ async def test_a_user_reads_but_every_mutation_is_forbidden(
         f"/pricing-views/{view_id}",
         "/allocation-rules",
         "/allocation-rules/default",
+        "/mapping-aliases",
         "/batch/runs",
         "/costs/drilldown?level=domain",
         "/cost-insights/last-complete-billing-date",
@@ -183,6 +179,8 @@ async def test_a_user_reads_but_every_mutation_is_forbidden(
         ("PATCH", f"/pricing-views/{view_id}", {"json": {}}),
         ("POST", f"/pricing-views/{view_id}/import", {"content": b"unit\n", "headers": {"Content-Type": "text/csv"}}),
         ("POST", "/allocation-rules", {"json": {"ruleId": "r", "method": "even", "validFrom": "2026-01"}}),
+        ("POST", "/mapping-aliases", {"json": {"kind": "environment", "alias": "live", "canonical": "prod"}}),
+        ("DELETE", "/mapping-aliases/1", {}),
         ("POST", "/batch/runs", {"json": {"period": "2026-01"}}),
     ]
     for method, path, options in mutations:
@@ -625,6 +623,7 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
         "/budgets/{budget_id}/lines": ("BudgetLinePage", "BudgetLine"),
         "/pricing-views": ("PricingViewPage", "PricingView"),
         "/allocation-rules": ("AllocationRulePage", "AllocationRule"),
+        "/mapping-aliases": ("MappingAliasPage", "MappingAlias"),
         "/batch/runs": ("BatchRunPage", "BatchRun"),
     }
     for path, (component, item) in lists.items():
@@ -650,6 +649,9 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
         assert all(media["schema"]["format"] == "binary" for media in content.values())
         assert columns in content["text/csv"]["schema"]["description"]
         assert {"400", "413", "415"} <= set(operation["responses"]), path
+    deletion = paths[f"{API}/mapping-aliases/{{alias_id}}"]["delete"]
+    assert "204" in deletion["responses"]
+    assert {"403", "404", "412"} <= set(deletion["responses"])
     # An unknown budget version or pricing view in the query is a 404 too.
     assert "404" in paths[f"{API}/budgets/comparison"]["get"]["responses"]
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import msgspec
-from litestar import Controller, Litestar, Request, Response, get, patch, post, put
+from litestar import Controller, Litestar, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
@@ -67,6 +67,8 @@ from rosetta.finops.schemas import (
     DrilldownRow,
     LastCompleteBillingDate,
     Level,
+    MappingAlias,
+    MappingAliasCreate,
     PricingView,
     PricingViewCreate,
     PricingViewPatch,
@@ -101,6 +103,7 @@ _RATES_UPLOAD = {
 LimitParam = Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_LIMIT, description="Page size.")]
 # Rule versions are PostgreSQL integers: a larger number can name no version (and must not reach the query).
 RuleVersionParam = Annotated[int, PathParameter(ge=1, le=2_147_483_647, description="A version of the rule.")]
+AliasIdParam = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="The id of a mapping alias.")]
 CursorParam = Annotated[str | None, QueryParameter(name="cursor", description="Opaque cursor of the next page.")]
 EnvironmentParam = Annotated[str | None, QueryParameter(name="environment", description="Only this environment.")]
 CurrencyParam = Annotated[
@@ -718,6 +721,68 @@ class AllocationRulesController(Controller):
         return with_etag(await service.rule_get(session, rule_id, version=version))
 
 
+# ----------------------------------------------------------------------------------------------- mapping aliases
+
+
+class MappingAliasesController(Controller):
+    """The aliases finops-batch maps source values with (``env`` for the ``environment`` tag key, ``production`` for
+    ``prod``, an old application code for its CMDB code): everyone reads, FinOps admins add and delete them."""
+
+    path = "/mapping-aliases"
+    tags = ["mapping aliases"]
+
+    @get("/", guards=READ, opt={CSV_OPT: True})
+    async def list_aliases(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        kind: Annotated[
+            str | None, QueryParameter(description="Only this kind: tag_key, environment, application...")
+        ] = None,
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Page[MappingAlias]]:
+        """Aliases by kind, then alias."""
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[MappingAlias], str | None]:
+            return await service.alias_list(session, kind=kind, limit=page_limit, cursor=page_cursor)
+
+        return await list_response(
+            request, fetch, limit=limit, cursor=cursor, item_type=MappingAlias, filename="mapping-aliases"
+        )
+
+    @post("/", guards=ADMIN, status_code=HTTP_201_CREATED)
+    async def create_alias(
+        self,
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
+        data: JSONBody[MappingAliasCreate],
+    ) -> Response[MappingAlias]:
+        """Add an alias; it applies from the next finops-batch run of each month (FinOps admins)."""
+        alias = await service.alias_create(session, auditor=auditor, data=data, actor=principal.subject)
+        return with_etag(alias, status_code=HTTP_201_CREATED, location=f"{PREFIX}/mapping-aliases/{alias.id}")
+
+    @get("/{alias_id:int}", guards=READ)
+    async def get_alias(self, session: NamedDependency[AsyncSession], alias_id: AliasIdParam) -> Response[MappingAlias]:
+        """One alias (with its ETag)."""
+        return with_etag(await service.alias_get(session, alias_id))
+
+    @delete("/{alias_id:int}", guards=ADMIN, opt={IF_MATCH_OPT: "optional"})
+    async def delete_alias(
+        self,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        auditor: NamedDependency[Auditor],
+        alias_id: AliasIdParam,
+    ) -> None:
+        """Delete an alias; ``If-Match``, when sent, must carry its current ETag (FinOps admins)."""
+        current = await service.alias_get(session, alias_id, for_update=True)
+        check_if_match(request, compute_etag(current))
+        await service.alias_delete(session, auditor=auditor, current=current)
+
+
 # ----------------------------------------------------------------------------------------------- batch runs
 
 
@@ -950,6 +1015,7 @@ def context_api() -> ContextApi:
             BudgetsController,
             PricingViewsController,
             AllocationRulesController,
+            MappingAliasesController,
             BatchRunsController,
             CostInsightsController,
         ],

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Identity,
+    Index,
     Integer,
     Numeric,
     SmallInteger,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -232,12 +234,14 @@ class MappingAlias(Base):
 
     Kinds: ``tag_key`` (``env`` -> ``environment``), ``environment`` (``production`` -> ``prod``),
     ``application`` (an old app code or a tag value -> a CMDB app code), ``service_category``,
-    ``provider``. Matching is case-insensitive and ignores surrounding spaces.
+    ``provider``. Matching is case-insensitive and ignores surrounding spaces, so an alias is unique per kind
+    in that folded form (two spellings of one alias would otherwise be applied in no fixed order).
+    Managed through ``/api/finops/v1/mapping-aliases`` (FinOps admins, audited).
     """
 
     __tablename__ = "mapping_alias"
     __table_args__ = (
-        UniqueConstraint("kind", "alias"),
+        Index("uq_mapping_alias_kind_folded_alias", "kind", func.lower(func.btrim(text("alias"))), unique=True),
         CheckConstraint(_in("kind", ALIAS_KINDS), name="kind"),
     )
 

@@ -472,6 +472,8 @@ def select_rule(rules: Sequence[Rule], pool_code: str, month: date) -> Rule | No
 _CATEGORIES_UPPER = {name.upper(): name for name in SERVICE_CATEGORIES}
 _TAG_APPLICATION = "application"
 _TAG_ENVIRONMENT = "environment"
+MAPPED_TAG_KEYS: tuple[str, ...] = (_TAG_APPLICATION, _TAG_ENVIRONMENT)
+"""The FOCUS tag keys the mapping reads: the only useful canonical keys of a ``tag_key`` alias."""
 
 # Columns of the per-month temporary tables the mapped lines are copied into.
 LINE_COLUMNS: tuple[str, ...] = (

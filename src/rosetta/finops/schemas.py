@@ -360,6 +360,30 @@ class AllocationRule(CamelStruct):
     created_at: datetime
 
 
+# ----------------------------------------------------------------------------------------------- mapping aliases
+
+AliasKind = Literal["tag_key", "environment", "application", "service_category", "provider"]
+
+
+class MappingAliasCreate(CamelStruct, forbid_unknown_fields=True):
+    """A new alias: for ``kind``, source values spelled ``alias`` (any case, spaces trimmed) mean ``canonical``."""
+
+    kind: AliasKind
+    alias: str
+    canonical: str
+
+
+class MappingAlias(CamelStruct):
+    """One alias finops-batch applies when it maps cost lines (from its next run of a month on)."""
+
+    id: int
+    kind: str
+    alias: str
+    canonical: str
+    created_by: str
+    created_at: datetime
+
+
 # ----------------------------------------------------------------------------------------------- batch runs
 
 

@@ -42,6 +42,8 @@ from rosetta.finops.schemas import (
     BudgetPatch,
     BudgetReplace,
     Level,
+    MappingAlias,
+    MappingAliasCreate,
     PricingView,
     PricingViewCreate,
     PricingViewPatch,
@@ -1162,6 +1164,181 @@ async def rule_create_version(
         after=_snapshot(created),
     )
     return created
+
+
+# ----------------------------------------------------------------------------------------------- mapping aliases
+
+_MA = models.MappingAlias
+_ALIAS_LENGTH = 255
+# The folded form finops-batch matches source values on (``pipeline.Aliases``), unique per kind (finops_0009).
+_FOLDED_ALIAS = func.lower(func.btrim(_MA.alias))
+
+
+def _alias_dto(row: models.MappingAlias) -> MappingAlias:
+    return MappingAlias(
+        id=row.id,
+        kind=row.kind,
+        alias=row.alias,
+        canonical=row.canonical,
+        created_by=row.created_by,
+        created_at=row.created_at,
+    )
+
+
+def _alias_kind(kind: str, field: str) -> str:
+    if kind not in models.ALIAS_KINDS:
+        raise _invalid(field, f"expected one of {', '.join(models.ALIAS_KINDS)}, got {kind!r}")
+    return kind
+
+
+def _alias_text(value: str, field: str, length: int) -> str:
+    value = value.strip()
+    if not value or len(value) > length:
+        raise _invalid(field, f"must be 1 to {length} characters")
+    if any(character < " " for character in value):
+        raise _invalid(field, "must not contain control characters (tabs, line breaks)")
+    return value
+
+
+async def _canonical_value(session: AsyncSession, kind: str, value: str) -> str:
+    """``value`` as finops-batch writes it for ``kind``: 400 when the batch could never produce or use it.
+
+    Each kind lands in a column of its own width, and three name things the mart already knows: the tag keys the
+    mapping reads, the 19 FOCUS service categories, the CMDB's application codes (spelled as the CMDB does).
+    """
+    if kind == "tag_key":
+        key = _alias_text(value, "canonical", _ALIAS_LENGTH).lower()
+        if key not in pipeline.MAPPED_TAG_KEYS:
+            keys = " or ".join(pipeline.MAPPED_TAG_KEYS)
+            raise _invalid("canonical", f"finops-batch reads the tag keys {keys}, not {key!r}")
+        return key
+    if kind == "service_category":
+        text = _alias_text(value, "canonical", _CODE_LENGTH)
+        for name in models.SERVICE_CATEGORIES:
+            if name.lower() == text.lower():
+                return name
+        raise _invalid("canonical", f"{text!r} is not one of the 19 FOCUS service categories")
+    if kind == "environment":
+        code = _alias_text(value, "canonical", 32).lower()
+        if code == models.SHARED_ENVIRONMENT:
+            raise _invalid("canonical", "'shared' holds the allocated pools only; no cost line is mapped to it")
+        return code
+    if kind == "provider":
+        return _alias_text(value, "canonical", _CODE_LENGTH).lower()
+    text = _alias_text(value, "canonical", _CODE_LENGTH)
+    application = (
+        await session.execute(
+            select(models.DimApplication.application_code)
+            .where(func.lower(models.DimApplication.application_code) == text.lower())
+            .order_by(models.DimApplication.application_code)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if application is None:
+        empty = "" if await _hierarchy_loaded(session) else f"; {_HIERARCHY_EMPTY}"
+        raise _invalid("canonical", f"no application {text!r} in the CMDB hierarchy{empty}")
+    return application
+
+
+async def alias_list(
+    session: AsyncSession, *, kind: str | None, limit: int, cursor: str | None
+) -> tuple[list[MappingAlias], str | None]:
+    """Aliases by kind, then alias (case-folded), keyset-paginated."""
+    query = select(_MA, _FOLDED_ALIAS)
+    if kind is not None:
+        query = query.where(_MA.kind == _alias_kind(kind, "kind"))
+    if cursor is not None:
+        query = query.where(tuple_(_MA.kind, _FOLDED_ALIAS) > tuple_(*decode_cursor(cursor, (str, str))))
+    query = query.order_by(_MA.kind, _FOLDED_ALIAS).limit(limit + 1)
+    # The cursor carries PostgreSQL's folding, not Python's: the two differ on a few non-ASCII letters.
+    rows = [(row, folded) for row, folded in await session.execute(query)]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1][0].kind, rows[-1][1]])
+    return [_alias_dto(row) for row, _ in rows], next_cursor
+
+
+async def alias_get(session: AsyncSession, alias_id: int, *, for_update: bool = False) -> MappingAlias:
+    """One alias; 404 when unknown."""
+    query = select(_MA).where(_MA.id == alias_id)
+    row = (await session.scalars(query.with_for_update() if for_update else query)).first()
+    if row is None:
+        raise NotFoundError(f"no mapping alias {alias_id}")
+    return _alias_dto(row)
+
+
+def _alias_audit_id(kind: str, alias: str) -> str:
+    # Stable across a delete and a re-creation, so one look-up gives an alias's whole history.
+    return f"{kind}:{alias.strip().lower()}"
+
+
+async def alias_create(
+    session: AsyncSession, *, auditor: Auditor, data: MappingAliasCreate, actor: str
+) -> MappingAlias:
+    """Add an alias; 409 when the kind already has it (any case), 400 when it would chain with another.
+
+    finops-batch resolves an alias in one step, so an alias whose canonical value is itself an alias, or an alias
+    of a value other aliases point to, would leave source values half-translated: both are refused, naming the
+    alias to change instead.
+    """
+    kind = _alias_kind(data.kind, "kind")
+    alias = _alias_text(data.alias, "alias", _ALIAS_LENGTH)
+    folded = alias.lower()
+    canonical = await _canonical_value(session, kind, data.canonical)
+    if canonical.lower() == folded:
+        raise _invalid("canonical", f"{alias!r} would be its own alias")
+    if kind == "tag_key" and folded in pipeline.MAPPED_TAG_KEYS:
+        raise _invalid("alias", f"{folded!r} is a tag key finops-batch reads; it cannot stand for another")
+    # Serialises the aliases of one kind: the checks below read what a concurrent creation would change.
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"finops.mapping_alias:{kind}"))))
+    same_kind = select(_MA).where(_MA.kind == kind)
+    taken = (await session.scalars(same_kind.where(func.lower(alias) == _FOLDED_ALIAS))).first()
+    if taken is not None:
+        raise ConflictError(
+            f"alias: {kind} {taken.alias!r} already means {taken.canonical!r} (alias {taken.id}):"
+            " delete it first to change its meaning",
+            extra={"errors": [{"field": "alias", "message": "already defined"}], "aliasId": taken.id},
+        )
+    chained = (await session.scalars(same_kind.where(func.lower(canonical) == _FOLDED_ALIAS))).first()
+    if chained is not None:
+        raise _invalid(
+            "canonical",
+            f"{canonical!r} is itself an alias of {chained.canonical!r} (alias {chained.id}):"
+            f" name {chained.canonical!r}",
+        )
+    feeding = (
+        await session.scalars(same_kind.where(func.lower(_MA.canonical) == func.lower(alias)).order_by(_FOLDED_ALIAS))
+    ).all()
+    if feeding:
+        names = ", ".join(repr(row.alias) for row in feeding)
+        raise _invalid(
+            "alias",
+            f"{alias!r} is what {names} stand for: delete those first, or alias them to {canonical!r} instead",
+        )
+    row = _MA(kind=kind, alias=alias, canonical=canonical, created_by=actor)
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    created = _alias_dto(row)
+    await auditor.record(
+        action="mapping_alias.create",
+        entity_type="mapping_alias",
+        entity_id=_alias_audit_id(kind, alias),
+        after=_snapshot(created),
+    )
+    return created
+
+
+async def alias_delete(session: AsyncSession, *, auditor: Auditor, current: MappingAlias) -> None:
+    """Remove an alias (seeded ones included); months already built keep their mapping until rebuilt."""
+    await session.execute(delete(_MA).where(_MA.id == current.id))
+    await auditor.record(
+        action="mapping_alias.delete",
+        entity_type="mapping_alias",
+        entity_id=_alias_audit_id(current.kind, current.alias),
+        before=_snapshot(current),
+    )
 
 
 # ----------------------------------------------------------------------------------------------- measures
