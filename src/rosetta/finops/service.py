@@ -1175,14 +1175,8 @@ _FOLDED_ALIAS = func.lower(func.btrim(_MA.alias))
 
 
 def _alias_dto(row: models.MappingAlias) -> MappingAlias:
-    return MappingAlias(
-        id=row.id,
-        kind=row.kind,
-        alias=row.alias,
-        canonical=row.canonical,
-        created_by=row.created_by,
-        created_at=row.created_at,
-    )
+    # The struct's fields are the table's columns, by the same names.
+    return MappingAlias(**{name: getattr(row, name) for name in MappingAlias.__struct_fields__})
 
 
 def _alias_kind(kind: str, field: str) -> str:
