@@ -579,6 +579,11 @@ async def test_bad_query_parameters_are_problem_json(client: Client, as_user: di
             f"{API}/cost-insights/entities/X/daily", params={"intervals": intervals}, headers=as_user
         )
         assert_problem(response, 400, "intervals")
+    # A parameter given twice is refused, not answered for its last value; after the token and role checks.
+    repeated = f"{API}/costs/drilldown?level=domain&environment=prod&environment=dev&basis=billed&basis=billed"
+    body = assert_problem(await client.get(repeated, headers=as_user), 400, "environment")
+    assert [error["field"] for error in body["errors"]] == ["basis", "environment"]
+    assert_problem(await client.get(repeated), 401)
 
 
 async def test_a_nul_character_anywhere_is_a_400_and_nothing_is_written(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rosetta import __version__
 from rosetta.core.audit import AUDIT_DATABASE_OPT, provide_auditor, record_denied_change
 from rosetta.core.db import Databases, database_urls
+from rosetta.core.errors import BadRequestError
 from rosetta.core.observability import HttpMetrics, metrics_text, request_context_middleware
 from rosetta.core.openapi import complete_document, handler_options
 from rosetta.core.problems import EXCEPTION_HANDLERS, problem_response
@@ -185,6 +187,23 @@ def _startup_objects_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+async def refuse_repeated_query_parameters(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` hook: a query parameter given twice is a 400, not "the last one wins".
+
+    No route takes a list in its query string, so ``?environment=prod&environment=dev`` can only be a mistake,
+    and answering for ``dev`` alone would show numbers the caller did not ask for. Runs after authentication
+    and the permission guards (401 and 403 come first), before parameters are parsed.
+    """
+    counts = Counter(key for key, _ in request.query_params.multi_items())
+    repeated = sorted(key for key, count in counts.items() if count > 1)
+    if repeated:
+        message = "given more than once; give it once"
+        raise BadRequestError(
+            "; ".join(f"{key}: {message}" for key in repeated),
+            extra={"errors": [{"field": key, "message": message, "source": "query"} for key in repeated]},
+        )
+
+
 def create_app(
     contexts: Sequence[ContextApi],
     *,
@@ -236,6 +255,7 @@ def create_app(
         after_exception=[record_denied_change],
         # A route without a declared permission is refused (the role-matrix test also fails on it).
         guards=[enforce_declared_permission],
+        before_request=refuse_repeated_query_parameters,
         # Authentication first: every later layer sees scope["user"] (a Principal) or the rejection reason.
         middleware=[authentication_middleware, *middleware],
         dependencies={
