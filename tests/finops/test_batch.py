@@ -524,6 +524,7 @@ async def test_service_refuses_a_month_locked_by_another_caller(mart: Mart) -> N
 
 
 async def test_budget_lines_are_imported_into_versions_audited_once(mart: Mart) -> None:
+    await mart.land("cmdb", "application", [application("PAY-CHECKOUT", "PAY-ONLINE")])
     line = {"version": "Budget 2026 initial", "year": 2026, "scope_level": "product", "currency": "EUR"}
     await mart.land(
         "finance",
@@ -534,12 +535,21 @@ async def test_budget_lines_are_imported_into_versions_audited_once(mart: Mart) 
             {**line, "version": "Revised Q2", "month": 4, "scope_code": "PAY-ONLINE", "amount": "40000.00"},
             {**line, "month": 13, "scope_code": "PAY-ONLINE", "amount": "1.00"},
             {**line, "month": 3, "scope_code": "PAY-ONLINE", "amount": "lots"},
+            # Refused as the API refuses them: float noise below the cent, a code the CMDB has at another level.
+            {**line, "month": 5, "scope_code": "PAY-ONLINE", "amount": "0.30000000000000004"},
+            {**line, "month": 6, "scope_code": "PAY-CHECKOUT", "amount": "10.00"},
         ],
     )
     first = await mart.run()
     assert first.counters["budget_versions_created"] == 2
     assert first.counters["budget_lines_changed"] == 3
-    assert first.counters["budget_lines_rejected"] == 2
+    assert first.counters["budget_lines_rejected"] == 4
+    reasons = await mart.fetch("SELECT reason_code, reason FROM batch_rejection WHERE kind = 'budget' ORDER BY id")
+    assert {row["reason_code"] for row in reasons} == {"invalid_budget_line"}
+    assert [row["reason"] for row in reasons][-2:] == [
+        "amount: at most 2 decimals (whole cents), got 0.30000000000000004",
+        "scope_code: unknown product 'PAY-CHECKOUT' (checked against the CMDB hierarchy, at its level)",
+    ]
     lines = await mart.fetch(
         "SELECT v.name, v.created_by, l.month, l.amount FROM budget_line l JOIN budget_version v"
         " ON v.id = l.budget_version_id ORDER BY v.name, l.month"

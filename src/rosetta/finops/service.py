@@ -1503,7 +1503,7 @@ def _raw_budget_line(payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         "scope_level": level,
         "scope_code": code,
         "month": date(year, month, 1),
-        "amount": _check_amount(amount, "amount"),
+        "amount": _check_cents(_check_amount(amount, "amount"), "amount"),
         "currency": _check_currency(str(payload.get("currency") or ""), "currency"),
     }
     return name, line
@@ -1522,25 +1522,44 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             models.BatchRejection.source == BUDGET_SOURCE, models.BatchRejection.kind == BUDGET_KIND
         )
     )
-    wanted: dict[str, dict[tuple[str, str, date], dict[str, Any]]] = {}
+
+    def reject(document: pipeline.RawLine, reason: str) -> None:
+        report.rejected += 1
+        session.add(
+            models.BatchRejection(
+                run_id=run_id,
+                source=document.source,
+                kind=document.kind,
+                content_hash=document.content_hash,
+                reason_code="invalid_budget_line",
+                reason=reason,
+                payload=document.payload,
+            )
+        )
+
+    read: list[tuple[str, dict[str, Any], pipeline.RawLine]] = []
     async for document in reader(source=BUDGET_SOURCE, kind=BUDGET_KIND):
         try:
             name, line = _raw_budget_line(document.payload)
         except BadRequestError as error:
-            report.rejected += 1
-            session.add(
-                models.BatchRejection(
-                    run_id=run_id,
-                    source=document.source,
-                    kind=document.kind,
-                    content_hash=document.content_hash,
-                    reason_code="invalid_budget_line",
-                    reason=error.detail,
-                    payload=document.payload,
-                )
-            )
+            reject(document, error.detail)
             continue
-        wanted.setdefault(name, {})[(line["scope_level"], line["scope_code"], line["month"])] = line
+        read.append((name, line, document))
+    # As the API refuses them: a line whose scope the hierarchy does not know at its level (any validity period)
+    # would match no node of any comparison and only show as "unmatched".
+    unknown = {
+        level: await _unknown_codes(
+            session, column, (line["scope_code"] for _, line, _ in read if line["scope_level"] == level)
+        )
+        for level, column in _SCOPE_CODE_COLUMNS.items()
+    }
+    wanted: dict[str, dict[tuple[str, str, date], dict[str, Any]]] = {}
+    for name, line, document in read:
+        level, code = line["scope_level"], line["scope_code"]
+        if code in unknown[level]:
+            reject(document, f"scope_code: unknown {level} {code!r} (checked against the CMDB hierarchy, at its level)")
+            continue
+        wanted.setdefault(name, {})[(level, code, line["month"])] = line
     for name, lines in sorted(wanted.items()):
         version = (await session.execute(select(_BV).where(_BV.name == name))).scalar_one_or_none()
         created = version is None
