@@ -654,6 +654,8 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
         assert all(media["schema"]["format"] == "binary" for media in content.values())
         assert columns in content["text/csv"]["schema"]["description"]
         assert {"400", "413", "415"} <= set(operation["responses"]), path
+    # A JSON body sent as another media type is a 415, and documented as one.
+    assert "415" in paths[f"{API}/budgets"]["post"]["responses"]
     deletion = paths[f"{API}/mapping-aliases/{{alias_id}}"]["delete"]
     assert "204" in deletion["responses"]
     assert {"403", "404", "412"} <= set(deletion["responses"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -136,6 +137,14 @@ async def test_aliases_that_would_collide_chain_or_never_apply_are_refused_namin
     assert_problem(await create(client, finops, "colour", "red", "prod"), 400)
     assert_problem(await client.post(ALIASES, json={"kind": "provider", "alias": "aws"}, headers=finops), 400)
 
+    # JSON sent as another media type is refused before it is read (a form, text/plain).
+    body = json.dumps({"kind": "provider", "alias": "gcp", "canonical": "google"})
+    for media_type in ("text/plain", "application/x-www-form-urlencoded"):
+        refused = await client.post(ALIASES, content=body, headers={**finops, "Content-Type": media_type})
+        assert_problem(refused, 415)
+    sent_as_json = {**finops, "Content-Type": "application/json; charset=utf-8"}
+    assert (await client.post(ALIASES, content=body, headers=sent_as_json)).status_code == 201
+
     category = await create(client, finops, "service_category", "VMs", " compute ")
     assert category.status_code == 201, category.text
     assert category.json()["canonical"] == "Compute"
@@ -143,11 +152,11 @@ async def test_aliases_that_would_collide_chain_or_never_apply_are_refused_namin
     assert provider.status_code == 201, provider.text
     assert provider.json()["canonical"] == "aws"
 
-    # Nothing refused was written: the seeded aliases and the two accepted ones, nothing else.
+    # Nothing refused was written: the seeded aliases and the three accepted ones, nothing else.
     listing = await client.get(ALIASES, params={"limit": 500}, headers=roles["user"])
     assert listing.status_code == 200, listing.text
-    assert len(listing.json()["items"]) == SEEDED + 2
-    assert len(await mart.fetch("SELECT 1 FROM mapping_alias")) == SEEDED + 2
+    assert len(listing.json()["items"]) == SEEDED + 3
+    assert len(await mart.fetch("SELECT 1 FROM mapping_alias")) == SEEDED + 3
     audited = await audit_rows(client, roles["admin"], "mapping_alias", "service_category:vms")
     assert [row["after"]["canonical"] for row in audited] == ["Compute"]
 

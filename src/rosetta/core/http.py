@@ -20,9 +20,11 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -187,12 +189,11 @@ def _startup_objects_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-async def refuse_repeated_query_parameters(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` hook: a query parameter given twice is a 400, not "the last one wins".
+def refuse_repeated_query_parameters(request: Request[Any, Any, Any]) -> None:
+    """A query parameter given twice is a 400, not "the last one wins".
 
     No route takes a list in its query string, so ``?environment=prod&environment=dev`` can only be a mistake,
-    and answering for ``dev`` alone would show numbers the caller did not ask for. Runs after authentication
-    and the permission guards (401 and 403 come first), before parameters are parsed.
+    and answering for ``dev`` alone would show numbers the caller did not ask for.
     """
     counts = Counter(key for key, _ in request.query_params.multi_items())
     repeated = sorted(key for key, count in counts.items() if count > 1)
@@ -202,6 +203,32 @@ async def refuse_repeated_query_parameters(request: Request[Any, Any, Any]) -> N
             "; ".join(f"{key}: {message}" for key in repeated),
             extra={"errors": [{"field": key, "message": message, "source": "query"} for key in repeated]},
         )
+
+
+def refuse_bodies_not_sent_as_json(request: Request[Any, Any, Any]) -> None:
+    """A body sent to a route that reads JSON (its ``data`` parameter) must say it is JSON: 415 otherwise.
+
+    Litestar decodes such a body whatever its ``Content-Type``; a client posting ``text/plain`` or a form has
+    sent something else by mistake, and a proxy or a log may have treated it as what it claimed to be. Uploads
+    read their own media types (``read_upload``) and take no ``data`` parameter.
+    """
+    if "data" not in request.route_handler.parsed_fn_signature.parameters:
+        return
+    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return
+    media_type = request.content_type[0]
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise HTTPException(
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"this route reads a JSON body (Content-Type: application/json), not {media_type or 'no type'}",
+        )
+
+
+async def check_request(request: Request[Any, Any, Any]) -> None:
+    """The app's ``before_request`` hook: checks every route shares, after authentication and the permission
+    guards (so 401 and 403 come first), before parameters and bodies are parsed."""
+    refuse_repeated_query_parameters(request)
+    refuse_bodies_not_sent_as_json(request)
 
 
 def create_app(
@@ -255,7 +282,7 @@ def create_app(
         after_exception=[record_denied_change],
         # A route without a declared permission is refused (the role-matrix test also fails on it).
         guards=[enforce_declared_permission],
-        before_request=refuse_repeated_query_parameters,
+        before_request=check_request,
         # Authentication first: every later layer sees scope["user"] (a Principal) or the rejection reason.
         middleware=[authentication_middleware, *middleware],
         dependencies={

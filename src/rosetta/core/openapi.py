@@ -176,6 +176,8 @@ def complete_document(
             if if_match == "required":
                 statuses.add(428)
             statuses.update(opt.get(ERRORS_OPT, ()))
+            if "requestBody" in operation:
+                statuses.add(415)  # a JSON body sent as another media type (core.http.refuse_bodies_not_sent_as_json)
             if opt.get(UPLOAD_OPT):
                 statuses.update((413, 415))
                 operation["requestBody"] = _upload_body(opt[UPLOAD_OPT])
