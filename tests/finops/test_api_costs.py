@@ -479,7 +479,7 @@ async def test_unknown_parents_environments_and_currencies_are_errors_not_zero_c
     comparison = {"right": f"pricing-view:{dollars.json()['id']}", "currency": "EUR", "level": "domain", **window}
     assert await problem("/budgets/comparison", 400, **comparison) == (
         "currency: amounts in different currencies cannot be compared:"
-        " currency is in EUR, pricing-view:Dollar card v1 is in USD"
+        " currency is in EUR, pricing-view:Dollar card v1 r1 is in USD"
     )
 
 
