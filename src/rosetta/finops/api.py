@@ -717,9 +717,9 @@ class PricingViewsController(Controller):
     @get("/{view_id:uuid}/revisions/{revision:int}", guards=READ)
     async def get_revision(
         self, session: NamedDependency[AsyncSession], view_id: FromPath[uuid.UUID], revision: RevisionParam
-    ) -> PricingViewRevision:
-        """A view's rate card as it was at one revision (never changes once kept)."""
-        return await service.pricing_view_revision_get(session, view_id, revision)
+    ) -> Response[PricingViewRevision]:
+        """A view's rate card as it was at one revision (never changes once kept; with its ETag)."""
+        return with_etag(await service.pricing_view_revision_get(session, view_id, revision))
 
 
 # ----------------------------------------------------------------------------------------------- rules
