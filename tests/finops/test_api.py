@@ -485,6 +485,157 @@ async def test_pricing_views_are_versioned_by_name_and_updated_with_if_match(
     assert sorted(actions) == ["pricing_view.create", "pricing_view.import", "pricing_view.patch"]
 
 
+async def test_every_change_of_a_pricing_view_is_kept_as_a_revision(
+    client: Client,
+    as_finops: dict[str, str],
+    as_user: dict[str, str],
+    as_admin: dict[str, str],
+    api_urls: dict[DatabaseRole, URL],
+) -> None:
+    body = {
+        "name": "Catalogue 2026",
+        "description": "initial",
+        "rates": [
+            {"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.0412"},
+            {"serviceCategory": "Storage", "unit": "GB-months", "unitPrice": "0.021"},
+        ],
+    }
+    created = await client.post(f"{API}/pricing-views", json=body, headers=as_finops)
+    assert created.status_code == 201, created.text
+    view = created.json()
+    author = view["createdBy"]
+    assert author.endswith("fiona")
+    # Creation is revision 1: its author and time are the view's.
+    assert (view["revision"], view["updatedBy"], view["updatedAt"]) == (1, author, view["createdAt"])
+    path = f"{API}/pricing-views/{view['id']}"
+
+    async def change(method: str, etag: str, **options: Any) -> Any:
+        headers = {**as_finops, "If-Match": etag, **options.pop("headers", {})}
+        response = await client.request(method, f"{path}{options.pop('suffix', '')}", headers=headers, **options)
+        assert response.status_code == 200, response.text
+        return response
+
+    patched = await change(
+        "PATCH",
+        created.headers["etag"],
+        json={"rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.05"}]},
+    )
+    assert patched.json()["revision"] == 2
+    # A PATCH that changes nothing (the same description, a price equal as a number) makes no empty revision:
+    # the view, its ETag and its stored prices stay as they were.
+    unchanged = await change(
+        "PATCH",
+        patched.headers["etag"],
+        json={
+            "description": "initial",
+            "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.050"}],
+        },
+    )
+    assert unchanged.json() == patched.json()
+    assert unchanged.headers["etag"] == patched.headers["etag"]
+    replaced = await change(
+        "PUT",
+        patched.headers["etag"],
+        json={
+            "description": "revised",
+            "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.06"}],
+        },
+    )
+    assert replaced.json()["revision"] == 3
+    imported = await change(
+        "POST",
+        replaced.headers["etag"],
+        suffix="/import",
+        content=b"service_category,unit,unit_price\nNetworking,GB,0.09\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    current = imported.json()
+    assert (current["revision"], current["description"], current["updatedBy"]) == (4, "revised", author)
+    assert current["createdAt"] == view["createdAt"]
+
+    # Every revision keeps its rate card exactly as it was; a user reads them.
+    cards = {
+        1: ("initial", [("Compute", "vCPU-hours", "0.0412"), ("Storage", "GB-months", "0.021")]),
+        2: ("initial", [("Compute", "vCPU-hours", "0.05"), ("Storage", "GB-months", "0.021")]),
+        3: ("revised", [("Compute", "vCPU-hours", "0.06")]),
+        4: ("revised", [("Networking", "GB", "0.09")]),
+    }
+    for number, (description, rates) in cards.items():
+        response = await client.get(f"{path}/revisions/{number}", headers=as_user)
+        assert response.status_code == 200, response.text
+        kept = response.json()
+        assert (kept["id"], kept["name"], kept["version"], kept["revision"]) == (
+            view["id"],
+            "Catalogue 2026",
+            1,
+            number,
+        )
+        assert (kept["description"], kept["currency"], kept["createdBy"]) == (description, "EUR", author)
+        assert [(rate["serviceCategory"], rate["unit"], rate["unitPrice"]) for rate in kept["rates"]] == rates
+    assert (await client.get(f"{path}/revisions/4", headers=as_user)).json()["rates"] == current["rates"]
+
+    # The list, oldest first, page by page.
+    seen: list[dict[str, Any]] = []
+    url: str | None = f"{path}/revisions?limit=3"
+    while url is not None:
+        page = await client.get(url, headers=as_user)
+        assert page.status_code == 200, page.text
+        seen.extend(page.json()["items"])
+        url = page.json()["next"]
+    assert [(item["revision"], item["description"], item["rateCount"]) for item in seen] == [
+        (1, "initial", 2),
+        (2, "initial", 2),
+        (3, "revised", 1),
+        (4, "revised", 1),
+    ]
+    assert {item["createdBy"] for item in seen} == {author}
+    exported = await client.get(f"{path}/revisions?limit=1", headers={**as_user, "Accept": "text/csv"})
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(row["revision"], row["rateCount"]) for row in rows] == [("1", "2"), ("2", "2"), ("3", "1"), ("4", "1")]
+
+    # Unknown revisions and views are 404; a number no revision can have is a 400 naming it.
+    missing = assert_problem(await client.get(f"{path}/revisions/5", headers=as_user), 404)
+    assert missing["detail"] == "pricing view Catalogue 2026 v1 has no revision 5 (it has 1 to 4)"
+    assert_problem(await client.get(f"{API}/pricing-views/{uuid.uuid4()}/revisions", headers=as_user), 404)
+    assert_problem(await client.get(f"{API}/pricing-views/{uuid.uuid4()}/revisions/1", headers=as_user), 404)
+    for number in ("0", "2147483648"):
+        assert_problem(await client.get(f"{path}/revisions/{number}", headers=as_user), 400, "revision")
+
+    # A user reads revisions but changes nothing, and no route changes a kept revision.
+    assert_problem(
+        await client.put(path, json={"rates": []}, headers={**as_user, "If-Match": imported.headers["etag"]}), 403
+    )
+    assert (await client.put(f"{path}/revisions/1", json={"rates": []}, headers=as_finops)).status_code == 405
+    # ...nor can anything below the API: the database refuses to change or delete a kept revision.
+    connection = await asyncpg.connect(asyncpg_dsn(api_urls["finops"]))
+    try:
+        for statement in (
+            "UPDATE pricing_view_revision_rate SET unit_price = 1 WHERE pricing_view_id = $1",
+            "DELETE FROM pricing_view_revision_rate WHERE pricing_view_id = $1",
+            "UPDATE pricing_view_revision SET description = 'rewritten' WHERE pricing_view_id = $1",
+        ):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="immutable"):
+                await connection.execute(statement, uuid.UUID(view["id"]))
+    finally:
+        await connection.close()
+
+    # The audit trail names the revision before and after each change; the empty PATCH names the same one twice.
+    audited = await audit_rows(client, as_admin, "pricing_view", view["id"])
+    assert sorted(
+        (row["action"], (row["before"] or {}).get("revision"), row["after"]["revision"]) for row in audited
+    ) == sorted(
+        [
+            ("pricing_view.create", None, 1),
+            ("pricing_view.patch", 1, 2),
+            ("pricing_view.patch", 2, 2),
+            ("pricing_view.replace", 2, 3),
+            ("pricing_view.import", 3, 4),
+        ],
+    )
+
+
 # ----------------------------------------------------------------------------------------------- allocation rules
 
 

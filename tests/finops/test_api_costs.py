@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from api_support import API, finops_client, finops_settings, migrated_databases
+from api_support import API, assert_problem, finops_client, finops_settings, migrated_databases
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.engine import URL
@@ -388,6 +388,66 @@ async def test_pricing_view_values_quantities_with_its_rates(
         assert all(D(row[key]).as_tuple().exponent == -2 for key in ("left", "right", "projectedYearEnd")), row
 
 
+async def test_a_comparison_against_a_pricing_view_revision_is_reproduced_after_the_view_changes(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+) -> None:
+    window = {"from": f"{months[-1]:%Y-%m}", "to": f"{months[-1]:%Y-%m}", "level": "domain"}
+    rate = {"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.05"}
+    created = await client.post(
+        f"{API}/pricing-views", json={"name": "Catalogue 2026 revised", "rates": [rate]}, headers=as_finops
+    )
+    assert created.status_code == 201, created.text
+    view_id = created.json()["id"]
+    last_week = await get(
+        client, as_user, "/budgets/comparison", left=f"pricing-view:{view_id}", right="actual", **window
+    )
+    # The label names the revision the numbers come from, so the comparison can be asked for again.
+    assert last_week["left"] == "pricing-view:Catalogue 2026 revised v1 r1"
+    assert D(last_week["totalLeft"]) > 0
+
+    changed = await client.put(
+        f"{API}/pricing-views/{view_id}",
+        json={"rates": [{**rate, "unitPrice": "0.10"}]},
+        headers={**as_finops, "If-Match": created.headers["etag"]},
+    )
+    assert changed.status_code == 200, changed.text
+    # The plain id values with the current revision...
+    now = await get(client, as_user, "/budgets/comparison", left=f"pricing-view:{view_id}", right="actual", **window)
+    assert now["left"] == "pricing-view:Catalogue 2026 revised v1 r2"
+    assert abs(D(now["totalLeft"]) - 2 * D(last_week["totalLeft"])) <= D("0.01") * len(now["items"])
+    explicit = await get(
+        client, as_user, "/budgets/comparison", left=f"pricing-view:{view_id}@2", right="actual", **window
+    )
+    assert explicit == now
+    # ...and @1 gives last week's comparison again, to the cent, on either side.
+    again = await get(
+        client, as_user, "/budgets/comparison", left=f"pricing-view:{view_id}@1", right="actual", **window
+    )
+    assert again == last_week
+    swapped = await get(
+        client, as_user, "/budgets/comparison", left="actual", right=f"pricing-view:{view_id}@1", **window
+    )
+    assert swapped["right"] == "pricing-view:Catalogue 2026 revised v1 r1"
+    assert swapped["totalRight"] == last_week["totalLeft"]
+
+    async def problem(status: int, field: str, **sides: str) -> str:
+        response = await client.get(f"{API}/budgets/comparison", params={**window, **sides}, headers=as_user)
+        detail: str = assert_problem(response, status, field)["detail"]
+        return detail
+
+    for suffix in ("@x", "@0", "@", "@-1", "@01", "@1.0", "@2147483648"):
+        await problem(400, "right", right=f"pricing-view:{view_id}{suffix}")
+        await problem(400, "left", left=f"pricing-view:{view_id}{suffix}", right="actual")
+    assert await problem(404, "right", right=f"pricing-view:{view_id}@3") == (
+        "right: pricing view Catalogue 2026 revised v1 has no revision 3 (it has 1 to 2)"
+    )
+    await problem(404, "left", left=f"pricing-view:{view_id}@3", right="actual")
+    await problem(404, "right", right=f"pricing-view:{uuid.uuid4()}@1")
+    await problem(404, "right", right=f"pricing-view:{uuid.uuid4()}")
+    # Budgets have no revisions.
+    await problem(400, "right", right=f"budget:{uuid.uuid4()}@1")
+
+
 async def test_amounts_are_plain_decimal_strings_and_projections_use_built_months(
     client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
 ) -> None:
@@ -479,7 +539,7 @@ async def test_unknown_parents_environments_and_currencies_are_errors_not_zero_c
     comparison = {"right": f"pricing-view:{dollars.json()['id']}", "currency": "EUR", "level": "domain", **window}
     assert await problem("/budgets/comparison", 400, **comparison) == (
         "currency: amounts in different currencies cannot be compared:"
-        " currency is in EUR, pricing-view:Dollar card v1 is in USD"
+        " currency is in EUR, pricing-view:Dollar card v1 r1 is in USD"
     )
 
 

@@ -73,6 +73,8 @@ from rosetta.finops.schemas import (
     PricingViewCreate,
     PricingViewPatch,
     PricingViewReplace,
+    PricingViewRevision,
+    PricingViewRevisionSummary,
 )
 
 TITLE = "Rosetta FinOps API"
@@ -103,6 +105,9 @@ _RATES_UPLOAD = {
 LimitParam = Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_LIMIT, description="Page size.")]
 # Rule versions are PostgreSQL integers: a larger number can name no version (and must not reach the query).
 RuleVersionParam = Annotated[int, PathParameter(ge=1, le=2_147_483_647, description="A version of the rule.")]
+RevisionParam = Annotated[
+    int, PathParameter(ge=1, le=service.MAX_REVISION, description="A revision of the pricing view (1 at creation).")
+]
 AliasIdParam = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="The id of a mapping alias.")]
 CursorParam = Annotated[str | None, QueryParameter(name="cursor", description="Opaque cursor of the next page.")]
 EnvironmentParam = Annotated[str | None, QueryParameter(name="environment", description="Only this environment.")]
@@ -438,9 +443,18 @@ class BudgetsController(Controller):
         *,
         request: Request[Any, Any, Any],
         session: NamedDependency[AsyncSession],
-        right: Annotated[str, QueryParameter(description="budget:<id>, pricing-view:<id> or actual.")],
+        right: Annotated[
+            str,
+            QueryParameter(
+                description="budget:<id>, pricing-view:<id> (its current revision), pricing-view:<id>@<revision>"
+                " or actual."
+            ),
+        ],
         left: Annotated[
-            str, QueryParameter(description="actual (default), budget:<id> or pricing-view:<id>.")
+            str,
+            QueryParameter(
+                description="actual (default), budget:<id>, pricing-view:<id> or pricing-view:<id>@<revision>."
+            ),
         ] = "actual",
         level: LevelParam = "domain",
         parent: FromQuery[str | None] = None,
@@ -616,13 +630,18 @@ class PricingViewsController(Controller):
         request: Request[Any, Any, Any],
         session: NamedDependency[AsyncSession],
         auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
         view_id: FromPath[uuid.UUID],
         data: JSONBody[PricingViewReplace],
     ) -> Response[PricingView]:
-        """Replace a pricing view and its rates; needs ``If-Match`` (412 if stale)."""
+        """Replace a pricing view's description and rates, as its next revision; needs ``If-Match`` (412 if stale)."""
         current = await service.pricing_view_get(session, view_id, for_update=True)
         check_if_match(request, compute_etag(current), required=True)
-        return with_etag(await service.pricing_view_replace(session, auditor=auditor, current=current, data=data))
+        return with_etag(
+            await service.pricing_view_replace(
+                session, auditor=auditor, current=current, data=data, actor=principal.subject
+            )
+        )
 
     @patch("/{view_id:uuid}", guards=ADMIN, opt={IF_MATCH_OPT: "required"})
     async def patch_view(
@@ -631,13 +650,18 @@ class PricingViewsController(Controller):
         request: Request[Any, Any, Any],
         session: NamedDependency[AsyncSession],
         auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
         view_id: FromPath[uuid.UUID],
         data: JSONBody[PricingViewPatch],
     ) -> Response[PricingView]:
-        """Change some members of a pricing view (rates are upserted); needs ``If-Match``."""
+        """Change some members of a pricing view (rates are upserted), as its next revision; needs ``If-Match``."""
         current = await service.pricing_view_get(session, view_id, for_update=True)
         check_if_match(request, compute_etag(current), required=True)
-        return with_etag(await service.pricing_view_patch(session, auditor=auditor, current=current, data=data))
+        return with_etag(
+            await service.pricing_view_patch(
+                session, auditor=auditor, current=current, data=data, actor=principal.subject
+            )
+        )
 
     @post(
         "/{view_id:uuid}/import",
@@ -650,13 +674,52 @@ class PricingViewsController(Controller):
         request: Request[Any, Any, Any],
         session: NamedDependency[AsyncSession],
         auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
         view_id: FromPath[uuid.UUID],
     ) -> Response[PricingView]:
-        """Replace a view's rates from a CSV or Excel file (columns service_category, unit, unit_price)."""
+        """Replace a view's rates from a CSV or Excel file (columns service_category, unit, unit_price), as its
+        next revision."""
         current = await service.pricing_view_get(session, view_id, for_update=True)
         check_if_match(request, compute_etag(current))
         upload = await read_upload(request)
-        return with_etag(await service.pricing_view_import(session, auditor=auditor, current=current, upload=upload))
+        return with_etag(
+            await service.pricing_view_import(
+                session, auditor=auditor, current=current, upload=upload, actor=principal.subject
+            )
+        )
+
+    @get("/{view_id:uuid}/revisions", guards=READ, opt={CSV_OPT: True})
+    async def list_revisions(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        view_id: FromPath[uuid.UUID],
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Page[PricingViewRevisionSummary]]:
+        """Every kept revision of a view, oldest first: description, number of rates, author, time."""
+
+        async def fetch(
+            page_cursor: str | None, page_limit: int
+        ) -> tuple[list[PricingViewRevisionSummary], str | None]:
+            return await service.pricing_view_revision_list(session, view_id, limit=page_limit, cursor=page_cursor)
+
+        return await list_response(
+            request,
+            fetch,
+            limit=limit,
+            cursor=cursor,
+            item_type=PricingViewRevisionSummary,
+            filename="pricing-view-revisions",
+        )
+
+    @get("/{view_id:uuid}/revisions/{revision:int}", guards=READ)
+    async def get_revision(
+        self, session: NamedDependency[AsyncSession], view_id: FromPath[uuid.UUID], revision: RevisionParam
+    ) -> Response[PricingViewRevision]:
+        """A view's rate card as it was at one revision (never changes once kept; with its ETag)."""
+        return with_etag(await service.pricing_view_revision_get(session, view_id, revision))
 
 
 # ----------------------------------------------------------------------------------------------- rules

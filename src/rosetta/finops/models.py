@@ -418,28 +418,52 @@ class BudgetLine(Base):
 
 
 class PricingView(Base):
-    """A named, versioned rate card ("vision budgétaire"): values consumption under another assumption."""
+    """A named, versioned rate card ("vision budgétaire"): values consumption under another assumption.
+
+    A *version* is a separate card under the same name (its own id); a *revision* is one edit of a version.
+    Every revision's description and rates are kept, immutable, in ``pricing_view_revision`` and
+    ``pricing_view_revision_rate`` (ADR 0011); ``revision`` names the current one.
+    """
 
     __tablename__ = "pricing_view"
-    __table_args__ = (UniqueConstraint("name", "version"),)
+    __table_args__ = (UniqueConstraint("name", "version"), CheckConstraint("revision >= 1", name="revision_positive"))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(Integer)
-    description: Mapped[str | None] = mapped_column(Text)
+    revision: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class PricingViewRate(Base):
-    """One unit price of a pricing view, per service category and unit."""
+class PricingViewRevision(Base):
+    """One revision of a pricing view: its description, who made it and when (a trigger refuses changes)."""
 
-    __tablename__ = "pricing_view_rate"
+    __tablename__ = "pricing_view_revision"
+    __table_args__ = (CheckConstraint("revision >= 1", name="revision_positive"),)
 
-    pricing_view_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("pricing_view.id", ondelete="CASCADE"), primary_key=True
+    pricing_view_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("pricing_view.id"), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PricingViewRevisionRate(Base):
+    """One unit price of a pricing view revision, per service category and unit (immutable too)."""
+
+    __tablename__ = "pricing_view_revision_rate"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["pricing_view_id", "revision"],
+            ["pricing_view_revision.pricing_view_id", "pricing_view_revision.revision"],
+            name="fk_pricing_view_revision_rate_revision",
+        ),
     )
+
+    pricing_view_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
     service_category: Mapped[str] = mapped_column(String(64), ForeignKey("dim_service_category.name"), primary_key=True)
     unit: Mapped[str] = mapped_column(String(64), primary_key=True)
     unit_price: Mapped[Decimal] = mapped_column(_MONEY)

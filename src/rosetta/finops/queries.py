@@ -627,8 +627,8 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, dire
                    round(coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period <= :end), 0), 2) AS ytd,
                    round(coalesce(sum(q.quantity * r.unit_price), 0), 2) AS full_year
             FROM mv_finops_quantity_monthly q
-            JOIN pricing_view_rate r
-              ON r.pricing_view_id = CAST(:{side}_id AS uuid)
+            JOIN pricing_view_revision_rate r
+              ON r.pricing_view_id = CAST(:{side}_id AS uuid) AND r.revision = CAST(:{side}_revision AS integer)
              AND r.service_category = q.service_category AND r.unit = q.unit
             WHERE q.period BETWEEN :year_start AND :year_end
               AND (CAST(:parent AS text) IS NULL OR {parent_column} = :parent)
@@ -728,6 +728,9 @@ async def compare(
             "hierarchy_start": date(end.year - 1, 1, 1),
             "left_id": str(left.id) if left.id else None,
             "right_id": str(right.id) if right.id else None,
+            # The revision the measure resolved (and its label names), never whatever is current by now.
+            "left_revision": left.revision,
+            "right_revision": right.revision,
             "after": after,
             "limit": limit + 1,
         },

@@ -262,11 +262,41 @@ class PricingViewPatch(CamelStruct, forbid_unknown_fields=True):
 
 
 class PricingView(CamelStruct):
-    """A pricing view with its rate card."""
+    """A pricing view with its current rate card; ``revision`` counts its changes (1 at creation).
+
+    ``createdBy``/``createdAt`` are the view's creation; ``updatedBy``/``updatedAt`` its current revision's.
+    """
 
     id: uuid.UUID
     name: str
     version: int
+    revision: int
+    currency: str
+    description: str | None
+    rates: list[Rate]
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+
+
+class PricingViewRevisionSummary(CamelStruct):
+    """One kept revision of a pricing view, as listed (its rate card is at ``revisions/{revision}``)."""
+
+    revision: int
+    description: str | None
+    rate_count: int
+    created_by: str
+    created_at: datetime
+
+
+class PricingViewRevision(CamelStruct):
+    """A pricing view's rate card as it was at one revision (kept unchanged once superseded)."""
+
+    id: uuid.UUID
+    name: str
+    version: int
+    revision: int
     currency: str
     description: str | None
     rates: list[Rate]

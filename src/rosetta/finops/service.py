@@ -48,6 +48,8 @@ from rosetta.finops.schemas import (
     PricingViewCreate,
     PricingViewPatch,
     PricingViewReplace,
+    PricingViewRevision,
+    PricingViewRevisionSummary,
     Rate,
     RuleTarget,
 )
@@ -67,6 +69,10 @@ _HUNDRED = Decimal(100)
 
 def _invalid(field: str, message: str) -> BadRequestError:
     return BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
+
+
+def _not_found(field: str, message: str) -> NotFoundError:
+    return NotFoundError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
 
 
 def parse_month(value: str, field: str) -> date:
@@ -750,7 +756,11 @@ async def budget_import(session: AsyncSession, *, auditor: Auditor, current: Bud
 
 
 _PV = models.PricingView
-_PR = models.PricingViewRate
+_PVR = models.PricingViewRevision
+_PRR = models.PricingViewRevisionRate
+# Revisions are PostgreSQL integers: a larger number names no revision (and must not reach a query).
+MAX_REVISION = 2_147_483_647
+_REVISION = re.compile(r"^[1-9][0-9]{0,9}$")
 
 
 def _validated_rates(rates: Sequence[Rate], where: _Locations | None = None) -> list[dict[str, Any]]:
@@ -772,28 +782,44 @@ def _validated_rates(rates: Sequence[Rate], where: _Locations | None = None) -> 
     return values
 
 
-async def _pricing_dtos(session: AsyncSession, views: Sequence[models.PricingView]) -> list[PricingView]:
-    rates: dict[uuid.UUID, list[Rate]] = {view.id: [] for view in views}
-    if views:
+async def _revision_rates(
+    session: AsyncSession, keys: Sequence[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], list[Rate]]:
+    """The rate cards of (view id, revision) pairs, by category and unit."""
+    rates: dict[tuple[uuid.UUID, int], list[Rate]] = {key: [] for key in keys}
+    if keys:
         query = (
-            select(_PR)
-            .where(_PR.pricing_view_id.in_(list(rates)))
-            .order_by(_PR.pricing_view_id, _PR.service_category, _PR.unit)
+            select(_PRR)
+            .where(tuple_(_PRR.pricing_view_id, _PRR.revision).in_(list(rates)))
+            .order_by(_PRR.pricing_view_id, _PRR.revision, _PRR.service_category, _PRR.unit)
         )
         for rate in (await session.scalars(query)).all():
-            rates[rate.pricing_view_id].append(
+            rates[(rate.pricing_view_id, rate.revision)].append(
                 Rate(service_category=rate.service_category, unit=rate.unit, unit_price=rate.unit_price)
             )
+    return rates
+
+
+async def _pricing_dtos(session: AsyncSession, views: Sequence[models.PricingView]) -> list[PricingView]:
+    keys = [(view.id, view.revision) for view in views]
+    rates = await _revision_rates(session, keys)
+    revisions: dict[tuple[uuid.UUID, int], models.PricingViewRevision] = {}
+    if keys:
+        query = select(_PVR).where(tuple_(_PVR.pricing_view_id, _PVR.revision).in_(keys))
+        revisions = {(row.pricing_view_id, row.revision): row for row in (await session.scalars(query)).all()}
     return [
         PricingView(
             id=view.id,
             name=view.name,
             version=view.version,
+            revision=view.revision,
             currency=view.currency,
-            description=view.description,
-            rates=rates[view.id],
+            description=revisions[(view.id, view.revision)].description,
+            rates=rates[(view.id, view.revision)],
             created_by=view.created_by,
             created_at=view.created_at,
+            updated_by=revisions[(view.id, view.revision)].created_by,
+            updated_at=revisions[(view.id, view.revision)].created_at,
         )
         for view in views
     ]
@@ -802,7 +828,7 @@ async def _pricing_dtos(session: AsyncSession, views: Sequence[models.PricingVie
 async def pricing_view_list(
     session: AsyncSession, *, limit: int, cursor: str | None
 ) -> tuple[list[PricingView], str | None]:
-    """Pricing views by name and version (keyset)."""
+    """Pricing views by name and version (keyset), each with its current revision."""
     query = select(_PV)
     if cursor is not None:
         query = query.where(tuple_(_PV.name, _PV.version) > tuple_(*decode_cursor(cursor, (str, int))))
@@ -814,21 +840,106 @@ async def pricing_view_list(
     return await _pricing_dtos(session, views), next_cursor
 
 
-async def pricing_view_get(session: AsyncSession, view_id: uuid.UUID, *, for_update: bool = False) -> PricingView:
-    """One pricing view with its rates; 404 when unknown."""
+async def _pricing_view_row(
+    session: AsyncSession, view_id: uuid.UUID, *, for_update: bool = False
+) -> models.PricingView:
     query = select(_PV).where(_PV.id == view_id)
     if for_update:
         query = query.with_for_update()
     view = (await session.scalars(query)).first()
     if view is None:
         raise NotFoundError(f"no pricing view {view_id}")
+    return view
+
+
+async def pricing_view_get(session: AsyncSession, view_id: uuid.UUID, *, for_update: bool = False) -> PricingView:
+    """One pricing view with its current rates; 404 when unknown.
+
+    ``for_update`` locks the view's row: changes of one view queue there, so each gets the next revision.
+    """
+    view = await _pricing_view_row(session, view_id, for_update=for_update)
     return (await _pricing_dtos(session, [view]))[0]
+
+
+async def pricing_view_revision_list(
+    session: AsyncSession, view_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[PricingViewRevisionSummary], str | None]:
+    """The kept revisions of a view, oldest first (keyset on the revision); 404 for an unknown view."""
+    await _pricing_view_row(session, view_id)
+    rate_count = (
+        select(func.count())
+        .where(_PRR.pricing_view_id == _PVR.pricing_view_id, _PRR.revision == _PVR.revision)
+        .scalar_subquery()
+    )
+    query = select(_PVR, rate_count).where(_PVR.pricing_view_id == view_id)
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, (int,))
+        query = query.where(_PVR.revision > after)
+    rows = (await session.execute(query.order_by(_PVR.revision).limit(limit + 1))).all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1][0].revision])
+    return [
+        PricingViewRevisionSummary(
+            revision=row.revision,
+            description=row.description,
+            rate_count=count,
+            created_by=row.created_by,
+            created_at=row.created_at,
+        )
+        for row, count in rows
+    ], next_cursor
+
+
+async def pricing_view_revision_get(session: AsyncSession, view_id: uuid.UUID, revision: int) -> PricingViewRevision:
+    """A view's rate card as it was at ``revision``; 404 for an unknown view or revision."""
+    view = await _pricing_view_row(session, view_id)
+    kept = (
+        await session.scalars(select(_PVR).where(_PVR.pricing_view_id == view_id, _PVR.revision == revision))
+    ).first()
+    if kept is None:
+        raise NotFoundError(
+            f"pricing view {view.name} v{view.version} has no revision {revision} (it has 1 to {view.revision})"
+        )
+    rates = await _revision_rates(session, [(view_id, revision)])
+    return PricingViewRevision(
+        id=view.id,
+        name=view.name,
+        version=view.version,
+        revision=revision,
+        currency=view.currency,
+        description=kept.description,
+        rates=rates[(view_id, revision)],
+        created_by=kept.created_by,
+        created_at=kept.created_at,
+    )
+
+
+async def _add_revision(
+    session: AsyncSession,
+    view_id: uuid.UUID,
+    revision: int,
+    *,
+    description: str | None,
+    values: Sequence[Mapping[str, Any]],
+    actor: str,
+) -> None:
+    """Keep one more revision of a view (rows the immutability trigger then guards) and make it current."""
+    await session.execute(
+        insert(_PVR).values(pricing_view_id=view_id, revision=revision, description=description, created_by=actor)
+    )
+    if values:
+        await session.execute(
+            insert(_PRR), [{"pricing_view_id": view_id, "revision": revision, **value} for value in values]
+        )
+    await session.execute(update(_PV).where(_PV.id == view_id).values(revision=revision))
 
 
 async def pricing_view_create(
     session: AsyncSession, *, auditor: Auditor, data: PricingViewCreate, actor: str
 ) -> PricingView:
-    """Create a pricing view; a name already used gets the next version number."""
+    """Create a pricing view at revision 1; a name already used gets the next version number."""
     name = _check_name(data.name, "name")
     currency = _check_currency(data.currency, "currency")
     values = _validated_rates(data.rates)
@@ -847,19 +958,9 @@ async def pricing_view_create(
         )
     latest = (await session.execute(select(func.max(_PV.version)).where(_PV.name == name))).scalar_one()
     view_id = uuid.uuid4()
-    session.add(
-        _PV(
-            id=view_id,
-            name=name,
-            version=(latest or 0) + 1,
-            description=data.description,
-            currency=currency,
-            created_by=actor,
-        )
-    )
+    session.add(_PV(id=view_id, name=name, version=(latest or 0) + 1, revision=1, currency=currency, created_by=actor))
     await session.flush()
-    if values:
-        await session.execute(insert(_PR), [{"pricing_view_id": view_id, **value} for value in values])
+    await _add_revision(session, view_id, 1, description=data.description, values=values, actor=actor)
     created = await pricing_view_get(session, view_id)
     await auditor.record(
         action="pricing_view.create", entity_type="pricing_view", entity_id=str(view_id), after=_snapshot(created)
@@ -876,21 +977,38 @@ async def _pricing_update(
     description: str | msgspec.UnsetType | None,
     values: list[dict[str, Any]] | None,
     replace_rates: bool,
+    actor: str,
 ) -> PricingView:
-    if not isinstance(description, msgspec.UnsetType):
-        await session.execute(update(_PV).where(_PV.id == current.id).values(description=description))
+    """Make the next revision of ``current`` (locked by the caller) unless the change changes nothing.
+
+    Earlier revisions are never touched, so a comparison against one of them gives the same values forever.
+    A request leaving the description and every unit price as they are (prices compared as numbers: 0.050 is
+    0.05) keeps the current revision: no empty revision. It is still audited, its before and after naming the
+    same revision, as every PUT, PATCH and import is.
+    """
+    new_description = current.description if isinstance(description, msgspec.UnsetType) else description
+    card = {(rate.service_category, rate.unit): rate.unit_price for rate in current.rates}
     if values is not None:
         if replace_rates:
-            await session.execute(delete(_PR).where(_PR.pricing_view_id == current.id))
-        if values:
-            statement = pg_insert(_PR).values([{"pricing_view_id": current.id, **value} for value in values])
-            statement = statement.on_conflict_do_update(
-                index_elements=[_PR.pricing_view_id, _PR.service_category, _PR.unit],
-                set_={"unit_price": statement.excluded.unit_price},
-            )
-            await session.execute(statement)
-    session.expire_all()
-    updated = await pricing_view_get(session, current.id)
+            card = {}
+        card.update({(value["service_category"], value["unit"]): value["unit_price"] for value in values})
+    old_card = {(rate.service_category, rate.unit): rate.unit_price for rate in current.rates}
+    if new_description == current.description and card == old_card:
+        updated = current
+    else:
+        await _add_revision(
+            session,
+            current.id,
+            current.revision + 1,
+            description=new_description,
+            values=[
+                {"service_category": category, "unit": unit, "unit_price": price}
+                for (category, unit), price in sorted(card.items())
+            ],
+            actor=actor,
+        )
+        session.expire_all()
+        updated = await pricing_view_get(session, current.id)
     await auditor.record(
         action=action,
         entity_type="pricing_view",
@@ -902,9 +1020,9 @@ async def _pricing_update(
 
 
 async def pricing_view_replace(
-    session: AsyncSession, *, auditor: Auditor, current: PricingView, data: PricingViewReplace
+    session: AsyncSession, *, auditor: Auditor, current: PricingView, data: PricingViewReplace, actor: str
 ) -> PricingView:
-    """PUT: description and the whole rate card."""
+    """PUT: description and the whole rate card, as the view's next revision."""
     return await _pricing_update(
         session,
         auditor=auditor,
@@ -913,13 +1031,14 @@ async def pricing_view_replace(
         description=data.description,
         values=_validated_rates(data.rates),
         replace_rates=True,
+        actor=actor,
     )
 
 
 async def pricing_view_patch(
-    session: AsyncSession, *, auditor: Auditor, current: PricingView, data: PricingViewPatch
+    session: AsyncSession, *, auditor: Auditor, current: PricingView, data: PricingViewPatch, actor: str
 ) -> PricingView:
-    """PATCH: description and/or rates upserted by (category, unit)."""
+    """PATCH: description and/or rates upserted by (category, unit), as the view's next revision."""
     values = None if isinstance(data.rates, msgspec.UnsetType) else _validated_rates(data.rates)
     return await _pricing_update(
         session,
@@ -929,6 +1048,7 @@ async def pricing_view_patch(
         description=data.description,
         values=values,
         replace_rates=False,
+        actor=actor,
     )
 
 
@@ -938,9 +1058,10 @@ _UNIT_PRICE = _Column("unit_price", ("unitprice",))
 
 
 async def pricing_view_import(
-    session: AsyncSession, *, auditor: Auditor, current: PricingView, upload: Upload
+    session: AsyncSession, *, auditor: Auditor, current: PricingView, upload: Upload, actor: str
 ) -> PricingView:
-    """Replace a view's rates with an uploaded file's (columns service_category, unit, unit_price).
+    """Replace a view's rates with an uploaded file's (columns service_category, unit, unit_price), as its next
+    revision.
 
     Errors name the file's rows (``row 3.unit_price``); a file without data rows is refused (see ``_table``).
     """
@@ -962,6 +1083,7 @@ async def pricing_view_import(
         description=msgspec.UNSET,
         values=_validated_rates(rates, _Locations.file(upload)),
         replace_rates=True,
+        actor=actor,
     )
 
 
@@ -1340,32 +1462,66 @@ async def alias_delete(session: AsyncSession, *, auditor: Auditor, current: Mapp
 
 @dataclass(frozen=True)
 class Measure:
-    """One side of a comparison: actual costs, a budget version or a pricing view's valuation."""
+    """One side of a comparison: actual costs, a budget version or a pricing view's valuation.
+
+    ``revision`` is the pricing view revision whose rates value the quantities (resolved once, here, so the
+    label names exactly the card the numbers come from).
+    """
 
     kind: Literal["actual", "budget", "pricing_view"]
     id: uuid.UUID | None
     label: str
     currency: str | None = None
+    revision: int | None = None
+
+
+_MEASURES = "actual, budget:<id>, pricing-view:<id> or pricing-view:<id>@<revision>"
 
 
 async def measure(session: AsyncSession, reference: str, *, field: str) -> Measure:
-    """Resolve ``actual``, ``budget:<id>`` or ``pricing-view:<id>``; 400 on bad syntax, 404 when unknown."""
+    """Resolve ``actual``, ``budget:<id>``, ``pricing-view:<id>`` (its current revision) or
+    ``pricing-view:<id>@<n>`` (revision n); 400 on bad syntax, 404 when unknown."""
     reference = reference.strip()
     if reference == "actual":
         return Measure(kind="actual", id=None, label="actual")
     kind, _, raw_id = reference.partition(":")
     if kind not in ("budget", "pricing-view") or not raw_id:
-        raise _invalid(field, f"expected actual, budget:<id> or pricing-view:<id>, got {reference!r}")
+        raise _invalid(field, f"expected {_MEASURES}, got {reference!r}")
+    raw_id, at, raw_revision = raw_id.partition("@")
+    if at and kind != "pricing-view":
+        raise _invalid(field, f"only a pricing view has revisions: expected budget:<id>, got {reference!r}")
     try:
         measure_id = uuid.UUID(raw_id)
     except ValueError:
         raise _invalid(field, f"{raw_id!r} is not a valid id") from None
     if kind == "budget":
-        version = await _budget_version(session, measure_id, for_update=False)
+        try:
+            version = await _budget_version(session, measure_id, for_update=False)
+        except NotFoundError as error:
+            raise _not_found(field, error.detail) from None
         return Measure(kind="budget", id=measure_id, label=f"budget:{version.name}")
-    view = await pricing_view_get(session, measure_id)
+    revision = None
+    if at:
+        if not _REVISION.match(raw_revision) or int(raw_revision) > MAX_REVISION:
+            raise _invalid(field, f"expected pricing-view:<id>@<revision>, a revision from 1, got {reference!r}")
+        revision = int(raw_revision)
+    try:
+        view = await _pricing_view_row(session, measure_id)
+    except NotFoundError as error:
+        raise _not_found(field, error.detail) from None
+    if revision is None:
+        revision = view.revision
+    elif revision > view.revision:
+        # Revisions run from 1 to the current one without gaps: a higher number was never made.
+        raise _not_found(
+            field, f"pricing view {view.name} v{view.version} has no revision {revision} (it has 1 to {view.revision})"
+        )
     return Measure(
-        kind="pricing_view", id=measure_id, label=f"pricing-view:{view.name} v{view.version}", currency=view.currency
+        kind="pricing_view",
+        id=measure_id,
+        label=f"pricing-view:{view.name} v{view.version} r{revision}",
+        currency=view.currency,
+        revision=revision,
     )
 
 
