@@ -1047,6 +1047,31 @@ async def test_import_errors_name_the_row_the_file_shows(client: Client, as_fino
     assert (await client.get(view_path, headers=as_finops)).json()["rates"] == []
 
 
+async def test_unit_prices_are_decimal_strings_never_json_numbers(client: Client, as_finops: dict[str, str]) -> None:
+    for price in (0.0412, 1):
+        body = {
+            "name": "Float card",
+            "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": price}],
+        }
+        problem = assert_problem(await client.post(f"{API}/pricing-views", json=body, headers=as_finops), 400)
+        assert "unitPrice" in problem["detail"]
+        assert "Expected `str`" in problem["detail"]
+    for text in ("0,0412", "1e", " "):
+        body = {"name": "Text card", "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": text}]}
+        response = await client.post(f"{API}/pricing-views", json=body, headers=as_finops)
+        assert_problem(response, 400, "rates[0].unitPrice")
+    listing = await client.get(f"{API}/pricing-views?limit=500", headers=as_finops)
+    assert not {"Float card", "Text card"} & {view["name"] for view in listing.json()["items"]}
+    # Sub-cent prices are normal for unit prices (unlike budget amounts), kept exactly as sent.
+    exact = {
+        "name": "Exact card",
+        "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.00041"}],
+    }
+    created = await client.post(f"{API}/pricing-views", json=exact, headers=as_finops)
+    assert created.status_code == 201, created.text
+    assert created.json()["rates"][0]["unitPrice"] == "0.00041"
+
+
 async def test_budget_amounts_are_decimal_strings_in_whole_cents(client: Client, as_finops: dict[str, str]) -> None:
     path, before = await new_budget(client, as_finops, "Cents only")
     if_match = {**as_finops, "If-Match": before["etag"]}

@@ -238,27 +238,36 @@ class Rate(CamelStruct, forbid_unknown_fields=True):
     unit_price: Decimal
 
 
+class RateIn(CamelStruct, forbid_unknown_fields=True):
+    """A unit price as sent: ``unitPrice`` is a decimal string (``"0.0412"``), typed ``str`` for the reason
+    :class:`BudgetLineIn`'s ``amount`` is: a JSON number would otherwise be accepted."""
+
+    service_category: str
+    unit: str
+    unit_price: str
+
+
 class PricingViewCreate(CamelStruct, forbid_unknown_fields=True):
     """A pricing view ("vision budgétaire"); a name already used gets its next version."""
 
     name: str
     currency: str = "EUR"
     description: str | None = None
-    rates: list[Rate] = msgspec.field(default_factory=list)
+    rates: list[RateIn] = msgspec.field(default_factory=list)
 
 
 class PricingViewReplace(CamelStruct, forbid_unknown_fields=True):
     """PUT: description and the whole rate card (name, version and currency identify the view)."""
 
     description: str | None = None
-    rates: list[Rate] = msgspec.field(default_factory=list)
+    rates: list[RateIn] = msgspec.field(default_factory=list)
 
 
 class PricingViewPatch(CamelStruct, forbid_unknown_fields=True):
     """PATCH: only the members sent change; ``rates`` are upserted by (category, unit)."""
 
     description: str | msgspec.UnsetType | None = msgspec.UNSET
-    rates: list[Rate] | msgspec.UnsetType = msgspec.UNSET
+    rates: list[RateIn] | msgspec.UnsetType = msgspec.UNSET
 
 
 class PricingView(CamelStruct):

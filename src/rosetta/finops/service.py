@@ -51,6 +51,7 @@ from rosetta.finops.schemas import (
     PricingViewRevision,
     PricingViewRevisionSummary,
     Rate,
+    RateIn,
     RuleTarget,
 )
 
@@ -763,7 +764,7 @@ MAX_REVISION = 2_147_483_647
 _REVISION = re.compile(r"^[1-9][0-9]{0,9}$")
 
 
-def _validated_rates(rates: Sequence[Rate], where: _Locations | None = None) -> list[dict[str, Any]]:
+def _validated_rates(rates: Sequence[Rate | RateIn], where: _Locations | None = None) -> list[dict[str, Any]]:
     where = where or _Locations.json("rates", len(rates))
     seen: dict[tuple[str, str], int] = {}
     values: list[dict[str, Any]] = []
@@ -775,7 +776,13 @@ def _validated_rates(rates: Sequence[Rate], where: _Locations | None = None) -> 
             first = where(seen[(rate.service_category, unit)])
             raise _invalid(where(index), f"duplicate rate for {rate.service_category} / {unit} (first at {first})")
         seen[(rate.service_category, unit)] = index
-        price = _check_amount(rate.unit_price, where(index, "unit_price"))
+        field = where(index, "unit_price")
+        # JSON sends text (RateIn); a file's prices are already parsed by its own convention (Rate).
+        price = (
+            _parse_amount(rate.unit_price, field)
+            if isinstance(rate.unit_price, str)
+            else _check_amount(rate.unit_price, field)
+        )
         if price < 0:
             raise _invalid(where(index, "unit_price"), "must not be negative")
         values.append({"service_category": rate.service_category, "unit": unit, "unit_price": price})
