@@ -81,3 +81,15 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
         assert field in body["detail"]
         assert any(error.get("field") == field for error in body.get("errors", [])), body
     return body
+
+
+async def all_pages(client: AsyncTestClient[Litestar], url: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """Every item of a cursor-paginated list, following ``next`` from ``url`` (each page must be a 200)."""
+    items: list[dict[str, Any]] = []
+    next_url: str | None = url
+    while next_url is not None:
+        page = await client.get(next_url, headers=headers)
+        assert page.status_code == 200, page.text
+        items.extend(page.json()["items"])
+        next_url = page.json()["next"]
+    return items

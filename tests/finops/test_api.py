@@ -23,6 +23,7 @@ from api_support import (
     API,
     FINOPS_ADMIN,
     USER,
+    all_pages,
     assert_problem,
     audit_rows,
     finops_client,
@@ -575,13 +576,7 @@ async def test_every_change_of_a_pricing_view_is_kept_as_a_revision(
     assert (await client.get(f"{path}/revisions/4", headers=as_user)).json()["rates"] == current["rates"]
 
     # The list, oldest first, page by page.
-    seen: list[dict[str, Any]] = []
-    url: str | None = f"{path}/revisions?limit=3"
-    while url is not None:
-        page = await client.get(url, headers=as_user)
-        assert page.status_code == 200, page.text
-        seen.extend(page.json()["items"])
-        url = page.json()["next"]
+    seen = await all_pages(client, f"{path}/revisions?limit=3", as_user)
     assert [(item["revision"], item["description"], item["rateCount"]) for item in seen] == [
         (1, "initial", 2),
         (2, "initial", 2),

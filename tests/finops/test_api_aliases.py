@@ -14,7 +14,17 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from api_support import ADMIN, API, FINOPS_ADMIN, USER, assert_problem, audit_rows, finops_client, finops_settings
+from api_support import (
+    ADMIN,
+    API,
+    FINOPS_ADMIN,
+    USER,
+    all_pages,
+    assert_problem,
+    audit_rows,
+    finops_client,
+    finops_settings,
+)
 from batch_support import Mart, application, cost
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -165,13 +175,7 @@ async def test_a_user_reads_aliases_page_by_page_and_as_csv_but_cannot_change_th
     mart: Mart, client: Client, roles: dict[str, dict[str, str]]
 ) -> None:
     user = roles["user"]
-    pages: list[dict[str, Any]] = []
-    url: str | None = f"{ALIASES}?limit=3"
-    while url is not None:
-        response = await client.get(url, headers=user)
-        assert response.status_code == 200, response.text
-        pages.extend(response.json()["items"])
-        url = response.json()["next"]
+    pages = await all_pages(client, f"{ALIASES}?limit=3", user)
     keys = [(item["kind"], item["alias"]) for item in pages]
     assert len(keys) == SEEDED
     assert keys == sorted(keys)
