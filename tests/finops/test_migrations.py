@@ -13,6 +13,7 @@ from alembic import command
 from sqlalchemy.engine import URL
 
 from rosetta.core.db import asyncpg_dsn
+from rosetta.core.errors import RosettaError
 from rosetta.core.migrations import alembic_config, upgrade
 from rosetta.core.settings import DatabaseRole
 
@@ -46,7 +47,7 @@ def test_finops_0009_stops_on_aliases_that_differ_only_by_case_and_names_them(
     command.downgrade(alembic_config("finops", url), "finops_0008")
     insert = "INSERT INTO mapping_alias (kind, alias, canonical) VALUES ('tag_key', {!r}, 'environment')"
     asyncio.run(_execute(url, insert.format(" ENV")))
-    with pytest.raises(RuntimeError, match=r"tag_key: 'env' -> 'environment' \(id \d+\), ' ENV' -> 'environment'"):
+    with pytest.raises(RosettaError, match=r"tag_key: 'env' -> 'environment' \(id \d+\), ' ENV' -> 'environment'"):
         upgrade("finops", url)
     # Nothing was half-done: the old constraint is still there, so the admin's fix is the only step left.
     asyncio.run(_execute(url, "DELETE FROM mapping_alias WHERE alias = ' ENV'"))

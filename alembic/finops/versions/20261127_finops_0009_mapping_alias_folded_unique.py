@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from rosetta.core.errors import RosettaError
+
 revision: str = "finops_0009"
 down_revision: str | Sequence[str] | None = "finops_0008"
 branch_labels: str | Sequence[str] | None = None
@@ -35,7 +37,8 @@ def upgrade() -> None:
     )
     if collisions:
         found = "; ".join(f"{kind}: {aliases}" for kind, aliases in collisions)
-        raise RuntimeError(
+        # A RosettaError: `rosetta db upgrade` says it in one line (exit 1) rather than with a traceback.
+        raise RosettaError(
             "mapping_alias holds aliases that differ only by case or spaces, which finops-batch applies in no fixed"
             f" order; delete all but one of each, then upgrade again: {found}"
         )
