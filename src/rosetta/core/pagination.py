@@ -16,6 +16,7 @@ import msgspec
 from litestar import Request
 from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
 from rosetta.core.errors import BadRequestError
@@ -53,7 +54,7 @@ async def keyset_page(
     session: AsyncSession,
     query: Select[Any],
     *,
-    key: Sequence[ColumnElement[Any]],
+    key: Sequence[ColumnElement[Any] | QueryableAttribute[Any]],
     key_types: Sequence[type],
     limit: int,
     cursor: str | None,
@@ -61,7 +62,8 @@ async def keyset_page(
 ) -> tuple[list[Any], str | None]:
     """Fetch one page of ``query`` ordered by ``key``; return the rows and the next cursor (or None).
 
-    ``key`` must be unique (end it with the primary key) so the order is total.
+    ``key`` must be unique (end it with the primary key) so the order is total, and each of its columns or
+    expressions selected by ``query`` in its own right: the next cursor is read from the last row by them.
     """
     check_limit(limit)
     if cursor is not None:

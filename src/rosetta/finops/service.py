@@ -26,7 +26,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from rosetta.core.audit import record_audit
 from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
 from rosetta.core.locale_numbers import established_mark, is_ambiguous, is_plain_decimal, normalise_number
-from rosetta.core.pagination import decode_cursor, encode_cursor
+from rosetta.core.pagination import decode_cursor, encode_cursor, keyset_page
 from rosetta.finops import models, pipeline
 from rosetta.finops.allocation import CENT, UNALLOCATED
 from rosetta.finops.schemas import (
@@ -878,15 +878,11 @@ async def pricing_view_revision_list(
         .where(_PRR.pricing_view_id == _PVR.pricing_view_id, _PRR.revision == _PVR.revision)
         .scalar_subquery()
     )
-    query = select(_PVR, rate_count).where(_PVR.pricing_view_id == view_id)
-    if cursor is not None:
-        (after,) = decode_cursor(cursor, (int,))
-        query = query.where(_PVR.revision > after)
-    rows = (await session.execute(query.order_by(_PVR.revision).limit(limit + 1))).all()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1][0].revision])
+    # The key column is selected on its own too: keyset_page reads the cursor from the row by that column.
+    query = select(_PVR, rate_count, _PVR.revision).where(_PVR.pricing_view_id == view_id)
+    rows, next_cursor = await keyset_page(
+        session, query, key=[_PVR.revision], key_types=[int], limit=limit, cursor=cursor
+    )
     return [
         PricingViewRevisionSummary(
             revision=row.revision,
@@ -895,7 +891,7 @@ async def pricing_view_revision_list(
             created_by=row.created_by,
             created_at=row.created_at,
         )
-        for row, count in rows
+        for row, count, _ in rows
     ], next_cursor
 
 
@@ -1367,19 +1363,14 @@ async def alias_list(
     session: AsyncSession, *, kind: str | None, limit: int, cursor: str | None
 ) -> tuple[list[MappingAlias], str | None]:
     """Aliases by kind, then alias (case-folded), keyset-paginated."""
-    query = select(_MA, _FOLDED_ALIAS)
+    query = select(_MA, _MA.kind, _FOLDED_ALIAS)
     if kind is not None:
         query = query.where(_MA.kind == _alias_kind(kind, "kind"))
-    if cursor is not None:
-        query = query.where(tuple_(_MA.kind, _FOLDED_ALIAS) > tuple_(*decode_cursor(cursor, (str, str))))
-    query = query.order_by(_MA.kind, _FOLDED_ALIAS).limit(limit + 1)
     # The cursor carries PostgreSQL's folding, not Python's: the two differ on a few non-ASCII letters.
-    rows = [(row, folded) for row, folded in await session.execute(query)]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1][0].kind, rows[-1][1]])
-    return [_alias_dto(row) for row, _ in rows], next_cursor
+    rows, next_cursor = await keyset_page(
+        session, query, key=[_MA.kind, _FOLDED_ALIAS], key_types=[str, str], limit=limit, cursor=cursor
+    )
+    return [_alias_dto(row) for row, _, _ in rows], next_cursor
 
 
 async def alias_get(session: AsyncSession, alias_id: int, *, for_update: bool = False) -> MappingAlias:
