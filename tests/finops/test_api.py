@@ -372,6 +372,53 @@ async def test_budget_list_pagination_and_csv_export(client: Client, as_finops: 
     assert [json.loads(row["totals"]) for row in rows] == [{"EUR": "5252.60"}, {"EUR": "5251.60"}, {"EUR": "5250.60"}]
 
 
+async def test_every_list_pages_through_each_item_once_in_the_order_of_one_full_page(
+    client: Client, as_finops: dict[str, str], api_urls: dict[DatabaseRole, URL]
+) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(api_urls["finops"]))
+    try:
+        await connection.execute("INSERT INTO dim_cost_pool (pool_code, name) VALUES ('paging', 'Paging pool')")
+    finally:
+        await connection.close()
+    for version in range(3):
+        rule = {"ruleId": "paging-split", "poolCode": "paging", "method": "even", "validFrom": f"2026-0{version + 1}"}
+        assert (await client.post(f"{API}/allocation-rules", json=rule, headers=as_finops)).status_code == 201
+    for name in ("Paging B", "Paging A", "Paging B"):
+        view = {
+            "name": name,
+            "currency": "EUR",
+            "rates": [{"serviceCategory": "Compute", "unit": "h", "unitPrice": "1"}],
+        }
+        assert (await client.post(f"{API}/pricing-views", json=view, headers=as_finops)).status_code == 201
+    budget = await client.post(f"{API}/budgets", json=budget_body("Paging lines"), headers=as_finops)
+    assert budget.status_code == 201, budget.text
+
+    lists = [
+        f"{API}/allocation-rules?allVersions=true",
+        f"{API}/allocation-rules",
+        f"{API}/pricing-views",
+        f"{API}/budgets",
+        f"{API}/budgets/{budget.json()['id']}/lines",
+    ]
+    for url in lists:
+        separator = "&" if "?" in url else "?"
+        whole = (await client.get(f"{url}{separator}limit=500", headers=as_finops)).json()
+        assert whole["next"] is None
+        assert len(whole["items"]) >= 2, url
+        assert await all_pages(client, f"{url}{separator}limit=1", as_finops) == whole["items"], url
+    rules = (await client.get(f"{API}/allocation-rules?allVersions=true&pool=paging", headers=as_finops)).json()
+    assert [(rule["ruleId"], rule["version"]) for rule in rules["items"]] == [("paging-split", v) for v in (1, 2, 3)]
+    views = [
+        (view["name"], view["version"])
+        for view in (await client.get(f"{API}/pricing-views?limit=500", headers=as_finops)).json()["items"]
+    ]
+    assert [item for item in views if item[0].startswith("Paging")] == [
+        ("Paging A", 1),
+        ("Paging B", 1),
+        ("Paging B", 2),
+    ]
+
+
 async def test_csv_exports_have_the_item_schema_columns_one_charset_and_no_formulas(
     client: Client, as_finops: dict[str, str]
 ) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from rosetta.core.audit import record_audit
 from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
 from rosetta.core.locale_numbers import established_mark, is_ambiguous, is_plain_decimal, normalise_number
-from rosetta.core.pagination import decode_cursor, encode_cursor, keyset_page
+from rosetta.core.pagination import keyset_page
 from rosetta.finops import models, pipeline
 from rosetta.finops.allocation import CENT, UNALLOCATED
 from rosetta.finops.schemas import (
@@ -495,19 +495,20 @@ async def budget_list(
     session: AsyncSession, *, limit: int, cursor: str | None, name: str | None = None
 ) -> tuple[list[Budget], str | None]:
     """Budget versions, newest first (keyset on creation time and id)."""
-    query = select(_BV)
+    # The key columns are selected on their own too: keyset_page reads the cursor from the row by them.
+    query = select(_BV, _BV.created_at, _BV.id)
     if name is not None:
         query = query.where(_BV.name.ilike(f"%{name}%"))
-    if cursor is not None:
-        created_at, version_id = decode_cursor(cursor, (datetime, uuid.UUID))
-        query = query.where(tuple_(_BV.created_at, _BV.id) < tuple_(created_at, version_id))
-    query = query.order_by(_BV.created_at.desc(), _BV.id.desc()).limit(limit + 1)
-    versions = list((await session.scalars(query)).all())
-    next_cursor = None
-    if len(versions) > limit:
-        versions = versions[:limit]
-        next_cursor = encode_cursor([versions[-1].created_at, versions[-1].id])
-    return await _budget_dtos(session, versions), next_cursor
+    rows, next_cursor = await keyset_page(
+        session,
+        query,
+        key=[_BV.created_at, _BV.id],
+        key_types=[datetime, uuid.UUID],
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+    )
+    return await _budget_dtos(session, [version for version, *_ in rows]), next_cursor
 
 
 async def _budget_version(session: AsyncSession, budget_id: uuid.UUID, *, for_update: bool) -> models.BudgetVersion:
@@ -532,14 +533,11 @@ async def budget_lines(
 ) -> tuple[list[BudgetLine], str | None]:
     """The lines of a version ordered by month, level and code (keyset)."""
     key = (_BL.month, _BL.scope_level, _BL.scope_code)
-    query = select(_BL).where(_BL.budget_version_id == budget_id)
-    if cursor is not None:
-        query = query.where(tuple_(*key) > tuple_(*decode_cursor(cursor, (date, str, str))))
-    rows = list((await session.scalars(query.order_by(*key).limit(limit + 1))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1].month, rows[-1].scope_level, rows[-1].scope_code])
+    query = select(_BL, *key).where(_BL.budget_version_id == budget_id)
+    page, next_cursor = await keyset_page(
+        session, query, key=key, key_types=[date, str, str], limit=limit, cursor=cursor
+    )
+    rows = [line for line, *_ in page]
     return [
         BudgetLine(
             scope_level=row.scope_level,
@@ -836,15 +834,15 @@ async def pricing_view_list(
     session: AsyncSession, *, limit: int, cursor: str | None
 ) -> tuple[list[PricingView], str | None]:
     """Pricing views by name and version (keyset), each with its current revision."""
-    query = select(_PV)
-    if cursor is not None:
-        query = query.where(tuple_(_PV.name, _PV.version) > tuple_(*decode_cursor(cursor, (str, int))))
-    views = list((await session.scalars(query.order_by(_PV.name, _PV.version).limit(limit + 1))).all())
-    next_cursor = None
-    if len(views) > limit:
-        views = views[:limit]
-        next_cursor = encode_cursor([views[-1].name, views[-1].version])
-    return await _pricing_dtos(session, views), next_cursor
+    rows, next_cursor = await keyset_page(
+        session,
+        select(_PV, _PV.name, _PV.version),
+        key=[_PV.name, _PV.version],
+        key_types=[str, int],
+        limit=limit,
+        cursor=cursor,
+    )
+    return await _pricing_dtos(session, [view for view, *_ in rows]), next_cursor
 
 
 async def _pricing_view_row(
@@ -1130,20 +1128,16 @@ async def rule_list(
     session: AsyncSession, *, pool: str | None, all_versions: bool, limit: int, cursor: str | None
 ) -> tuple[list[AllocationRule], str | None]:
     """Rules by id (latest version only, or every version), keyset-paginated."""
-    query = select(_AR)
+    query = select(_AR, _AR.rule_id, _AR.version)
     if pool is not None:
         query = query.where(_AR.pool_code == pool)
     if not all_versions:
         latest = select(_AR.rule_id, func.max(_AR.version)).group_by(_AR.rule_id)
         query = query.where(tuple_(_AR.rule_id, _AR.version).in_(latest))
-    if cursor is not None:
-        query = query.where(tuple_(_AR.rule_id, _AR.version) > tuple_(*decode_cursor(cursor, (str, int))))
-    rules = list((await session.scalars(query.order_by(_AR.rule_id, _AR.version).limit(limit + 1))).all())
-    next_cursor = None
-    if len(rules) > limit:
-        rules = rules[:limit]
-        next_cursor = encode_cursor([rules[-1].rule_id, rules[-1].version])
-    return await _rule_dtos(session, rules), next_cursor
+    rows, next_cursor = await keyset_page(
+        session, query, key=[_AR.rule_id, _AR.version], key_types=[str, int], limit=limit, cursor=cursor
+    )
+    return await _rule_dtos(session, [rule for rule, *_ in rows]), next_cursor
 
 
 async def rule_get(session: AsyncSession, rule_id: str, *, version: int | None = None) -> AllocationRule:
@@ -1763,15 +1757,15 @@ async def batch_rejections(
     run that reads them again) replaces them: ``batch_rejection`` explains the data the mart holds now.
     """
     table = models.BatchRejection
-    query = select(table).where(table.run_id == run_id)
-    if cursor is not None:
-        (after,) = decode_cursor(cursor, (int,))
-        query = query.where(table.id > after)
-    rows = list((await session.scalars(query.order_by(table.id).limit(limit + 1))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1].id])
+    page, next_cursor = await keyset_page(
+        session,
+        select(table, table.id).where(table.run_id == run_id),
+        key=[table.id],
+        key_types=[int],
+        limit=limit,
+        cursor=cursor,
+    )
+    rows = [rejection for rejection, _ in page]
     return [
         BatchRejection(
             id=row.id,
