@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
@@ -52,7 +52,7 @@ def check_limit(limit: int) -> int:
 
 async def keyset_page(
     session: AsyncSession,
-    query: Select[Unpack[tuple[Any, ...]]],
+    query: Select[*tuple[Any, ...]],
     *,
     key: Sequence[ColumnElement[Any] | QueryableAttribute[Any]],
     key_types: Sequence[type],
