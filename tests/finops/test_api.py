@@ -425,7 +425,7 @@ async def test_csv_exports_have_the_item_schema_columns_one_charset_and_no_formu
     csv_accept = {**as_finops, "Accept": "text/csv"}
     budget_columns = [
         "id", "name", "description", "revision", "lineCount", "totals", "firstPeriod", "lastPeriod", "createdBy",
-        "createdAt", "updatedAt",
+        "createdAt", "updatedBy", "updatedAt",
     ]  # fmt: skip
     # No budget matches: the export is still the header row, so a spreadsheet or BI import finds its columns.
     empty = await client.get(f"{API}/budgets?name=no-such-budget-anywhere", headers=csv_accept)

@@ -329,7 +329,7 @@ async def test_the_comparison_reports_budget_money_no_row_carries(
     connection = await asyncpg.connect(asyncpg_dsn(world_urls["finops"]))
     try:
         await connection.execute(
-            "INSERT INTO budget_line VALUES ($1, 'product', 'NO-SUCH-PRODUCT', $2, 7.5, 'EUR')",
+            "INSERT INTO budget_revision_line VALUES ($1, 1, 'product', 'NO-SUCH-PRODUCT', $2, 7.5, 'EUR')",
             uuid.UUID(budget_id), months[-1],
         )  # fmt: skip
     finally:
@@ -444,8 +444,6 @@ async def test_a_comparison_against_a_pricing_view_revision_is_reproduced_after_
     await problem(404, "left", left=f"pricing-view:{view_id}@3", right="actual")
     await problem(404, "right", right=f"pricing-view:{uuid.uuid4()}@1")
     await problem(404, "right", right=f"pricing-view:{uuid.uuid4()}")
-    # Budgets have no revisions.
-    await problem(400, "right", right=f"budget:{uuid.uuid4()}@1")
 
 
 async def test_amounts_are_plain_decimal_strings_and_projections_use_built_months(
