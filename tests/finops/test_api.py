@@ -396,6 +396,13 @@ async def test_every_list_pages_through_each_item_once_in_the_order_of_one_full_
         assert (await client.post(f"{API}/pricing-views", json=view, headers=as_finops)).status_code == 201
     budget = await client.post(f"{API}/budgets", json=budget_body("Paging lines"), headers=as_finops)
     assert budget.status_code == 201, budget.text
+    # A second revision, so that the revision list has more than one page of one.
+    renamed = await client.patch(
+        f"{API}/budgets/{budget.json()['id']}",
+        json={"name": "Paging lines, renamed"},
+        headers={**as_finops, "If-Match": budget.headers["etag"]},
+    )
+    assert renamed.status_code == 200, renamed.text
 
     lists = [
         f"{API}/allocation-rules?allVersions=true",
@@ -403,6 +410,8 @@ async def test_every_list_pages_through_each_item_once_in_the_order_of_one_full_
         f"{API}/pricing-views",
         f"{API}/budgets",
         f"{API}/budgets/{budget.json()['id']}/lines",
+        f"{API}/budgets/{budget.json()['id']}/revisions",
+        f"{API}/budgets/{budget.json()['id']}/revisions/1/lines",
     ]
     for url in lists:
         separator = "&" if "?" in url else "?"
