@@ -148,6 +148,10 @@ async def test_a_user_reads_but_every_mutation_is_forbidden(
         "/budgets",
         f"/budgets/{budget['id']}",
         f"/budgets/{budget['id']}/lines",
+        f"/budgets/{budget['id']}/revisions",
+        f"/budgets/{budget['id']}/revisions/1",
+        f"/budgets/{budget['id']}/revisions/1/lines",
+        f"/budgets/comparison?right=budget:{budget['id']}@1&from=2026-01&to=2026-01",
         "/pricing-views",
         f"/pricing-views/{view_id}",
         "/allocation-rules",
@@ -392,6 +396,13 @@ async def test_every_list_pages_through_each_item_once_in_the_order_of_one_full_
         assert (await client.post(f"{API}/pricing-views", json=view, headers=as_finops)).status_code == 201
     budget = await client.post(f"{API}/budgets", json=budget_body("Paging lines"), headers=as_finops)
     assert budget.status_code == 201, budget.text
+    # A second revision, so that the revision list has more than one page of one.
+    renamed = await client.patch(
+        f"{API}/budgets/{budget.json()['id']}",
+        json={"name": "Paging lines, renamed"},
+        headers={**as_finops, "If-Match": budget.headers["etag"]},
+    )
+    assert renamed.status_code == 200, renamed.text
 
     lists = [
         f"{API}/allocation-rules?allVersions=true",
@@ -399,6 +410,8 @@ async def test_every_list_pages_through_each_item_once_in_the_order_of_one_full_
         f"{API}/pricing-views",
         f"{API}/budgets",
         f"{API}/budgets/{budget.json()['id']}/lines",
+        f"{API}/budgets/{budget.json()['id']}/revisions",
+        f"{API}/budgets/{budget.json()['id']}/revisions/1/lines",
     ]
     for url in lists:
         separator = "&" if "?" in url else "?"
@@ -425,7 +438,7 @@ async def test_csv_exports_have_the_item_schema_columns_one_charset_and_no_formu
     csv_accept = {**as_finops, "Accept": "text/csv"}
     budget_columns = [
         "id", "name", "description", "revision", "lineCount", "totals", "firstPeriod", "lastPeriod", "createdBy",
-        "createdAt", "updatedAt",
+        "createdAt", "updatedBy", "updatedAt",
     ]  # fmt: skip
     # No budget matches: the export is still the header row, so a spreadsheet or BI import finds its columns.
     empty = await client.get(f"{API}/budgets?name=no-such-budget-anywhere", headers=csv_accept)
@@ -481,6 +494,177 @@ async def test_a_single_document_answers_406_to_a_client_accepting_only_csv(
         assert second_choice.headers["content-type"].startswith(
             "application/problem+json" if path.startswith("/costs/summary") else "application/json"
         )
+
+
+async def test_every_budget_change_is_a_new_revision_and_earlier_ones_stay_as_they_were(
+    client: Client,
+    as_finops: dict[str, str],
+    as_user: dict[str, str],
+    as_admin: dict[str, str],
+    api_urls: dict[DatabaseRole, URL],
+) -> None:
+    created = await client.post(f"{API}/budgets", json=budget_body("Revisions budget"), headers=as_finops)
+    assert created.status_code == 201, created.text
+    budget = created.json()
+    author = budget["createdBy"]
+    # Creation is revision 1: its author and time are the version's.
+    assert (budget["revision"], budget["updatedBy"], budget["updatedAt"]) == (1, author, budget["createdAt"])
+    path = f"{API}/budgets/{budget['id']}"
+
+    async def change(method: str, etag: str, **options: Any) -> Any:
+        headers = {**as_finops, "If-Match": etag, **options.pop("headers", {})}
+        response = await client.request(method, f"{path}{options.pop('suffix', '')}", headers=headers, **options)
+        assert response.status_code == 200, response.text
+        return response
+
+    january = {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-01"}
+    patched = await change("PATCH", created.headers["etag"], json={"lines": [{**january, "amount": "1100.00"}]})
+    assert (patched.json()["revision"], patched.json()["totals"]) == (2, {"EUR": "6350.10"})
+    # A PATCH that changes nothing (the same description, an amount equal as a number) makes no empty revision:
+    # the version, its ETag and its stored amounts stay as they were.
+    unchanged = await change(
+        "PATCH", patched.headers["etag"], json={"description": "test budget", "lines": [{**january, "amount": "1100"}]}
+    )
+    assert unchanged.json() == patched.json()
+    assert unchanged.headers["etag"] == patched.headers["etag"]
+    # A new name is a change of the version: its own revision.
+    renamed = await change("PATCH", patched.headers["etag"], json={"name": "Revisions budget, renamed"})
+    assert (renamed.json()["revision"], renamed.json()["totals"]) == (3, {"EUR": "6350.10"})
+    # A PUT of what is there already (amounts with other decimals, lines in another order) makes none either.
+    same = {
+        "name": "Revisions budget, renamed",
+        "description": "test budget",
+        "lines": [
+            {"scopeLevel": "domain", "scopeCode": "COMMERCE", "period": "2026-01", "amount": "5000.00"},
+            {**january, "amount": "1100"},
+            {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-02", "amount": "250.1"},
+        ],
+    }
+    put_unchanged = await change("PUT", renamed.headers["etag"], json=same)
+    assert (put_unchanged.json(), put_unchanged.headers["etag"]) == (renamed.json(), renamed.headers["etag"])
+    replaced = await change(
+        "PUT",
+        renamed.headers["etag"],
+        json={**same, "description": "after review", "lines": [{**january, "amount": "900.00"}]},
+    )
+    assert (replaced.json()["revision"], replaced.json()["lineCount"]) == (4, 1)
+    upload = b"scope_level,scope_code,period,amount\nfamily,PAY,2026-03,42.50\n"
+    imported = await change(
+        "POST", replaced.headers["etag"], suffix="/import", content=upload, headers={"Content-Type": "text/csv"}
+    )
+    current = imported.json()
+    assert (current["revision"], current["description"], current["updatedBy"]) == (5, "after review", author)
+    assert current["createdAt"] == budget["createdAt"]
+    reimported = await change(
+        "POST", imported.headers["etag"], suffix="/import", content=upload, headers={"Content-Type": "text/csv"}
+    )
+    assert (reimported.json(), reimported.headers["etag"]) == (current, imported.headers["etag"])
+
+    # Every revision keeps its header and lines exactly as they were; a user reads them.
+    lines = {
+        1: [("domain", "COMMERCE", "2026-01", "5000"), ("product", "PAY-ONLINE", "2026-01", "1000.00"),
+            ("product", "PAY-ONLINE", "2026-02", "250.10")],
+        2: [("domain", "COMMERCE", "2026-01", "5000"), ("product", "PAY-ONLINE", "2026-01", "1100.00"),
+            ("product", "PAY-ONLINE", "2026-02", "250.10")],
+        4: [("product", "PAY-ONLINE", "2026-01", "900.00")],
+        5: [("family", "PAY", "2026-03", "42.50")],
+    }  # fmt: skip
+    lines[3] = lines[2]
+    headers = {
+        1: ("Revisions budget", "test budget", {"EUR": "6250.10"}),
+        2: ("Revisions budget", "test budget", {"EUR": "6350.10"}),
+        3: ("Revisions budget, renamed", "test budget", {"EUR": "6350.10"}),
+        4: ("Revisions budget, renamed", "after review", {"EUR": "900.00"}),
+        5: ("Revisions budget, renamed", "after review", {"EUR": "42.50"}),
+    }
+    etags = set()
+    for number, (name, description, totals) in headers.items():
+        response = await client.get(f"{path}/revisions/{number}", headers=as_user)
+        assert response.status_code == 200, response.text
+        etags.add(response.headers["etag"])
+        kept = response.json()
+        assert (kept["id"], kept["revision"], kept["name"], kept["description"]) == (
+            budget["id"],
+            number,
+            name,
+            description,
+        )
+        assert (kept["totals"], kept["lineCount"], kept["createdBy"]) == (totals, len(lines[number]), author)
+        kept_lines = await all_pages(client, f"{path}/revisions/{number}/lines?limit=2", as_user)
+        assert sorted(
+            (line["scopeLevel"], line["scopeCode"], line["period"], line["amount"]) for line in kept_lines
+        ) == sorted(lines[number])
+    assert len(etags) == len(headers)
+    revision_one = await client.get(f"{path}/revisions/1", headers=as_user)
+    assert revision_one.json()["createdAt"] == budget["createdAt"]
+    assert (await client.get(f"{path}/revisions/1", headers=as_user)).headers["etag"] == revision_one.headers["etag"]
+    # The current lines are those of the current revision.
+    assert await all_pages(client, f"{path}/lines", as_user) == await all_pages(
+        client, f"{path}/revisions/5/lines", as_user
+    )
+
+    # The list, oldest first, page by page, and as CSV.
+    seen = await all_pages(client, f"{path}/revisions?limit=2", as_user)
+    assert [(item["revision"], item["name"], item["lineCount"], item["totals"]) for item in seen] == [
+        (number, name, len(lines[number]), totals) for number, (name, _, totals) in headers.items()
+    ]
+    exported = await client.get(f"{path}/revisions?limit=1", headers={**as_user, "Accept": "text/csv"})
+    assert exported.status_code == 200
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    assert next(csv.reader(io.StringIO(exported.text))) == [
+        "id", "revision", "name", "description", "lineCount", "totals", "firstPeriod", "lastPeriod", "createdBy",
+        "createdAt",
+    ]  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(row["revision"], row["lineCount"], json.loads(row["totals"])) for row in rows] == [
+        (str(number), str(len(lines[number])), totals) for number, (_, _, totals) in headers.items()
+    ]
+    lines_csv = await client.get(f"{path}/revisions/1/lines", headers={**as_user, "Accept": "text/csv"})
+    assert [row["amount"] for row in csv.DictReader(io.StringIO(lines_csv.text))] == ["5000", "1000.00", "250.10"]
+
+    # Unknown revisions and versions are 404; a number no revision can have is a 400 naming it.
+    missing = assert_problem(await client.get(f"{path}/revisions/6", headers=as_user), 404)
+    assert missing["detail"] == "budget version Revisions budget, renamed has no revision 6 (it has 1 to 5)"
+    assert_problem(await client.get(f"{path}/revisions/6/lines", headers=as_user), 404)
+    for unknown in ("revisions", "revisions/1", "revisions/1/lines"):
+        assert_problem(await client.get(f"{API}/budgets/{uuid.uuid4()}/{unknown}", headers=as_user), 404)
+    for number in ("0", "2147483648"):
+        assert_problem(await client.get(f"{path}/revisions/{number}", headers=as_user), 400, "revision")
+        assert_problem(await client.get(f"{path}/revisions/{number}/lines", headers=as_user), 400, "revision")
+
+    # A user reads revisions but changes nothing, and no route changes a kept revision.
+    assert_problem(await client.put(path, json=same, headers={**as_user, "If-Match": imported.headers["etag"]}), 403)
+    assert (await client.put(f"{path}/revisions/1", json=same, headers=as_finops)).status_code == 405
+    # ...nor can anything below the API: the database refuses to change or delete a kept revision.
+    connection = await asyncpg.connect(asyncpg_dsn(api_urls["finops"]))
+    try:
+        for statement in (
+            "UPDATE budget_revision_line SET amount = 1 WHERE budget_version_id = $1",
+            "DELETE FROM budget_revision_line WHERE budget_version_id = $1",
+            "UPDATE budget_revision SET name = 'rewritten' WHERE budget_version_id = $1",
+            "DELETE FROM budget_revision WHERE budget_version_id = $1",
+        ):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="immutable"):
+                await connection.execute(statement, uuid.UUID(budget["id"]))
+    finally:
+        await connection.close()
+
+    # Every change is audited, with the revision before and after; the unchanged ones name the same one twice.
+    audited = await audit_rows(client, as_admin, "budget_version", budget["id"])
+    assert sorted(
+        (row["action"], (row["before"] or {}).get("revision"), row["after"]["revision"]) for row in audited
+    ) == sorted(
+        [
+            ("budget.create", None, 1),
+            ("budget.patch", 1, 2),
+            ("budget.patch", 2, 2),
+            ("budget.patch", 2, 3),
+            ("budget.replace", 3, 3),
+            ("budget.replace", 3, 4),
+            ("budget.import", 4, 5),
+            ("budget.import", 5, 5),
+        ],
+    )
 
 
 # ----------------------------------------------------------------------------------------------- pricing views
@@ -819,6 +1003,8 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
         "/budgets/comparison": ("BudgetComparison", "ComparisonRow"),
         "/budgets": ("BudgetPage", "Budget"),
         "/budgets/{budget_id}/lines": ("BudgetLinePage", "BudgetLine"),
+        "/budgets/{budget_id}/revisions": ("BudgetRevisionPage", "BudgetRevision"),
+        "/budgets/{budget_id}/revisions/{revision}/lines": ("BudgetLinePage", "BudgetLine"),
         "/pricing-views": ("PricingViewPage", "PricingView"),
         "/allocation-rules": ("AllocationRulePage", "AllocationRule"),
         "/mapping-aliases": ("MappingAliasPage", "MappingAlias"),
@@ -834,7 +1020,12 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
         assert {"items", "limit", "next"} <= set(body["properties"]), path
         assert body["properties"]["items"]["items"] == {"$ref": f"#/components/schemas/{item}"}, path
         assert _component(document, body["properties"]["items"]["items"])["properties"], path
-    for path in ("/costs/summary", "/applications/{code}/costs", "/budgets/{budget_id}"):
+    for path in (
+        "/costs/summary",
+        "/applications/{code}/costs",
+        "/budgets/{budget_id}",
+        "/budgets/{budget_id}/revisions/{revision}",
+    ):
         operation = paths[f"{API}{path}"]["get"]
         assert set(operation["responses"]["200"]["content"]) == {"application/json"}, path
         assert _component(document, operation["responses"]["200"]["content"]["application/json"]["schema"])

@@ -329,7 +329,7 @@ async def test_the_comparison_reports_budget_money_no_row_carries(
     connection = await asyncpg.connect(asyncpg_dsn(world_urls["finops"]))
     try:
         await connection.execute(
-            "INSERT INTO budget_line VALUES ($1, 'product', 'NO-SUCH-PRODUCT', $2, 7.5, 'EUR')",
+            "INSERT INTO budget_revision_line VALUES ($1, 1, 'product', 'NO-SUCH-PRODUCT', $2, 7.5, 'EUR')",
             uuid.UUID(budget_id), months[-1],
         )  # fmt: skip
     finally:
@@ -444,8 +444,84 @@ async def test_a_comparison_against_a_pricing_view_revision_is_reproduced_after_
     await problem(404, "left", left=f"pricing-view:{view_id}@3", right="actual")
     await problem(404, "right", right=f"pricing-view:{uuid.uuid4()}@1")
     await problem(404, "right", right=f"pricing-view:{uuid.uuid4()}")
-    # Budgets have no revisions.
-    await problem(400, "right", right=f"budget:{uuid.uuid4()}@1")
+
+
+async def test_a_comparison_against_a_budget_revision_gives_the_old_numbers_after_the_budget_changes(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+) -> None:
+    last = months[-1]
+    products = [row["code"] for row in (await drill(client, as_user, last, "product", None))["items"][:2]]
+    domain = (await drill(client, as_user, last, "domain", None))["items"][0]["code"]
+    month, december = f"{last:%Y-%m}", f"{last.year}-12"
+    assert month != december  # the year-end line must be a month of its own
+
+    def line(level: str, code: str, period: str, amount: str) -> dict[str, str]:
+        return {"scopeLevel": level, "scopeCode": code, "period": period, "amount": amount}
+
+    initial = [
+        line("product", products[0], month, "1000.00"),
+        line("product", products[1], month, "500.00"),
+        line("product", products[0], december, "300.00"),
+        # Coarser than the compared level: reported as unmatched, from the revision compared only.
+        line("domain", domain, month, "70.00"),
+    ]
+    created = await client.post(f"{API}/budgets", json={"name": "Q3 forecast", "lines": initial}, headers=as_finops)
+    assert created.status_code == 201, created.text
+    budget_id = created.json()["id"]
+    window = {"from": month, "to": month, "level": "product", "limit": 500}
+    last_week = await get(client, as_user, "/budgets/comparison", right=f"budget:{budget_id}", **window)
+    # The label names the revision the numbers come from (and the name the budget had then).
+    assert last_week["right"] == "budget:Q3 forecast r1"
+    rows = {row["code"]: row for row in last_week["items"]}
+    assert (D(rows[products[0]]["right"]), D(rows[products[0]]["rightYearEnd"])) == (D("1000.00"), D("1300.00"))
+    assert D(rows[products[1]]["right"]) == D("500.00")
+    assert (D(last_week["totalRight"]), D(last_week["unmatchedRight"])) == (D("1500.00"), D("70.00"))
+
+    # Someone corrects the budget: renamed, one product's lines changed, the other's and the domain line removed.
+    replaced = await client.put(
+        f"{API}/budgets/{budget_id}",
+        json={
+            "name": "Q3 forecast corrected",
+            "lines": [line("product", products[0], month, "1200.00"), line("product", products[0], december, "400.00")],
+        },
+        headers={**as_finops, "If-Match": created.headers["etag"]},
+    )
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["revision"] == 2
+
+    # The plain id compares the current revision: the new numbers...
+    now = await get(client, as_user, "/budgets/comparison", right=f"budget:{budget_id}", **window)
+    assert now["right"] == "budget:Q3 forecast corrected r2"
+    rows = {row["code"]: row for row in now["items"]}
+    assert (D(rows[products[0]]["right"]), D(rows[products[0]]["rightYearEnd"])) == (D("1200.00"), D("1600.00"))
+    assert D(rows.get(products[1], {"right": "0"})["right"]) == 0
+    assert (D(now["totalRight"]), D(now["unmatchedRight"])) == (D("1200.00"), 0)
+    assert await get(client, as_user, "/budgets/comparison", right=f"budget:{budget_id}@2", **window) == now
+    # ...and @1 gives last week's comparison again, to the cent, label included, on either side.
+    again = await get(client, as_user, "/budgets/comparison", right=f"budget:{budget_id}@1", **window)
+    assert again == last_week
+    swapped = await get(client, as_user, "/budgets/comparison", left=f"budget:{budget_id}@1", right="actual", **window)
+    assert swapped["left"] == "budget:Q3 forecast r1"
+    assert (D(swapped["totalLeft"]), D(swapped["unmatchedLeft"])) == (D("1500.00"), D("70.00"))
+    # Two revisions of one budget compare with each other: the correction, product by product.
+    delta = await get(
+        client, as_user, "/budgets/comparison", left=f"budget:{budget_id}", right=f"budget:{budget_id}@1", **window
+    )
+    assert D(delta["totalVariance"]) == D("-300.00")
+
+    async def problem(status: int, field: str, **sides: str) -> str:
+        response = await client.get(f"{API}/budgets/comparison", params={**window, **sides}, headers=as_user)
+        detail: str = assert_problem(response, status, field)["detail"]
+        return detail
+
+    for suffix in ("@x", "@0", "@", "@-1", "@01", "@1.0", "@2147483648"):
+        await problem(400, "right", right=f"budget:{budget_id}{suffix}")
+        await problem(400, "left", left=f"budget:{budget_id}{suffix}", right="actual")
+    assert await problem(404, "right", right=f"budget:{budget_id}@3") == (
+        "right: budget version Q3 forecast corrected has no revision 3 (it has 1 to 2)"
+    )
+    await problem(404, "left", left=f"budget:{budget_id}@3", right="actual")
+    await problem(404, "right", right=f"budget:{uuid.uuid4()}@1")
 
 
 async def test_amounts_are_plain_decimal_strings_and_projections_use_built_months(

@@ -551,8 +551,8 @@ async def test_budget_lines_are_imported_into_versions_audited_once(mart: Mart) 
         "scope_code: unknown product 'PAY-CHECKOUT' (checked against the CMDB hierarchy, at its level)",
     ]
     lines = await mart.fetch(
-        "SELECT v.name, v.created_by, l.month, l.amount FROM budget_line l JOIN budget_version v"
-        " ON v.id = l.budget_version_id ORDER BY v.name, l.month"
+        "SELECT v.name, v.created_by, l.month, l.amount FROM budget_revision_line l JOIN budget_version v"
+        " ON v.id = l.budget_version_id AND v.revision = l.revision ORDER BY v.name, l.month"
     )
     assert [(row["name"], str(row["month"]), row["amount"]) for row in lines] == [
         ("Budget 2026 initial", "2026-01-01", D("42000.00")),
@@ -572,8 +572,26 @@ async def test_budget_lines_are_imported_into_versions_audited_once(mart: Mart) 
     assert third.counters["budget_lines_changed"] == 1
     [changed] = await mart.fetch("SELECT after FROM audit_log ORDER BY seq DESC LIMIT 1")
     assert json.loads(changed["after"])["changedLines"] == 1
-    [row_version] = await mart.fetch("SELECT row_version FROM budget_version WHERE name = 'Budget 2026 initial'")
-    assert row_version["row_version"] == 2
+    # The change is the version's next revision, made and signed by the batch as an API change would be; revision 1
+    # keeps the amount it replaced, so a comparison against budget:<id>@1 gives what it gave before this run.
+    assert json.loads(changed["after"])["revision"] == 2
+    revisions = await mart.fetch(
+        "SELECT r.revision, r.name, r.description, r.created_by, v.revision AS current,"
+        " array_agg(l.amount::text ORDER BY l.month) AS amounts"
+        " FROM budget_revision r JOIN budget_version v ON v.id = r.budget_version_id"
+        " JOIN budget_revision_line l ON l.budget_version_id = r.budget_version_id AND l.revision = r.revision"
+        " WHERE v.name = 'Budget 2026 initial' GROUP BY r.revision, r.name, r.description, r.created_by, v.revision"
+        " ORDER BY r.revision"
+    )
+    assert [tuple(row.values()) for row in revisions] == [
+        (1, "Budget 2026 initial", "Imported from the raw zone (finance/budget)", "batch:finops", 2,
+         ["42000.00", "43000.00"]),
+        (2, "Budget 2026 initial", "Imported from the raw zone (finance/budget)", "batch:finops", 2,
+         ["42000.00", "43500.00"]),
+    ]  # fmt: skip
+    # A rerun over the same documents makes no revision.
+    await mart.run()
+    assert len(await mart.fetch("SELECT revision FROM budget_revision")) == 3
 
 
 async def test_a_failed_run_leaves_the_previous_month_and_no_staging_behind(mart: Mart) -> None:

@@ -107,3 +107,94 @@ def test_finops_0010_keeps_existing_pricing_views_as_revision_1_and_downgrades_t
     ]
     upgrade("finops", url)
     assert asyncio.run(_fetch(url, rates)) == [(1, "Compute", "vCPU-hours", "0.05")]
+
+
+def test_finops_0011_keeps_existing_budgets_as_revision_1_and_downgrades_to_the_current_lines(
+    fresh_database_urls: Callable[[], dict[DatabaseRole, URL]],
+) -> None:
+    url = fresh_database_urls()["finops"]
+    config = alembic_config("finops", url)
+    command.downgrade(config, "finops_0010")
+    edited, untouched = uuid.uuid4(), uuid.uuid4()
+    audit = "INSERT INTO audit_log (actor_subject, action, entity_type, entity_id, outcome) VALUES"
+    asyncio.run(
+        _execute(
+            url,
+            "INSERT INTO budget_version (id, name, description, row_version, created_by, created_at, updated_at)"
+            f" VALUES ('{edited}', 'Edited budget', 'edited in place', 4, 'fiona', '2026-01-05T09:00Z',"
+            " '2026-03-01T10:00Z')",
+            f"INSERT INTO budget_version (id, name, created_by) VALUES ('{untouched}', 'Untouched budget', 'uma')",
+            f"INSERT INTO budget_line VALUES ('{edited}', 'product', 'PAY-ONLINE', '2026-01-01', 1000.00, 'EUR'),"
+            f" ('{edited}', 'domain', 'COMMERCE', '2026-02-01', 5000, 'EUR')",
+            # The version's last change was oliver's; a refused attempt and another entity's row do not count.
+            f"{audit} ('fiona', 'budget.create', 'budget_version', '{edited}', 'succeeded'),"
+            f" ('oliver', 'budget.replace', 'budget_version', '{edited}', 'succeeded'),"
+            f" ('mallory', 'budget.replace', 'budget_version', '{edited}', 'denied'),"
+            f" ('victor', 'pricing_view.replace', 'pricing_view', '{edited}', 'succeeded')",
+        )
+    )
+    upgrade("finops", url)
+    # Each budget as it stood becomes revision 1: dated when its lines were last written, signed by whoever
+    # wrote them (its creator when nothing was ever changed).
+    assert asyncio.run(
+        _fetch(
+            url,
+            "SELECT v.name, v.revision, r.revision, r.name, r.description, r.created_by,"
+            " r.created_at = v.created_at, r.created_at = '2026-03-01T10:00Z'"
+            " FROM budget_version v JOIN budget_revision r ON r.budget_version_id = v.id ORDER BY v.name",
+        )
+    ) == [
+        ("Edited budget", 1, 1, "Edited budget", "edited in place", "oliver", False, True),
+        ("Untouched budget", 1, 1, "Untouched budget", None, "uma", True, False),
+    ]
+    lines = (
+        "SELECT revision, scope_level, scope_code, month::text, amount::text FROM budget_revision_line"
+        " ORDER BY revision, month"
+    )
+    assert asyncio.run(_fetch(url, lines)) == [
+        (1, "product", "PAY-ONLINE", "2026-01-01", "1000.00"),
+        (1, "domain", "COMMERCE", "2026-02-01", "5000"),
+    ]
+    # The lines have one home now, and the version no counter or time of its own.
+    columns = "SELECT column_name FROM information_schema.columns WHERE table_name = '{}' ORDER BY column_name"
+    assert asyncio.run(_fetch(url, columns.format("budget_line"))) == []
+    assert asyncio.run(_fetch(url, columns.format("budget_version"))) == [
+        ("created_at",),
+        ("created_by",),
+        ("id",),
+        ("name",),
+        ("revision",),
+    ]
+    for statement in (
+        "UPDATE budget_revision_line SET amount = 1",
+        "DELETE FROM budget_revision_line",
+        "UPDATE budget_revision SET name = 'rewritten'",
+        "DELETE FROM budget_revision",
+    ):
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="immutable"):
+            asyncio.run(_execute(url, statement))
+
+    # A second revision, as the API makes it; the downgrade puts the current one back in place.
+    asyncio.run(
+        _execute(
+            url,
+            f"INSERT INTO budget_revision VALUES ('{edited}', 2, 'Edited budget v2', 'second', 'fiona',"
+            " '2026-04-01T08:00Z')",
+            f"INSERT INTO budget_revision_line VALUES ('{edited}', 2, 'product', 'PAY-ONLINE', '2026-01-01', 1200.50,"
+            " 'EUR')",
+            f"UPDATE budget_version SET revision = 2, name = 'Edited budget v2' WHERE id = '{edited}'",
+        )
+    )
+    command.downgrade(config, "finops_0010")
+    assert asyncio.run(
+        _fetch(
+            url,
+            "SELECT name, description, row_version, updated_at = created_at, updated_at = '2026-04-01T08:00Z'"
+            " FROM budget_version ORDER BY name",
+        )
+    ) == [("Edited budget v2", "second", 2, False, True), ("Untouched budget", None, 1, True, False)]
+    assert asyncio.run(
+        _fetch(url, "SELECT budget_version_id, scope_level, scope_code, month::text, amount::text FROM budget_line")
+    ) == [(edited, "product", "PAY-ONLINE", "2026-01-01", "1200.50")]
+    upgrade("finops", url)
+    assert asyncio.run(_fetch(url, lines)) == [(1, "product", "PAY-ONLINE", "2026-01-01", "1200.50")]

@@ -60,6 +60,7 @@ from rosetta.finops.schemas import (
     BudgetLine,
     BudgetPatch,
     BudgetReplace,
+    BudgetRevision,
     ComparisonRow,
     CostInsightsCost,
     CostSummary,
@@ -107,6 +108,9 @@ LimitParam = Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_LIMIT, des
 RuleVersionParam = Annotated[int, PathParameter(ge=1, le=2_147_483_647, description="A version of the rule.")]
 RevisionParam = Annotated[
     int, PathParameter(ge=1, le=service.MAX_REVISION, description="A revision of the pricing view (1 at creation).")
+]
+BudgetRevisionParam = Annotated[
+    int, PathParameter(ge=1, le=service.MAX_REVISION, description="A revision of the budget version (1 at creation).")
 ]
 AliasIdParam = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="The id of a mapping alias.")]
 CursorParam = Annotated[str | None, QueryParameter(name="cursor", description="Opaque cursor of the next page.")]
@@ -436,7 +440,7 @@ class BudgetsController(Controller):
         budget = await service.budget_create(session, auditor=auditor, data=data, actor=principal.subject)
         return with_etag(budget, status_code=HTTP_201_CREATED, location=f"{PREFIX}/budgets/{budget.id}")
 
-    # 404: the query names a budget version or pricing view that does not exist.
+    # 404: the query names a budget version, pricing view or revision that does not exist.
     @get("/comparison", guards=READ, opt={CSV_OPT: True, ERRORS_OPT: (404,)})
     async def comparison(
         self,
@@ -446,14 +450,15 @@ class BudgetsController(Controller):
         right: Annotated[
             str,
             QueryParameter(
-                description="budget:<id>, pricing-view:<id> (its current revision), pricing-view:<id>@<revision>"
-                " or actual."
+                description="budget:<id> or pricing-view:<id> (the current revision), budget:<id>@<revision>,"
+                " pricing-view:<id>@<revision> or actual."
             ),
         ],
         left: Annotated[
             str,
             QueryParameter(
-                description="actual (default), budget:<id>, pricing-view:<id> or pricing-view:<id>@<revision>."
+                description="actual (default), budget:<id>, budget:<id>@<revision>, pricing-view:<id> or"
+                " pricing-view:<id>@<revision>."
             ),
         ] = "actual",
         level: LevelParam = "domain",
@@ -517,11 +522,11 @@ class BudgetsController(Controller):
         limit: LimitParam = DEFAULT_LIMIT,
         cursor: CursorParam = None,
     ) -> Response[Page[BudgetLine]]:
-        """The lines of a budget version, by scope and month."""
-        await service.budget_get(session, budget_id)
+        """The lines of a budget version's current revision, by month, scope level and code."""
+        budget = await service.budget_get(session, budget_id)
 
         async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BudgetLine], str | None]:
-            return await service.budget_lines(session, budget_id, limit=page_limit, cursor=page_cursor)
+            return await service.budget_lines(session, budget_id, budget.revision, limit=page_limit, cursor=page_cursor)
 
         return await list_response(
             request, fetch, limit=limit, cursor=cursor, item_type=BudgetLine, filename=f"budget-{budget_id}-lines"
@@ -534,13 +539,17 @@ class BudgetsController(Controller):
         request: Request[Any, Any, Any],
         session: NamedDependency[AsyncSession],
         auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
         budget_id: FromPath[uuid.UUID],
         data: JSONBody[BudgetReplace],
     ) -> Response[Budget]:
-        """Replace a budget version and its lines; needs ``If-Match`` with the current ETag (412 if stale)."""
+        """Replace a budget version and its lines, as its next revision; needs ``If-Match`` with the current ETag
+        (412 if stale)."""
         current = await service.budget_get(session, budget_id, for_update=True)
         check_if_match(request, compute_etag(current), required=True)
-        return with_etag(await service.budget_replace(session, auditor=auditor, current=current, data=data))
+        return with_etag(
+            await service.budget_replace(session, auditor=auditor, current=current, data=data, actor=principal.subject)
+        )
 
     @patch("/{budget_id:uuid}", guards=ADMIN, opt={IF_MATCH_OPT: "required"})
     async def patch_budget(
@@ -549,13 +558,16 @@ class BudgetsController(Controller):
         request: Request[Any, Any, Any],
         session: NamedDependency[AsyncSession],
         auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
         budget_id: FromPath[uuid.UUID],
         data: JSONBody[BudgetPatch],
     ) -> Response[Budget]:
-        """Change some members of a budget version (lines are upserted); needs ``If-Match``."""
+        """Change some members of a budget version (lines are upserted), as its next revision; needs ``If-Match``."""
         current = await service.budget_get(session, budget_id, for_update=True)
         check_if_match(request, compute_etag(current), required=True)
-        return with_etag(await service.budget_patch(session, auditor=auditor, current=current, data=data))
+        return with_etag(
+            await service.budget_patch(session, auditor=auditor, current=current, data=data, actor=principal.subject)
+        )
 
     @post(
         "/{budget_id:uuid}/import",
@@ -568,13 +580,77 @@ class BudgetsController(Controller):
         request: Request[Any, Any, Any],
         session: NamedDependency[AsyncSession],
         auditor: NamedDependency[Auditor],
+        principal: NamedDependency[Principal],
         budget_id: FromPath[uuid.UUID],
     ) -> Response[Budget]:
-        """Replace a version's lines from a CSV or Excel file (columns scope_level, scope_code, month, amount)."""
+        """Replace a version's lines from a CSV or Excel file (columns scope_level, scope_code, month, amount), as
+        its next revision."""
         current = await service.budget_get(session, budget_id, for_update=True)
         check_if_match(request, compute_etag(current))
         upload = await read_upload(request)
-        return with_etag(await service.budget_import(session, auditor=auditor, current=current, upload=upload))
+        return with_etag(
+            await service.budget_import(
+                session, auditor=auditor, current=current, upload=upload, actor=principal.subject
+            )
+        )
+
+    @get("/{budget_id:uuid}/revisions", guards=READ, opt={CSV_OPT: True})
+    async def list_revisions(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        budget_id: FromPath[uuid.UUID],
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Page[BudgetRevision]]:
+        """Every kept revision of a budget version, oldest first: name, description, line count, totals, author,
+        time."""
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BudgetRevision], str | None]:
+            return await service.budget_revision_list(session, budget_id, limit=page_limit, cursor=page_cursor)
+
+        return await list_response(
+            request,
+            fetch,
+            limit=limit,
+            cursor=cursor,
+            item_type=BudgetRevision,
+            filename=f"budget-{budget_id}-revisions",
+        )
+
+    @get("/{budget_id:uuid}/revisions/{revision:int}", guards=READ)
+    async def get_revision(
+        self, session: NamedDependency[AsyncSession], budget_id: FromPath[uuid.UUID], revision: BudgetRevisionParam
+    ) -> Response[BudgetRevision]:
+        """A budget version as it was at one revision (never changes once kept; with its ETag)."""
+        return with_etag(await service.budget_revision_get(session, budget_id, revision))
+
+    @get("/{budget_id:uuid}/revisions/{revision:int}/lines", guards=READ, opt={CSV_OPT: True})
+    async def list_revision_lines(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[AsyncSession],
+        budget_id: FromPath[uuid.UUID],
+        revision: BudgetRevisionParam,
+        limit: LimitParam = DEFAULT_LIMIT,
+        cursor: CursorParam = None,
+    ) -> Response[Page[BudgetLine]]:
+        """The lines of one revision of a budget version, as they were, by month, scope level and code."""
+        await service.budget_revision_get(session, budget_id, revision)
+
+        async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[BudgetLine], str | None]:
+            return await service.budget_lines(session, budget_id, revision, limit=page_limit, cursor=page_cursor)
+
+        return await list_response(
+            request,
+            fetch,
+            limit=limit,
+            cursor=cursor,
+            item_type=BudgetLine,
+            filename=f"budget-{budget_id}-revision-{revision}-lines",
+        )
 
 
 # ----------------------------------------------------------------------------------------------- pricing views

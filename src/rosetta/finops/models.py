@@ -385,31 +385,53 @@ class BatchRejection(Base):
 
 
 class BudgetVersion(Base):
-    """A named budget ("Budget 2026 initial", "Revised Q2"); its lines are amounts per scope and month."""
+    """A named budget ("Budget 2026 initial", "Revised Q2"); its lines are amounts per scope and month.
+
+    Every change makes a *revision*: its name, description and lines are kept, immutable, in
+    ``budget_revision`` and ``budget_revision_line`` (ADR 0012); ``revision`` names the current one. ``name`` is
+    the current revision's, kept here too because names are unique across budgets.
+    """
 
     __tablename__ = "budget_version"
+    __table_args__ = (CheckConstraint("revision >= 1", name="revision_positive"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    description: Mapped[str | None] = mapped_column(Text)
-    row_version: Mapped[int] = mapped_column(Integer, server_default="1")
+    revision: Mapped[int] = mapped_column(Integer)
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class BudgetLine(Base):
-    """One budget amount: a scope (application|product|family|domain + code), a month, an amount."""
+class BudgetRevision(Base):
+    """One revision of a budget: its name and description, who made it and when (a trigger refuses changes)."""
 
-    __tablename__ = "budget_line"
+    __tablename__ = "budget_revision"
+    __table_args__ = (CheckConstraint("revision >= 1", name="revision_positive"),)
+
+    budget_version_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("budget_version.id"), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BudgetRevisionLine(Base):
+    """One amount of a budget revision: a scope (application|product|family|domain + code), a month (immutable)."""
+
+    __tablename__ = "budget_revision_line"
     __table_args__ = (
         CheckConstraint(_in("scope_level", SCOPE_LEVELS), name="scope_level"),
         CheckConstraint("EXTRACT(DAY FROM month) = 1", name="month_first_day"),
+        ForeignKeyConstraint(
+            ["budget_version_id", "revision"],
+            ["budget_revision.budget_version_id", "budget_revision.revision"],
+            name="fk_budget_revision_line_revision",
+        ),
     )
 
-    budget_version_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("budget_version.id", ondelete="CASCADE"), primary_key=True
-    )
+    budget_version_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
     scope_level: Mapped[str] = mapped_column(String(16), primary_key=True)
     scope_code: Mapped[str] = mapped_column(String(64), primary_key=True)
     month: Mapped[date] = mapped_column(Date, primary_key=True)

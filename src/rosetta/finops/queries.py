@@ -576,8 +576,9 @@ def _unmatched_sql(measure: Measure, level: Level, side: str) -> str:
     if measure.kind != "budget":
         return "0"
     return f"""
-        SELECT coalesce(sum(l.amount), 0) FROM budget_line l
-        WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.currency = :currency
+        SELECT coalesce(sum(l.amount), 0) FROM budget_revision_line l
+        WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.revision = CAST(:{side}_revision AS integer)
+          AND l.currency = :currency
           AND l.month BETWEEN :start AND :end
           AND NOT EXISTS (
               SELECT 1 FROM ({_scope_map_sql(level)}) m
@@ -609,11 +610,12 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, dire
                    coalesce(sum(l.amount) FILTER (WHERE l.month BETWEEN :start AND :end), 0) AS win,
                    coalesce(sum(l.amount) FILTER (WHERE l.month <= :end), 0) AS ytd,
                    coalesce(sum(l.amount), 0) AS full_year
-            FROM budget_line l
+            FROM budget_revision_line l
             JOIN ({_scope_map_sql(level)}) m
               ON m.scope_level = l.scope_level AND m.scope_code = l.scope_code
              AND m.period = {_LINE_MONTH}
-            WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.currency = :currency
+            WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.revision = CAST(:{side}_revision AS integer)
+              AND l.currency = :currency
               AND l.month BETWEEN :year_start AND :year_end
               AND (CAST(:parent AS text) IS NULL OR m.parent = :parent)
             GROUP BY m.code"""

@@ -212,7 +212,11 @@ class BudgetPatch(CamelStruct, forbid_unknown_fields=True):
 
 
 class Budget(CamelStruct):
-    """A budget version: its header and totals per currency (lines at ``budgets/{id}/lines``)."""
+    """A budget version: its header and totals per currency (lines at ``budgets/{id}/lines``), as of its current
+    revision; ``revision`` counts its changes (1 at creation).
+
+    ``createdBy``/``createdAt`` are the version's creation; ``updatedBy``/``updatedAt`` its current revision's.
+    """
 
     id: uuid.UUID
     name: str
@@ -224,7 +228,24 @@ class Budget(CamelStruct):
     last_period: str | None
     created_by: str
     created_at: datetime
+    updated_by: str
     updated_at: datetime
+
+
+class BudgetRevision(CamelStruct):
+    """A budget version as it was at one revision (kept unchanged once superseded; its lines at
+    ``budgets/{id}/revisions/{revision}/lines``). ``createdBy``/``createdAt`` say who made the revision, when."""
+
+    id: uuid.UUID
+    revision: int
+    name: str
+    description: str | None
+    line_count: int
+    totals: dict[str, Decimal]
+    first_period: str | None
+    last_period: str | None
+    created_by: str
+    created_at: datetime
 
 
 # ----------------------------------------------------------------------------------------------- pricing views

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 from sqlalchemy import ARRAY, String, any_, bindparam, delete, func, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -41,6 +40,7 @@ from rosetta.finops.schemas import (
     BudgetLineIn,
     BudgetPatch,
     BudgetReplace,
+    BudgetRevision,
     Level,
     MappingAlias,
     MappingAliasCreate,
@@ -298,7 +298,10 @@ def _file_amounts(upload: Upload, key: str, column: str) -> dict[int, Decimal]:
 
 
 _BV = models.BudgetVersion
-_BL = models.BudgetLine
+_BR = models.BudgetRevision
+_BL = models.BudgetRevisionLine
+_LineKey = tuple[str, str, date]
+"""A budget line's identity within a revision: scope level, scope code, month."""
 
 
 @dataclass(frozen=True)
@@ -449,46 +452,78 @@ async def _check_scope_codes(session: AsyncSession, values: Sequence[dict[str, A
         )
 
 
-async def _budget_dtos(session: AsyncSession, versions: Sequence[models.BudgetVersion]) -> list[Budget]:
-    ids = [version.id for version in versions]
-    stats: dict[uuid.UUID, dict[str, Any]] = {
-        version_id: {"count": 0, "totals": {}, "first": None, "last": None} for version_id in ids
-    }
-    if ids:
+@dataclass
+class _LineStats:
+    """What a budget's header shows of one revision's lines: their count, totals per currency, first and last month."""
+
+    totals: dict[str, Decimal]
+    count: int = 0
+    first: date | None = None
+    last: date | None = None
+
+
+async def _line_stats(
+    session: AsyncSession, keys: Sequence[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], _LineStats]:
+    """The line statistics of (budget id, revision) pairs, in one query."""
+    stats = {key: _LineStats(totals={}) for key in keys}
+    if keys:
         query = (
             select(
                 _BL.budget_version_id,
+                _BL.revision,
                 _BL.currency,
                 func.count(),
                 func.sum(_BL.amount),
                 func.min(_BL.month),
                 func.max(_BL.month),
             )
-            .where(_BL.budget_version_id.in_(ids))
-            .group_by(_BL.budget_version_id, _BL.currency)
+            .where(tuple_(_BL.budget_version_id, _BL.revision).in_(list(stats)))
+            .group_by(_BL.budget_version_id, _BL.revision, _BL.currency)
         )
-        for version_id, currency, count, total, first, last in (await session.execute(query)).all():
-            entry = stats[version_id]
-            entry["count"] += count
-            entry["totals"][currency] = total
-            entry["first"] = min(first, entry["first"] or first)
-            entry["last"] = max(last, entry["last"] or last)
+        for version_id, revision, currency, count, total, first, last in (await session.execute(query)).all():
+            entry = stats[(version_id, revision)]
+            entry.count += count
+            entry.totals[currency] = total
+            entry.first = min(first, entry.first or first)
+            entry.last = max(last, entry.last or last)
+    return stats
+
+
+async def _revision_rows(
+    session: AsyncSession, keys: Sequence[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], models.BudgetRevision]:
+    if not keys:
+        return {}
+    query = select(_BR).where(tuple_(_BR.budget_version_id, _BR.revision).in_(list(keys)))
+    return {(row.budget_version_id, row.revision): row for row in (await session.scalars(query)).all()}
+
+
+async def _budget_dtos(session: AsyncSession, versions: Sequence[models.BudgetVersion]) -> list[Budget]:
+    keys = [(version.id, version.revision) for version in versions]
+    stats = await _line_stats(session, keys)
+    revisions = await _revision_rows(session, keys)
     return [
         Budget(
             id=version.id,
             name=version.name,
-            description=version.description,
-            revision=version.row_version,
-            line_count=stats[version.id]["count"],
-            totals=dict(sorted(stats[version.id]["totals"].items())),
-            first_period=month_text(stats[version.id]["first"]) if stats[version.id]["first"] else None,
-            last_period=month_text(stats[version.id]["last"]) if stats[version.id]["last"] else None,
+            description=revisions[(version.id, version.revision)].description,
+            revision=version.revision,
+            line_count=stats[(version.id, version.revision)].count,
+            totals=dict(sorted(stats[(version.id, version.revision)].totals.items())),
+            first_period=_optional_month(stats[(version.id, version.revision)].first),
+            last_period=_optional_month(stats[(version.id, version.revision)].last),
             created_by=version.created_by,
             created_at=version.created_at,
-            updated_at=version.updated_at,
+            updated_by=revisions[(version.id, version.revision)].created_by,
+            updated_at=revisions[(version.id, version.revision)].created_at,
         )
         for version in versions
     ]
+
+
+def _optional_month(value: date | None) -> str | None:
+    return None if value is None else month_text(value)
 
 
 async def budget_list(
@@ -529,11 +564,11 @@ async def budget_get(session: AsyncSession, budget_id: uuid.UUID, *, for_update:
 
 
 async def budget_lines(
-    session: AsyncSession, budget_id: uuid.UUID, *, limit: int, cursor: str | None
+    session: AsyncSession, budget_id: uuid.UUID, revision: int, *, limit: int, cursor: str | None
 ) -> tuple[list[BudgetLine], str | None]:
-    """The lines of a version ordered by month, level and code (keyset)."""
+    """The lines of one revision of a version ordered by month, level and code (keyset)."""
     key = (_BL.month, _BL.scope_level, _BL.scope_code)
-    query = select(_BL, *key).where(_BL.budget_version_id == budget_id)
+    query = select(_BL, *key).where(_BL.budget_version_id == budget_id, _BL.revision == revision)
     page, next_cursor = await keyset_page(
         session, query, key=key, key_types=[date, str, str], limit=limit, cursor=cursor
     )
@@ -548,6 +583,59 @@ async def budget_lines(
         )
         for row in rows
     ], next_cursor
+
+
+def _revision_dtos(
+    version_id: uuid.UUID,
+    revisions: Sequence[models.BudgetRevision],
+    stats: Mapping[tuple[uuid.UUID, int], _LineStats],
+) -> list[BudgetRevision]:
+    return [
+        BudgetRevision(
+            id=version_id,
+            revision=kept.revision,
+            name=kept.name,
+            description=kept.description,
+            line_count=stats[(version_id, kept.revision)].count,
+            totals=dict(sorted(stats[(version_id, kept.revision)].totals.items())),
+            first_period=_optional_month(stats[(version_id, kept.revision)].first),
+            last_period=_optional_month(stats[(version_id, kept.revision)].last),
+            created_by=kept.created_by,
+            created_at=kept.created_at,
+        )
+        for kept in revisions
+    ]
+
+
+async def budget_revision_list(
+    session: AsyncSession, budget_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[BudgetRevision], str | None]:
+    """The kept revisions of a budget version, oldest first (keyset on the revision); 404 for an unknown version."""
+    await _budget_version(session, budget_id, for_update=False)
+    # The key column is selected on its own too: keyset_page reads the cursor from the row by that column.
+    query = select(_BR, _BR.revision).where(_BR.budget_version_id == budget_id)
+    rows, next_cursor = await keyset_page(
+        session, query, key=[_BR.revision], key_types=[int], limit=limit, cursor=cursor
+    )
+    revisions = [kept for kept, _ in rows]
+    stats = await _line_stats(session, [(budget_id, kept.revision) for kept in revisions])
+    return _revision_dtos(budget_id, revisions, stats), next_cursor
+
+
+async def budget_revision_get(session: AsyncSession, budget_id: uuid.UUID, revision: int) -> BudgetRevision:
+    """A budget version as it was at ``revision`` (its lines at ``budget_lines``); 404 for an unknown version or
+    revision."""
+    version = await _budget_version(session, budget_id, for_update=False)
+    kept = (await _revision_rows(session, [(budget_id, revision)])).get((budget_id, revision))
+    if kept is None:
+        raise NotFoundError(_no_such_revision(version, revision))
+    stats = await _line_stats(session, [(budget_id, revision)])
+    return _revision_dtos(budget_id, [kept], stats)[0]
+
+
+def _no_such_revision(version: models.BudgetVersion, revision: int) -> str:
+    # Revisions run from 1 to the current one without gaps: naming the range says what to ask for instead.
+    return f"budget version {version.name} has no revision {revision} (it has 1 to {version.revision})"
 
 
 async def _lock_name(session: AsyncSession, kind: str, name: str) -> None:
@@ -573,41 +661,80 @@ async def _check_budget_name_free(session: AsyncSession, name: str, *, except_id
         )
 
 
-async def _insert_lines(session: AsyncSession, budget_id: uuid.UUID, values: list[dict[str, Any]]) -> None:
-    if values:
-        await session.execute(insert(_BL), [{"budget_version_id": budget_id, **value} for value in values])
+def _line_key(value: Mapping[str, Any]) -> _LineKey:
+    return (value["scope_level"], value["scope_code"], value["month"])
 
 
-async def _upsert_lines(session: AsyncSession, budget_id: uuid.UUID, values: list[dict[str, Any]]) -> None:
-    if not values:
-        return
-    statement = pg_insert(_BL).values([{"budget_version_id": budget_id, **value} for value in values])
-    statement = statement.on_conflict_do_update(
-        index_elements=[_BL.budget_version_id, _BL.scope_level, _BL.scope_code, _BL.month],
-        set_={"amount": statement.excluded.amount, "currency": statement.excluded.currency},
+async def _line_map(session: AsyncSession, budget_id: uuid.UUID, revision: int) -> dict[_LineKey, tuple[Decimal, str]]:
+    """A revision's lines as (scope level, scope code, month) -> (amount, currency)."""
+    rows = await session.execute(
+        select(_BL.scope_level, _BL.scope_code, _BL.month, _BL.amount, _BL.currency).where(
+            _BL.budget_version_id == budget_id, _BL.revision == revision
+        )
     )
-    await session.execute(statement)
+    return {(level, code, month): (amount, currency) for level, code, month, amount, currency in rows}
 
 
-async def _touch_budget(session: AsyncSession, budget_id: uuid.UUID, **changes: Any) -> None:
+def _line_rows(lines: Mapping[_LineKey, tuple[Decimal, str]]) -> list[list[str]]:
+    """Lines as ``[scopeLevel, scopeCode, YYYY-MM, amount, currency]`` by scope and month, compact for the audit row."""
+    return [
+        [level, code, month_text(month), str(amount), currency]
+        for (level, code, month), (amount, currency) in sorted(lines.items())
+    ]
+
+
+async def _add_budget_revision(
+    session: AsyncSession,
+    budget_id: uuid.UUID,
+    revision: int,
+    *,
+    name: str,
+    description: str | None,
+    lines: Mapping[_LineKey, tuple[Decimal, str]],
+    actor: str,
+) -> None:
+    """Keep one more revision of a budget, with every line it holds (rows the immutability trigger then guards),
+    and make it current.
+
+    Each revision holds its whole set of lines, not a difference from the one before: a comparison against any
+    revision reads its lines by primary key, as it reads the current ones.
+    """
     await session.execute(
-        update(_BV)
-        .where(_BV.id == budget_id)
-        .values(row_version=_BV.row_version + 1, updated_at=func.clock_timestamp(), **changes)
+        insert(_BR).values(
+            budget_version_id=budget_id, revision=revision, name=name, description=description, created_by=actor
+        )
     )
+    if lines:
+        await session.execute(
+            insert(_BL),
+            [
+                {
+                    "budget_version_id": budget_id,
+                    "revision": revision,
+                    "scope_level": level,
+                    "scope_code": code,
+                    "month": month,
+                    "amount": amount,
+                    "currency": currency,
+                }
+                for (level, code, month), (amount, currency) in sorted(lines.items())
+            ],
+        )
+    await session.execute(update(_BV).where(_BV.id == budget_id).values(revision=revision, name=name))
 
 
 async def budget_create(session: AsyncSession, *, auditor: Auditor, data: BudgetCreate, actor: str) -> Budget:
-    """Create a budget version and its lines; 409 when the name is taken."""
+    """Create a budget version at revision 1 with its lines; 409 when the name is taken."""
     name = _check_name(data.name, "name")
     where = _Locations.json("lines", len(data.lines))
     values = _validated_lines(data.lines, where)
     await _check_scope_codes(session, values, where)
     await _check_budget_name_free(session, name)
     budget_id = uuid.uuid4()
-    session.add(_BV(id=budget_id, name=name, description=data.description, row_version=1, created_by=actor))
+    session.add(_BV(id=budget_id, name=name, revision=1, created_by=actor))
     await session.flush()
-    await _insert_lines(session, budget_id, values)
+    lines = {_line_key(value): (value["amount"], value["currency"]) for value in values}
+    await _add_budget_revision(session, budget_id, 1, name=name, description=data.description, lines=lines, actor=actor)
     created = await budget_get(session, budget_id)
     await auditor.record(
         action="budget.create",
@@ -628,45 +755,54 @@ async def _budget_update(
     values: list[dict[str, Any]] | None,
     replace_lines: bool,
     detail: Any,
+    actor: str,
 ) -> Budget:
+    """Make the next revision of ``current`` (locked by the caller) unless the request changes nothing.
+
+    Earlier revisions are never touched, so a comparison against one of them gives the same values forever.
+    A request leaving the name, the description and every line as they are (amounts compared as numbers: 1000.00
+    is 1000) keeps the current revision: no empty revision. It is still audited, its before and after naming the
+    same revision, as every PUT, PATCH and import is.
+    """
     if "name" in header:
         await _check_budget_name_free(session, header["name"], except_id=current.id)
+    name = header.get("name", current.name)
+    description = header.get("description", current.description)
     before = _snapshot(current)
-    after_lines: list[list[str]] | None = None
-    if values is not None:
-        if replace_lines:
-            # The lines a replacement removes are gone from the tables: the audit row is their only record,
-            # so an auditor can rebuild any past state of the version from its trail.
-            before["lines"] = await _line_rows(session, current.id)
-            await session.execute(delete(_BL).where(_BL.budget_version_id == current.id))
-            await _insert_lines(session, current.id, values)
-            after_lines = await _line_rows(session, current.id)
-        else:
-            await _upsert_lines(session, current.id, values)
-    await _touch_budget(session, current.id, **header)
-    session.expire_all()
-    updated = await budget_get(session, current.id)
+    old_lines = await _line_map(session, current.id, current.revision)
+    new_lines = {} if replace_lines else dict(old_lines)
+    new_lines.update({_line_key(value): (value["amount"], value["currency"]) for value in values or []})
+    if replace_lines:
+        # The audit row keeps the lines a replacement removes and those it writes, as it always has: an auditor
+        # reads a version's history from its trail alone.
+        before["lines"] = _line_rows(old_lines)
+    if (name, description, new_lines) == (current.name, current.description, old_lines):
+        updated = current
+    else:
+        await _add_budget_revision(
+            session,
+            current.id,
+            current.revision + 1,
+            name=name,
+            description=description,
+            lines=new_lines,
+            actor=actor,
+        )
+        session.expire_all()
+        updated = await budget_get(session, current.id)
     after = {**_snapshot(updated), "change": detail}
-    if after_lines is not None:
-        after["lines"] = after_lines
+    if replace_lines:
+        after["lines"] = before["lines"] if updated is current else _line_rows(new_lines)
     await auditor.record(
         action=action, entity_type="budget_version", entity_id=str(current.id), before=before, after=after
     )
     return updated
 
 
-async def _line_rows(session: AsyncSession, budget_id: uuid.UUID) -> list[list[str]]:
-    """A version's lines as ``[scopeLevel, scopeCode, YYYY-MM, amount, currency]``, compact for the audit row."""
-    rows = await session.execute(
-        select(_BL.scope_level, _BL.scope_code, _BL.month, _BL.amount, _BL.currency)
-        .where(_BL.budget_version_id == budget_id)
-        .order_by(_BL.scope_level, _BL.scope_code, _BL.month, _BL.currency)
-    )
-    return [[level, code, month_text(month), str(amount), currency] for level, code, month, amount, currency in rows]
-
-
-async def budget_replace(session: AsyncSession, *, auditor: Auditor, current: Budget, data: BudgetReplace) -> Budget:
-    """PUT: new name/description and a full set of lines."""
+async def budget_replace(
+    session: AsyncSession, *, auditor: Auditor, current: Budget, data: BudgetReplace, actor: str
+) -> Budget:
+    """PUT: new name/description and a full set of lines, as the version's next revision."""
     header = {"name": _check_name(data.name, "name"), "description": data.description}
     where = _Locations.json("lines", len(data.lines))
     values = _validated_lines(data.lines, where)
@@ -680,11 +816,14 @@ async def budget_replace(session: AsyncSession, *, auditor: Auditor, current: Bu
         values=values,
         replace_lines=True,
         detail={"lines": len(values)},
+        actor=actor,
     )
 
 
-async def budget_patch(session: AsyncSession, *, auditor: Auditor, current: Budget, data: BudgetPatch) -> Budget:
-    """PATCH: change the members sent; lines are upserted by (scope, month)."""
+async def budget_patch(
+    session: AsyncSession, *, auditor: Auditor, current: Budget, data: BudgetPatch, actor: str
+) -> Budget:
+    """PATCH: change the members sent, as the version's next revision; lines are upserted by (scope, month)."""
     header: dict[str, Any] = {}
     if not isinstance(data.name, msgspec.UnsetType):
         header["name"] = _check_name(data.name, "name")
@@ -704,6 +843,7 @@ async def budget_patch(session: AsyncSession, *, auditor: Auditor, current: Budg
         values=values,
         replace_lines=False,
         detail={**header, "linesUpserted": _snapshot(data.lines or [])},
+        actor=actor,
     )
 
 
@@ -731,8 +871,11 @@ def _lines_from_upload(upload: Upload) -> list[BudgetLineIn]:
     ]
 
 
-async def budget_import(session: AsyncSession, *, auditor: Auditor, current: Budget, upload: Upload) -> Budget:
-    """Replace a version's lines with an uploaded file's (scope_level, scope_code, period, amount[, currency]).
+async def budget_import(
+    session: AsyncSession, *, auditor: Auditor, current: Budget, upload: Upload, actor: str
+) -> Budget:
+    """Replace a version's lines with an uploaded file's (scope_level, scope_code, period, amount[, currency]), as
+    its next revision.
 
     Errors name the file's rows (``row 3.amount``); a file without data rows is refused (see ``_table``).
     """
@@ -748,6 +891,7 @@ async def budget_import(session: AsyncSession, *, auditor: Auditor, current: Bud
         values=values,
         replace_lines=True,
         detail={"importedLines": len(values)},
+        actor=actor,
     )
 
 
@@ -1456,8 +1600,8 @@ async def alias_delete(session: AsyncSession, *, auditor: Auditor, current: Mapp
 class Measure:
     """One side of a comparison: actual costs, a budget version or a pricing view's valuation.
 
-    ``revision`` is the pricing view revision whose rates value the quantities (resolved once, here, so the
-    label names exactly the card the numbers come from).
+    ``revision`` is the budget revision whose lines are compared, or the pricing view revision whose rates value
+    the quantities: resolved once, here, so the label names exactly what the numbers come from.
     """
 
     kind: Literal["actual", "budget", "pricing_view"]
@@ -1467,11 +1611,11 @@ class Measure:
     revision: int | None = None
 
 
-_MEASURES = "actual, budget:<id>, pricing-view:<id> or pricing-view:<id>@<revision>"
+_MEASURES = "actual, budget:<id>, budget:<id>@<revision>, pricing-view:<id> or pricing-view:<id>@<revision>"
 
 
 async def measure(session: AsyncSession, reference: str, *, field: str) -> Measure:
-    """Resolve ``actual``, ``budget:<id>``, ``pricing-view:<id>`` (its current revision) or
+    """Resolve ``actual``, ``budget:<id>`` or ``pricing-view:<id>`` (the current revision), ``budget:<id>@<n>`` or
     ``pricing-view:<id>@<n>`` (revision n); 400 on bad syntax, 404 when unknown."""
     reference = reference.strip()
     if reference == "actual":
@@ -1480,23 +1624,17 @@ async def measure(session: AsyncSession, reference: str, *, field: str) -> Measu
     if kind not in ("budget", "pricing-view") or not raw_id:
         raise _invalid(field, f"expected {_MEASURES}, got {reference!r}")
     raw_id, at, raw_revision = raw_id.partition("@")
-    if at and kind != "pricing-view":
-        raise _invalid(field, f"only a pricing view has revisions: expected budget:<id>, got {reference!r}")
     try:
         measure_id = uuid.UUID(raw_id)
     except ValueError:
         raise _invalid(field, f"{raw_id!r} is not a valid id") from None
-    if kind == "budget":
-        try:
-            version = await _budget_version(session, measure_id, for_update=False)
-        except NotFoundError as error:
-            raise _not_found(field, error.detail) from None
-        return Measure(kind="budget", id=measure_id, label=f"budget:{version.name}")
     revision = None
     if at:
         if not _REVISION.match(raw_revision) or int(raw_revision) > MAX_REVISION:
-            raise _invalid(field, f"expected pricing-view:<id>@<revision>, a revision from 1, got {reference!r}")
+            raise _invalid(field, f"expected {kind}:<id>@<revision>, a revision from 1, got {reference!r}")
         revision = int(raw_revision)
+    if kind == "budget":
+        return await _budget_measure(session, measure_id, revision, field=field)
     try:
         view = await _pricing_view_row(session, measure_id)
     except NotFoundError as error:
@@ -1515,6 +1653,21 @@ async def measure(session: AsyncSession, reference: str, *, field: str) -> Measu
         currency=view.currency,
         revision=revision,
     )
+
+
+async def _budget_measure(session: AsyncSession, budget_id: uuid.UUID, revision: int | None, *, field: str) -> Measure:
+    """A budget side at ``revision`` (None: the current one), labelled with the name that revision had."""
+    try:
+        version = await _budget_version(session, budget_id, for_update=False)
+    except NotFoundError as error:
+        raise _not_found(field, error.detail) from None
+    if revision is None:
+        revision = version.revision
+    kept = (await _revision_rows(session, [(budget_id, revision)])).get((budget_id, revision))
+    if kept is None:
+        raise _not_found(field, _no_such_revision(version, revision))
+    # The revision's own name: asked for again after a rename, the comparison still reads as it did.
+    return Measure(kind="budget", id=budget_id, label=f"budget:{kept.name} r{revision}", revision=revision)
 
 
 # ----------------------------------------------------------------------------------------------- batch
@@ -1661,8 +1814,9 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
     """Load ``finance/budget`` documents into budget versions (created if missing), audited per version.
 
     Lines are upserted by (scope, month): a line an admin added stays; a landed line wins over an edited
-    one. Unchanged versions are not touched (no new row_version, no audit row), so reruns are silent. The
-    rejected documents replace those of the previous run (every run reads every budget document again).
+    one. A version whose lines change gets its next revision (a new one, revision 1), as an API change would;
+    unchanged versions are not touched (no revision, no audit row), so reruns are silent. The rejected
+    documents replace those of the previous run (every run reads every budget document again).
     """
     report = BudgetImportReport()
     await session.execute(
@@ -1709,31 +1863,35 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             continue
         wanted.setdefault(name, {})[(level, code, line["month"])] = line
     for name, lines in sorted(wanted.items()):
-        version = (await session.execute(select(_BV).where(_BV.name == name))).scalar_one_or_none()
+        # Locked as the API locks a version it changes: each change of one version gets the next revision.
+        version = (await session.execute(select(_BV).where(_BV.name == name).with_for_update())).scalar_one_or_none()
         created = version is None
-        if version is None:
-            version = _BV(
-                id=uuid.uuid4(),
-                name=name,
-                description="Imported from the raw zone (finance/budget)",
-                created_by=BATCH_ACTOR,
-            )
-            session.add(version)
-            await session.flush()
-            report.versions_created += 1
-        current = {
-            (row.scope_level, row.scope_code, row.month): (row.amount, row.currency)
-            for row in (await session.execute(select(_BL).where(_BL.budget_version_id == version.id))).scalars()
+        current = {} if version is None else await _line_map(session, version.id, version.revision)
+        changed = {
+            key: line for key, line in sorted(lines.items()) if current.get(key) != (line["amount"], line["currency"])
         }
-        changed = [
-            line for key, line in sorted(lines.items()) if current.get(key) != (line["amount"], line["currency"])
-        ]
         if not changed:
             continue
-        for start in range(0, len(changed), _BUDGET_CHUNK):
-            await _upsert_lines(session, version.id, changed[start : start + _BUDGET_CHUNK])
-        if not created:
-            await _touch_budget(session, version.id)
+        if version is None:
+            version = _BV(id=uuid.uuid4(), name=name, revision=1, created_by=BATCH_ACTOR)
+            session.add(version)
+            await session.flush()
+            revision = 1
+            description: str | None = "Imported from the raw zone (finance/budget)"
+            report.versions_created += 1
+        else:
+            revision = version.revision + 1
+            kept = await _revision_rows(session, [(version.id, version.revision)])
+            description = kept[(version.id, version.revision)].description
+        await _add_budget_revision(
+            session,
+            version.id,
+            revision,
+            name=name,
+            description=description,
+            lines={**current, **{key: (line["amount"], line["currency"]) for key, line in changed.items()}},
+            actor=BATCH_ACTOR,
+        )
         report.lines_changed += len(changed)
         await record_audit(
             session,
@@ -1743,7 +1901,13 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             # The API's name for the same entity: one filter (entityType=budget_version) finds every change.
             entity_type="budget_version",
             entity_id=str(version.id),
-            after={"name": name, "changedLines": len(changed), "created": created, "runId": str(run_id)},
+            after={
+                "name": name,
+                "changedLines": len(changed),
+                "created": created,
+                "revision": revision,
+                "runId": str(run_id),
+            },
         )
     return report
 
