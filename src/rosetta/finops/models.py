@@ -439,6 +439,23 @@ class BudgetRevisionLine(Base):
     currency: Mapped[str] = mapped_column(String(3))
 
 
+class BudgetLandedLine(Base):
+    """A ``finance/budget`` document of the raw zone that finops-batch has applied to a budget, once.
+
+    A landed line is an input, applied the first time a run reads it: an admin's later edit of the same line
+    stands until a new document (another content hash) lands for it, instead of being undone every night.
+    """
+
+    __tablename__ = "budget_landed_line"
+
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    budget_version_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("budget_version.id"), index=True)
+    # The budget's revision once the run had applied it (the one it made, or the current one if nothing changed).
+    revision: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class PricingView(Base):
     """A named, versioned rate card ("vision budgétaire"): values consumption under another assumption.
 

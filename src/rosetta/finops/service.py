@@ -300,6 +300,7 @@ def _file_amounts(upload: Upload, key: str, column: str) -> dict[int, Decimal]:
 _BV = models.BudgetVersion
 _BR = models.BudgetRevision
 _BL = models.BudgetRevisionLine
+_LANDED = models.BudgetLandedLine
 _LineKey = tuple[str, str, date]
 """A budget line's identity within a revision: scope level, scope code, month."""
 
@@ -1813,10 +1814,13 @@ def _raw_budget_line(payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uuid.UUID) -> BudgetImportReport:
     """Load ``finance/budget`` documents into budget versions (created if missing), audited per version.
 
-    Lines are upserted by (scope, month): a line an admin added stays; a landed line wins over an edited
-    one. A version whose lines change gets its next revision (a new one, revision 1), as an API change would;
-    unchanged versions are not touched (no revision, no audit row), so reruns are silent. The rejected
-    documents replace those of the previous run (every run reads every budget document again).
+    Each document is applied once, by the first run that reads it (``budget_landed_line`` keeps its content
+    hash): its line is upserted by (scope, month), so a line an admin added stays, and a newly landed line wins
+    over an edited one; an admin's edit made after the landing stands until a new document lands for that line.
+    A version whose lines change gets its next revision (a new one, revision 1), as an API change would, audited
+    with the lines before and after; otherwise nothing is touched (no revision, no audit row), so reruns are
+    silent. The rejected documents replace those of the previous run (every run validates every budget
+    document again).
     """
     report = BudgetImportReport()
     await session.execute(
@@ -1855,13 +1859,25 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
         )
         for level, column in _SCOPE_CODE_COLUMNS.items()
     }
+    applied = set(
+        await session.scalars(
+            select(_LANDED.content_hash).where(
+                _LANDED.content_hash
+                == any_(bindparam("hashes", [document.content_hash for _, _, document in read], type_=ARRAY(String)))
+            )
+        )
+    )
     wanted: dict[str, dict[tuple[str, str, date], dict[str, Any]]] = {}
+    landed: dict[str, list[str]] = {}
     for name, line, document in read:
+        if document.content_hash in applied:
+            continue
         level, code = line["scope_level"], line["scope_code"]
         if code in unknown[level]:
             reject(document, f"scope_code: unknown {level} {code!r} (checked against the CMDB hierarchy, at its level)")
             continue
         wanted.setdefault(name, {})[(level, code, line["month"])] = line
+        landed.setdefault(name, []).append(document.content_hash)
     for name, lines in sorted(wanted.items()):
         # Locked as the API locks a version it changes: each change of one version gets the next revision.
         version = (await session.execute(select(_BV).where(_BV.name == name).with_for_update())).scalar_one_or_none()
@@ -1871,6 +1887,8 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             key: line for key, line in sorted(lines.items()) if current.get(key) != (line["amount"], line["currency"])
         }
         if not changed:
+            if version is not None:
+                await _record_landed(session, landed[name], version.id, version.revision, run_id)
             continue
         if version is None:
             version = _BV(id=uuid.uuid4(), name=name, revision=1, created_by=BATCH_ACTOR)
@@ -1892,7 +1910,10 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             lines={**current, **{key: (line["amount"], line["currency"]) for key, line in changed.items()}},
             actor=BATCH_ACTOR,
         )
+        await _record_landed(session, landed[name], version.id, revision, run_id)
         report.lines_changed += len(changed)
+        # The changed lines before and after, as the API's audit rows keep them: the trail alone says what the run
+        # replaced (an admin's edit included), not only how many lines.
         await record_audit(
             session,
             actor_subject=BATCH_ACTOR,
@@ -1901,15 +1922,36 @@ async def import_budgets(session: AsyncSession, reader: RawReader, *, run_id: uu
             # The API's name for the same entity: one filter (entityType=budget_version) finds every change.
             entity_type="budget_version",
             entity_id=str(version.id),
+            before=None
+            if created
+            else {
+                "revision": revision - 1,
+                "lines": _line_rows({key: current[key] for key in changed if key in current}),
+            },
             after={
                 "name": name,
                 "changedLines": len(changed),
                 "created": created,
                 "revision": revision,
                 "runId": str(run_id),
+                "lines": _line_rows({key: (line["amount"], line["currency"]) for key, line in changed.items()}),
             },
         )
     return report
+
+
+async def _record_landed(
+    session: AsyncSession, hashes: Sequence[str], budget_id: uuid.UUID, revision: int, run_id: uuid.UUID
+) -> None:
+    """Mark documents as applied to a budget, so later runs leave the lines they set to the admins."""
+    await session.execute(
+        insert(_LANDED),
+        [
+            {"content_hash": content_hash, "budget_version_id": budget_id, "revision": revision, "run_id": run_id}
+            # One document may repeat a line another one landed: each hash is recorded once.
+            for content_hash in dict.fromkeys(hashes)
+        ],
+    )
 
 
 async def batch_rejections(
