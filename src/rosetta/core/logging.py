@@ -79,3 +79,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         logger.propagate = True
     # Our access log replaces uvicorn's, which knows neither the route nor the request id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # pgserver logs every initdb/pg_ctl command with its whole output at INFO: on a first start that buried a
+    # CLI command's one-line error under seventy lines. Its warnings and errors still show.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
