@@ -125,7 +125,8 @@ async def test_summary_parts_add_up_to_the_landed_source_costs_every_month(
         assert D(summary["direct"]) + D(summary["indirect"]) + D(summary["unallocated"]) == total
         assert total == source[(month, summary["currency"])]
         assert D(summary["unallocated"]) > 0  # the demo world has untagged cloud lines and they are shown
-        assert len(summary["topMovers"]) == 10
+        # The first month has no built month before it to have moved from (see test_api_unbuilt).
+        assert len(summary["topMovers"]) == (0 if month == months[0] else 10)
 
 
 async def test_each_drilldown_level_adds_up_to_the_level_above_every_month(

@@ -267,7 +267,9 @@ async def cost_summary(
     """One month: total = direct + indirect + unallocated; vs the previous month and a year before; top movers.
 
     A month finops-batch never built is a 404 (no data is not a zero cost); a comparison month outside the
-    mart has a null total.
+    mart has a null total. The top movers compare with the previous month, so when that month is not built
+    there are none: an unbuilt month is unknown, and counting it as 0 would rank every application by its
+    whole cost as if it had just appeared.
     """
     currency = await resolve_currency(session, currency)
     await check_environment(session, environment)
@@ -284,16 +286,19 @@ async def cost_summary(
     by_period = {row.period: row for row in rows}
     this = by_period.get(period)
     total = this.total if this else _ZERO
-    movers = await session.rows(
-        MOVERS_SQL.format(amount=amount),
-        {
-            "currency": currency,
-            "period": period,
-            "previous": previous,
-            "environment": environment,
-            "limit": TOP_MOVERS,
-        },
-    )
+    movers: list[ViewRow] = []
+    if previous in built:
+        # Within two built months an application absent from one really cost nothing there: a true 0.
+        movers = await session.rows(
+            MOVERS_SQL.format(amount=amount),
+            {
+                "currency": currency,
+                "period": period,
+                "previous": previous,
+                "environment": environment,
+                "limit": TOP_MOVERS,
+            },
+        )
     return CostSummary(
         period=month_text(period),
         currency=currency,

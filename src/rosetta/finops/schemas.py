@@ -37,7 +37,7 @@ class PeriodChange(CamelStruct):
 
 
 class Mover(CamelStruct):
-    """An application whose cost moved most since the previous month."""
+    """An application whose cost moved most since the previous month (both months built: ``previous`` is real)."""
 
     code: str
     name: str | None
@@ -60,6 +60,7 @@ class CostSummary(CamelStruct):
     environment: str | None
     previous_month: PeriodChange
     same_month_last_year: PeriodChange
+    # Empty when the previous month is not built: there is nothing known to have moved from.
     top_movers: list[Mover]
 
 
