@@ -852,8 +852,14 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
     deletion = paths[f"{API}/mapping-aliases/{{alias_id}}"]["delete"]
     assert "204" in deletion["responses"]
     assert {"403", "404", "412"} <= set(deletion["responses"])
-    # An unknown budget version or pricing view in the query is a 404 too.
-    assert "404" in paths[f"{API}/budgets/comparison"]["get"]["responses"]
+    # An unknown budget version or pricing view in the query is a 404 too; so is, for the summary and the
+    # drill-down, a month not built or an unknown parent or environment.
+    for path in ("/budgets/comparison", "/costs/summary", "/costs/drilldown", "/applications/{code}/costs"):
+        responses = paths[f"{API}{path}"]["get"]["responses"]
+        assert "404" in responses, path
+        assert responses["404"]["content"] == {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }, path
 
     # The plugin asks for quarters (P3M): the documented pattern must not refuse what the API accepts.
     intervals = next(

@@ -301,7 +301,8 @@ class CostsController(Controller):
     tags = ["costs"]
     dependencies = READER
 
-    @get("/summary", guards=READ)
+    # 404: a month finops-batch has not built, or an environment no cost was ever attributed to.
+    @get("/summary", guards=READ, opt={ERRORS_OPT: (404,)})
     async def summary(
         self,
         *,
@@ -320,7 +321,8 @@ class CostsController(Controller):
             basis=queries.check_basis(basis),
         )
 
-    @get("/drilldown", guards=READ, opt={CSV_OPT: True})
+    # 404: an unknown parent or environment.
+    @get("/drilldown", guards=READ, opt={CSV_OPT: True, ERRORS_OPT: (404,)})
     async def drilldown(
         self,
         *,
