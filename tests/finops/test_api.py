@@ -767,6 +767,14 @@ async def test_bad_query_parameters_are_problem_json(client: Client, as_user: di
     assert "all_versions" not in body["detail"]
     assert body["errors"][0]["source"] == "query"
     assert_problem(await client.get(f"{API}/costs/drilldown?level=domain&from=26-01", headers=as_user), 400, "from")
+    # A from alone is compared with the default to, and the message says so (no batch has run here).
+    after = assert_problem(
+        await client.get(f"{API}/costs/drilldown?level=domain&from=2999-01", headers=as_user), 400, "from"
+    )
+    assert re.fullmatch(
+        r"from: 2999-01 is after the default to, \d{4}-\d\d \(the current month: nothing is built yet\)",
+        after["detail"],
+    ), after["detail"]
     for intervals in ("R1/P12M/0001-01-01", "R0/P30D/2026-10-01", "R2/P0D/2026-10-01", "R2/P30D/2026-02-30"):
         response = await client.get(
             f"{API}/cost-insights/entities/X/daily", params={"intervals": intervals}, headers=as_user

@@ -2,7 +2,8 @@
 
 The small demo world is landed in full (13 months), but finops-batch builds only its first two months and
 its fourth and fifth: the third is a gap, the months after the fifth are not built yet. The summary's top
-movers must not rank applications against a month that is not built.
+movers must not rank applications against a month that is not built, and a `from` sent alone is compared
+with the latest built month (the default `to`), which its 400 names.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from api_support import API, finops_client, finops_settings, migrated_databases
+from api_support import API, assert_problem, finops_client, finops_settings, migrated_databases
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.engine import URL
@@ -105,3 +106,21 @@ async def test_top_movers_are_only_ranked_against_a_built_previous_month(
             assert D(mover["previous"]) == previous.get(mover["code"], D(0))
             assert D(mover["changeAmount"]) == D(mover["current"]) - D(mover["previous"])
         assert any(D(mover["previous"]) != 0 for mover in summary["topMovers"])
+
+
+async def test_a_from_alone_after_the_latest_built_month_is_a_400_naming_the_default_to(
+    client: Client, as_user: dict[str, str], months: list[date]
+) -> None:
+    after = await client.get(
+        f"{API}/costs/drilldown", params={"level": "domain", "from": ym(months[5])}, headers=as_user
+    )
+    assert assert_problem(after, 400, "from")["detail"] == (
+        f"from: {ym(months[5])} is after the default to, {ym(months[4])} (the latest month finops-batch built)"
+    )
+    # With to sent, it is that to.
+    before = await client.get(
+        f"{API}/costs/drilldown",
+        params={"level": "domain", "from": ym(months[5]), "to": ym(months[4])},
+        headers=as_user,
+    )
+    assert assert_problem(before, 400, "from")["detail"] == f"from: {ym(months[5])} is after to {ym(months[4])}"

@@ -220,11 +220,25 @@ def parse_level(value: str) -> Level:
 async def period_range(
     session: queries.ViewReader, period_from: str | None, period_to: str | None
 ) -> tuple[date, date]:
-    """The ``from``/``to`` months, defaulting to the latest month with costs; 400 when from > to."""
-    end = parse_period(period_to, "to") if period_to else await queries.latest_period(session)
+    """The ``from``/``to`` months, ``to`` defaulting to the latest built month and ``from`` to ``to``.
+
+    A 400 naming ``from`` when it is after ``to``, saying which ``to`` when the client did not send one.
+    """
+    latest = None
+    if period_to:
+        end = parse_period(period_to, "to")
+    else:
+        latest = await queries.latest_built(session)
+        end = latest or queries.current_month()
     start = parse_period(period_from, "from") if period_from else end
     if start > end:
-        raise BadRequestError(f"from: {start:%Y-%m} is after to {end:%Y-%m}", extra={"errors": [{"field": "from"}]})
+        if period_to:
+            message = f"{start:%Y-%m} is after to {end:%Y-%m}"
+        elif latest:
+            message = f"{start:%Y-%m} is after the default to, {end:%Y-%m} (the latest month finops-batch built)"
+        else:
+            message = f"{start:%Y-%m} is after the default to, {end:%Y-%m} (the current month: nothing is built yet)"
+        raise BadRequestError(f"from: {message}", extra={"errors": [{"field": "from", "message": message}]})
     return start, end
 
 
@@ -999,7 +1013,8 @@ def entity_name(ref: str, *, kind: str, field: str) -> str:
         ref_kind, rest = "", text
     name = rest.rpartition("/")[2]
     if ref_kind and ref_kind.lower() != kind:
-        message = f"expected a {kind} ref ({kind}:default/<name>), got a {ref_kind} ref {ref!r}"
+        # The kind sent is quoted, not given an article: it can be any word ("api", "user").
+        message = f"expected a {kind} ref ({kind}:default/<name>), got {ref!r}, of kind {ref_kind!r}"
         raise BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
     if not name:
         message = f"expected [{kind}:][namespace/]name, got {ref!r}"

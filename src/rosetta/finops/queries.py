@@ -138,13 +138,31 @@ def _invalid(field: str, message: str) -> BadRequestError:
     return BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
 
 
+def _not_found(fields: Sequence[str], message: str) -> NotFoundError:
+    # Like a 400, each field that led to the 404 is in errors[] (and prefixes the detail).
+    if not fields:
+        return NotFoundError(message)
+    errors = [{"field": field, "message": message} for field in fields]
+    return NotFoundError(f"{', '.join(fields)}: {message}", extra={"errors": errors})
+
+
 # ----------------------------------------------------------------------------------------------- reference points
+
+
+async def latest_built(session: ViewReader) -> date | None:
+    """The latest month built by finops-batch; None when nothing is built yet."""
+    latest: date | None = await session.value("SELECT max(period) FROM mv_finops_period_control")
+    return latest
 
 
 async def latest_period(session: ViewReader) -> date:
     """The latest month built by finops-batch (the current month when nothing is built yet)."""
-    latest = await session.value("SELECT max(period) FROM mv_finops_period_control")
-    return latest or datetime.now(UTC).date().replace(day=1)
+    return await latest_built(session) or current_month()
+
+
+def current_month() -> date:
+    """The first day of the current month (UTC)."""
+    return datetime.now(UTC).date().replace(day=1)
 
 
 async def resolve_currency(session: ViewReader, currency: str | None) -> str:
@@ -192,7 +210,16 @@ async def known_node(session: ViewReader, level: Level, code: str) -> bool:
 async def check_environment(session: ViewReader, environment: str | None) -> None:
     """A 404 when ``environment`` is given and no cost was ever attributed to it (a typo is not a zero cost)."""
     if environment is not None and not await session.rows(KNOWN_ENVIRONMENT_SQL, {"code": environment}):
-        raise NotFoundError(f"no environment {environment!r}", extra={"field": "environment"})
+        raise _not_found(["environment"], f"no environment {environment!r}")
+
+
+# With its article, for messages ("the parent of an application").
+_A_LEVEL: dict[Level, str] = {
+    "domain": "a domain",
+    "family": "a family",
+    "product": "a product",
+    "application": "an application",
+}
 
 
 async def check_parent(session: ViewReader, level: Level, parent: str | None) -> None:
@@ -203,7 +230,7 @@ async def check_parent(session: ViewReader, level: Level, parent: str | None) ->
     if parent_level is None:
         raise _invalid("parent", "domains have no parent; omit it")
     if not await known_node(session, parent_level, parent):
-        raise NotFoundError(f"no {parent_level} {parent!r} (the parent of a {level})", extra={"field": "parent"})
+        raise _not_found(["parent"], f"no {parent_level} {parent!r} (the parent of {_A_LEVEL[level]})")
 
 
 def check_basis(value: str) -> Basis:
