@@ -154,16 +154,22 @@ async def test_a_user_reads_but_every_mutation_is_forbidden(
         "/allocation-rules/default",
         "/mapping-aliases",
         "/batch/runs",
-        "/costs/drilldown?level=domain",
         "/cost-insights/last-complete-billing-date",
         "/me",
     ):
         response = await client.get(f"{API}{path}", headers=as_user)
         assert response.status_code == 200, (path, response.text)
-    # No batch has run on this database: the summary of a month is "not built" (past the role check), never
-    # a month of zeros.
-    unbuilt = assert_problem(await client.get(f"{API}/costs/summary?period=2026-01", headers=as_user), 404)
-    assert unbuilt["detail"] == "month 2026-01 is not built by finops-batch (none is built yet)"
+    # No batch has run on this database: the summary of a month, or a drill-down over one, is "not built"
+    # (past the role check), never a month of zeros.
+    unbuilt = assert_problem(await client.get(f"{API}/costs/summary?period=2026-01", headers=as_user), 404, "period")
+    assert unbuilt["detail"] == "period: month 2026-01 is not built by finops-batch (none is built yet)"
+    unbuilt = assert_problem(
+        await client.get(f"{API}/costs/drilldown?level=domain&to=2026-01", headers=as_user), 404, "to"
+    )
+    assert unbuilt["detail"] == "to: month 2026-01 is not built by finops-batch (none is built yet)"
+    # With no window sent, the default (the current month) is not the client's doing: no field to name.
+    unbuilt = assert_problem(await client.get(f"{API}/costs/drilldown?level=domain", headers=as_user), 404)
+    assert unbuilt["detail"].endswith("is not built by finops-batch (none is built yet)")
 
     etag = {"If-Match": created.headers["etag"]}
     mutations: list[tuple[str, str, dict[str, Any]]] = [
@@ -868,6 +874,12 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
         assert responses["404"]["content"] == {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         }, path
+    # The drill-down and the application page say which months of their window are built.
+    for component in ("Drilldown", "ApplicationCosts"):
+        assert document["components"]["schemas"][component]["properties"]["builtMonths"] == {
+            "type": "array",
+            "items": {"type": "string"},
+        }, component
 
     # The plugin asks for quarters (P3M): the documented pattern must not refuse what the API accepts.
     intervals = next(

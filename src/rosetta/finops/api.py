@@ -242,6 +242,11 @@ async def period_range(
     return start, end
 
 
+def window_fields(period_from: str | None, period_to: str | None) -> tuple[str, ...]:
+    """The window parameters the client sent: what a 404 for a window with no built month names."""
+    return tuple(field for field, value in (("from", period_from), ("to", period_to)) if value)
+
+
 # ----------------------------------------------------------------------------------------------- lists and CSV
 
 
@@ -335,7 +340,7 @@ class CostsController(Controller):
             basis=queries.check_basis(basis),
         )
 
-    # 404: an unknown parent or environment.
+    # 404: a window of which finops-batch built no month, an unknown parent or environment.
     @get("/drilldown", guards=READ, opt={CSV_OPT: True, ERRORS_OPT: (404,)})
     async def drilldown(
         self,
@@ -369,6 +374,7 @@ class CostsController(Controller):
                 basis=checked_basis,
                 limit=page_limit,
                 cursor=page_cursor,
+                window_fields=window_fields(period_from, period_to),
             )
 
         return await aggregate_response(
@@ -396,7 +402,14 @@ class ApplicationsController(Controller):
         """13 months of an application's costs, by environment and category, and each allocated share."""
         checked_basis = queries.check_basis(basis)
         end = parse_period(period_to, "to") if period_to else await queries.latest_period(reader)
-        return await queries.application_costs(reader, code=code, end=end, currency=currency, basis=checked_basis)
+        return await queries.application_costs(
+            reader,
+            code=code,
+            end=end,
+            currency=currency,
+            basis=checked_basis,
+            window_fields=window_fields(None, period_to),
+        )
 
 
 # ----------------------------------------------------------------------------------------------- budgets

@@ -84,6 +84,9 @@ class Drilldown(CamelStruct):
     parent: str | None
     period_from: str
     period_to: str
+    # The months of period_from..period_to finops-batch has built, oldest first: what the totals cover (a
+    # month of the window not listed has no data, which is not a zero cost). Never empty: that is a 404.
+    built_months: list[str]
     environment: str | None
     currency: str
     basis: str
@@ -151,6 +154,9 @@ class ApplicationCosts(CamelStruct):
     basis: str
     period_from: str
     period_to: str
+    # The months of the window finops-batch has built, oldest first: what the amounts cover. A month of
+    # ``months`` not listed here is not built: its zeros mean no data, not no cost. Never empty (a 404).
+    built_months: list[str]
     total: Decimal
     direct: Decimal
     indirect: Decimal
