@@ -158,16 +158,22 @@ async def test_a_user_reads_but_every_mutation_is_forbidden(
         "/allocation-rules/default",
         "/mapping-aliases",
         "/batch/runs",
-        "/costs/drilldown?level=domain",
         "/cost-insights/last-complete-billing-date",
         "/me",
     ):
         response = await client.get(f"{API}{path}", headers=as_user)
         assert response.status_code == 200, (path, response.text)
-    # No batch has run on this database: the summary of a month is "not built" (past the role check), never
-    # a month of zeros.
-    unbuilt = assert_problem(await client.get(f"{API}/costs/summary?period=2026-01", headers=as_user), 404)
-    assert unbuilt["detail"] == "month 2026-01 is not built by finops-batch (none is built yet)"
+    # No batch has run on this database: the summary of a month, or a drill-down over one, is "not built"
+    # (past the role check), never a month of zeros.
+    unbuilt = assert_problem(await client.get(f"{API}/costs/summary?period=2026-01", headers=as_user), 404, "period")
+    assert unbuilt["detail"] == "period: month 2026-01 is not built by finops-batch (none is built yet)"
+    unbuilt = assert_problem(
+        await client.get(f"{API}/costs/drilldown?level=domain&to=2026-01", headers=as_user), 404, "to"
+    )
+    assert unbuilt["detail"] == "to: month 2026-01 is not built by finops-batch (none is built yet)"
+    # With no window sent, the default (the current month) is not the client's doing: no field to name.
+    unbuilt = assert_problem(await client.get(f"{API}/costs/drilldown?level=domain", headers=as_user), 404)
+    assert unbuilt["detail"].endswith("is not built by finops-batch (none is built yet)")
 
     etag = {"If-Match": created.headers["etag"]}
     mutations: list[tuple[str, str, dict[str, Any]]] = [
@@ -951,6 +957,14 @@ async def test_bad_query_parameters_are_problem_json(client: Client, as_user: di
     assert "all_versions" not in body["detail"]
     assert body["errors"][0]["source"] == "query"
     assert_problem(await client.get(f"{API}/costs/drilldown?level=domain&from=26-01", headers=as_user), 400, "from")
+    # A from alone is compared with the default to, and the message says so (no batch has run here).
+    after = assert_problem(
+        await client.get(f"{API}/costs/drilldown?level=domain&from=2999-01", headers=as_user), 400, "from"
+    )
+    assert re.fullmatch(
+        r"from: 2999-01 is after the default to, \d{4}-\d\d \(the current month: nothing is built yet\)",
+        after["detail"],
+    ), after["detail"]
     for intervals in ("R1/P12M/0001-01-01", "R0/P30D/2026-10-01", "R2/P0D/2026-10-01", "R2/P30D/2026-02-30"):
         response = await client.get(
             f"{API}/cost-insights/entities/X/daily", params={"intervals": intervals}, headers=as_user
@@ -1043,8 +1057,20 @@ async def test_openapi_describes_what_the_list_routes_and_imports_really_take_an
     deletion = paths[f"{API}/mapping-aliases/{{alias_id}}"]["delete"]
     assert "204" in deletion["responses"]
     assert {"403", "404", "412"} <= set(deletion["responses"])
-    # An unknown budget version or pricing view in the query is a 404 too.
-    assert "404" in paths[f"{API}/budgets/comparison"]["get"]["responses"]
+    # An unknown budget version or pricing view in the query is a 404 too; so is, for the summary and the
+    # drill-down, a month not built or an unknown parent or environment.
+    for path in ("/budgets/comparison", "/costs/summary", "/costs/drilldown", "/applications/{code}/costs"):
+        responses = paths[f"{API}{path}"]["get"]["responses"]
+        assert "404" in responses, path
+        assert responses["404"]["content"] == {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }, path
+    # The drill-down and the application page say which months of their window are built.
+    for component in ("Drilldown", "ApplicationCosts"):
+        assert document["components"]["schemas"][component]["properties"]["builtMonths"] == {
+            "type": "array",
+            "items": {"type": "string"},
+        }, component
 
     # The plugin asks for quarters (P3M): the documented pattern must not refuse what the API accepts.
     intervals = next(

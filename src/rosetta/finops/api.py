@@ -224,12 +224,31 @@ def parse_level(value: str) -> Level:
 async def period_range(
     session: queries.ViewReader, period_from: str | None, period_to: str | None
 ) -> tuple[date, date]:
-    """The ``from``/``to`` months, defaulting to the latest month with costs; 400 when from > to."""
-    end = parse_period(period_to, "to") if period_to else await queries.latest_period(session)
+    """The ``from``/``to`` months, ``to`` defaulting to the latest built month and ``from`` to ``to``.
+
+    A 400 naming ``from`` when it is after ``to``, saying which ``to`` when the client did not send one.
+    """
+    latest = None
+    if period_to:
+        end = parse_period(period_to, "to")
+    else:
+        latest = await queries.latest_built(session)
+        end = latest or queries.current_month()
     start = parse_period(period_from, "from") if period_from else end
     if start > end:
-        raise BadRequestError(f"from: {start:%Y-%m} is after to {end:%Y-%m}", extra={"errors": [{"field": "from"}]})
+        if period_to:
+            message = f"{start:%Y-%m} is after to {end:%Y-%m}"
+        elif latest:
+            message = f"{start:%Y-%m} is after the default to, {end:%Y-%m} (the latest month finops-batch built)"
+        else:
+            message = f"{start:%Y-%m} is after the default to, {end:%Y-%m} (the current month: nothing is built yet)"
+        raise BadRequestError(f"from: {message}", extra={"errors": [{"field": "from", "message": message}]})
     return start, end
+
+
+def window_fields(period_from: str | None, period_to: str | None) -> tuple[str, ...]:
+    """The window parameters the client sent: what a 404 for a window with no built month names."""
+    return tuple(field for field, value in (("from", period_from), ("to", period_to)) if value)
 
 
 # ----------------------------------------------------------------------------------------------- lists and CSV
@@ -305,7 +324,8 @@ class CostsController(Controller):
     tags = ["costs"]
     dependencies = READER
 
-    @get("/summary", guards=READ)
+    # 404: a month finops-batch has not built, or an environment no cost was ever attributed to.
+    @get("/summary", guards=READ, opt={ERRORS_OPT: (404,)})
     async def summary(
         self,
         *,
@@ -324,7 +344,8 @@ class CostsController(Controller):
             basis=queries.check_basis(basis),
         )
 
-    @get("/drilldown", guards=READ, opt={CSV_OPT: True})
+    # 404: a window of which finops-batch built no month, an unknown parent or environment.
+    @get("/drilldown", guards=READ, opt={CSV_OPT: True, ERRORS_OPT: (404,)})
     async def drilldown(
         self,
         *,
@@ -357,6 +378,7 @@ class CostsController(Controller):
                 basis=checked_basis,
                 limit=page_limit,
                 cursor=page_cursor,
+                window_fields=window_fields(period_from, period_to),
             )
 
         return await aggregate_response(
@@ -384,7 +406,14 @@ class ApplicationsController(Controller):
         """13 months of an application's costs, by environment and category, and each allocated share."""
         checked_basis = queries.check_basis(basis)
         end = parse_period(period_to, "to") if period_to else await queries.latest_period(reader)
-        return await queries.application_costs(reader, code=code, end=end, currency=currency, basis=checked_basis)
+        return await queries.application_costs(
+            reader,
+            code=code,
+            end=end,
+            currency=currency,
+            basis=checked_basis,
+            window_fields=window_fields(None, period_to),
+        )
 
 
 # ----------------------------------------------------------------------------------------------- budgets
@@ -1073,7 +1102,8 @@ def entity_name(ref: str, *, kind: str, field: str) -> str:
         ref_kind, rest = "", text
     name = rest.rpartition("/")[2]
     if ref_kind and ref_kind.lower() != kind:
-        message = f"expected a {kind} ref ({kind}:default/<name>), got a {ref_kind} ref {ref!r}"
+        # The kind sent is quoted, not given an article: it can be any word ("api", "user").
+        message = f"expected a {kind} ref ({kind}:default/<name>), got {ref!r}, of kind {ref_kind!r}"
         raise BadRequestError(f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]})
     if not name:
         message = f"expected [{kind}:][namespace/]name, got {ref!r}"

@@ -37,7 +37,7 @@ class PeriodChange(CamelStruct):
 
 
 class Mover(CamelStruct):
-    """An application whose cost moved most since the previous month."""
+    """An application whose cost moved most since the previous month (both months built: ``previous`` is real)."""
 
     code: str
     name: str | None
@@ -60,6 +60,7 @@ class CostSummary(CamelStruct):
     environment: str | None
     previous_month: PeriodChange
     same_month_last_year: PeriodChange
+    # Empty when the previous month is not built: there is nothing known to have moved from.
     top_movers: list[Mover]
 
 
@@ -83,6 +84,9 @@ class Drilldown(CamelStruct):
     parent: str | None
     period_from: str
     period_to: str
+    # The months of period_from..period_to finops-batch has built, oldest first: what the totals cover (a
+    # month of the window not listed has no data, which is not a zero cost). Never empty: that is a 404.
+    built_months: list[str]
     environment: str | None
     currency: str
     basis: str
@@ -150,6 +154,9 @@ class ApplicationCosts(CamelStruct):
     basis: str
     period_from: str
     period_to: str
+    # The months of the window finops-batch has built, oldest first: what the amounts cover. A month of
+    # ``months`` not listed here is not built: its zeros mean no data, not no cost. Never empty (a 404).
+    built_months: list[str]
     total: Decimal
     direct: Decimal
     indirect: Decimal
