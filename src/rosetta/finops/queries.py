@@ -700,7 +700,8 @@ def _unmatched_sql(measure: Measure, level: Level, side: str) -> str:
     Without it such lines would only be missing from every row and total, with nothing to tell.
     """
     if measure.kind != "budget":
-        return "0"
+        # A numeric zero: asyncpg decodes a bare 0 as an int, which would reach the wire as a JSON number.
+        return "CAST(0 AS numeric)"
     return f"""
         SELECT coalesce(sum(l.amount), 0) FROM budget_revision_line l
         WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.revision = CAST(:{side}_revision AS integer)

@@ -1,0 +1,168 @@
+"""The budget comparison on a small hand-built mart whose every figure is known in advance.
+
+Five applications under two domains, costs and quantities in 2025-10 and 2025-11 only:
+
+    DA ── FA ── PA1 ── A1, A2          DC ── FC ── PC1 ── C1
+       │     └─ PA2 ── A3
+       └─ FB ── PB1 ── B1
+
+Budget amounts are powers of two, so each total says exactly which lines it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from api_support import API, finops_client, finops_settings, migrated_databases
+from batch_support import Mart, application, close_mart, cost, open_mart
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy.engine import URL
+
+from rosetta.core.db import asyncpg_dsn
+from rosetta.core.settings import DatabaseRole
+
+Client = AsyncTestClient[Litestar]
+D = Decimal
+
+HIERARCHY = {
+    "A1": ("PA1", "FA", "DA"),
+    "A2": ("PA1", "FA", "DA"),
+    "A3": ("PA2", "FA", "DA"),
+    "B1": ("PB1", "FB", "DA"),
+    "C1": ("PC1", "FC", "DC"),
+}
+BUILT = ("2025-10", "2025-11")
+
+# Every amount of a comparison, at the top and in a row; each must be a decimal string (or null) on the wire.
+TOP_AMOUNTS = ("totalLeft", "totalRight", "totalVariance", "totalVariancePct", "unmatchedLeft", "unmatchedRight")
+ROW_AMOUNTS = ("left", "right", "variance", "variancePct", "leftYearToDate", "projectedYearEnd", "rightYearEnd")
+
+
+def month_costs(month: str) -> list[dict[str, Any]]:
+    """One month of direct costs. Quantities are chosen so that valuing them per node rather than per
+    application, category and unit gives other cents (see the pricing-view test)."""
+    day = f"{month}-05"
+    storage = {"service_category": "Storage", "unit": "GB-months", "service_name": "Block storage"}
+    return [
+        cost(day, "A1", "100.00", quantity="1"),
+        cost(day, "A1", "50.00", environment="dev", quantity="2"),
+        cost(day, "A1", "10.00", quantity="1", **storage),
+        cost(day, "A2", "200.00", quantity="1"),
+        cost(day, "A3", "300.00", quantity="1"),
+        cost(day, "B1", "400.00", quantity="1"),
+        cost(day, "B1", "30.00", quantity="3", **storage),
+        cost(day, "C1", "500.00", quantity="1"),
+    ]
+
+
+async def build_world(mart: Mart) -> None:
+    """The CMDB above and the two months of costs, built by one finops-batch run."""
+    await mart.land(
+        "cmdb",
+        "application",
+        [
+            application(code, product, family=family, domain=domain)
+            for code, (product, family, domain) in HIERARCHY.items()
+        ],
+    )
+    await mart.land("cmdb", "cost", [line for month in BUILT for line in month_costs(month)])
+    await mart.run()
+
+
+@pytest.fixture(scope="module")
+def world_urls(server_url: URL) -> Iterator[dict[DatabaseRole, URL]]:
+    yield from migrated_databases(server_url, "fcmp")
+
+
+@pytest.fixture(scope="module")
+async def client(world_urls: dict[DatabaseRole, URL], identity_server: Any) -> AsyncIterator[Client]:
+    mart = await open_mart(lambda: world_urls)
+    try:
+        await build_world(mart)
+    finally:
+        await close_mart(mart)
+    async for api, _ in finops_client(finops_settings(world_urls, identity_server.entra)):
+        yield api
+
+
+@pytest.fixture(scope="module")
+def finops_dsn(world_urls: dict[DatabaseRole, URL]) -> str:
+    return asyncpg_dsn(world_urls["finops"])
+
+
+@pytest.fixture(scope="module")
+def as_user(auth_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth_headers("Rosetta_User", subject="uma")
+
+
+@pytest.fixture(scope="module")
+def as_finops(auth_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth_headers("Rosetta_FinOps_Admin", subject="fiona")
+
+
+async def compare(client: Client, headers: dict[str, str], **params: Any) -> dict[str, Any]:
+    response = await client.get(f"{API}/budgets/comparison", params={"limit": 500, **params}, headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert body["next"] is None
+    return body
+
+
+async def create_budget(client: Client, headers: dict[str, str], name: str, lines: list[dict[str, str]]) -> str:
+    created = await client.post(f"{API}/budgets", json={"name": name, "lines": lines}, headers=headers)
+    assert created.status_code == 201, created.text
+    budget_id: str = created.json()["id"]
+    return budget_id
+
+
+def line(level: str, code: str, period: str, amount: str, currency: str = "EUR") -> dict[str, str]:
+    return {"scopeLevel": level, "scopeCode": code, "period": period, "amount": amount, "currency": currency}
+
+
+def rows(body: dict[str, Any], side: str) -> dict[str, Decimal]:
+    return {row["code"]: D(row[side]) for row in body["items"]}
+
+
+def assert_amounts_are_strings(body: dict[str, Any]) -> None:
+    for key in TOP_AMOUNTS:
+        assert body[key] is None or isinstance(body[key], str), (key, body[key])
+    for key in ("totalLeft", "totalRight", "totalVariance", "unmatchedLeft", "unmatchedRight"):
+        assert isinstance(body[key], str), (key, body[key])
+    for row in body["items"]:
+        for key in ROW_AMOUNTS:
+            assert row[key] is None or isinstance(row[key], str), (key, row)
+        assert all(isinstance(row[key], str) for key in ("left", "right", "variance", "leftYearToDate")), row
+
+
+# ----------------------------------------------------------------------------------------------- the wire
+
+
+async def test_every_amount_of_a_comparison_is_a_decimal_string(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str]
+) -> None:
+    budget_id = await create_budget(client, as_finops, "String budget", [line("product", "PA1", "2025-10", "100")])
+    view = await client.post(
+        f"{API}/pricing-views",
+        json={"name": "String card", "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "1"}]},
+        headers=as_finops,
+    )
+    assert view.status_code == 201, view.text
+    view_id = view.json()["id"]
+    window = {"from": "2025-10", "to": "2025-11"}
+    for left, right in (
+        ("actual", f"budget:{budget_id}"),
+        (f"budget:{budget_id}", "actual"),
+        ("actual", f"pricing-view:{view_id}"),
+        (f"pricing-view:{view_id}", f"budget:{budget_id}"),
+        ("actual", "actual"),
+    ):
+        for level in ("domain", "application"):
+            body = await compare(client, as_user, left=left, right=right, level=level, **window)
+            assert body["items"], (left, right, level)
+            assert_amounts_are_strings(body)
+            # Zero is a decimal string too, never the JSON number 0.
+            assert body["unmatchedLeft"] == "0" or D(body["unmatchedLeft"]) != 0
