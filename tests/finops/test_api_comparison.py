@@ -138,6 +138,52 @@ def assert_amounts_are_strings(body: dict[str, Any]) -> None:
         assert all(isinstance(row[key], str) for key in ("left", "right", "variance", "leftYearToDate")), row
 
 
+# ----------------------------------------------------------------------------------------------- hierarchy months
+
+
+async def test_building_an_older_month_leaves_the_comparison_as_it_was(
+    fresh_database_urls: Callable[[], dict[DatabaseRole, URL]],
+    identity_server: Any,
+    as_user: dict[str, str],
+    as_finops: dict[str, str],
+) -> None:
+    mart = await open_mart(fresh_database_urls)
+    try:
+        await build_world(mart)
+        async for api, _ in finops_client(finops_settings(mart.urls, identity_server.entra)):
+            # Months the mart has not built (2025-02..09, 2025-12) map through the nearest built month's
+            # hierarchy: 2025-10 before the first built month, 2025-11 after the last.
+            budget_id = await create_budget(
+                api,
+                as_finops,
+                "Gap budget",
+                [
+                    line("application", "C1", "2025-02", "1"),
+                    line("application", "A1", "2025-03", "2"),
+                    line("product", "PA2", "2025-06", "4"),
+                    line("application", "A1", "2025-10", "8"),
+                    line("application", "B1", "2025-12", "16"),
+                ],
+            )
+            year = {"right": f"budget:{budget_id}", "from": "2025-01", "to": "2025-12"}
+            before = {level: await compare(api, as_user, level=level, **year) for level in ("domain", "product")}
+            assert D(before["domain"]["totalRight"]) == D(31)
+            assert D(before["domain"]["unmatchedRight"]) == 0
+            assert rows(before["domain"], "right") == {"DA": D(30), "DC": D(1)}
+            assert rows(before["product"], "right") == {"PA1": D(10), "PA2": D(4), "PB1": D(16), "PC1": D(1)}
+
+            # An older month is built (as `rosetta batch finops --period 2024-09` does): only C1 had costs in
+            # it, so its hierarchy knows C1 alone. The lines of 2025 must map exactly as they did.
+            await mart.land("cmdb", "cost", [cost("2024-09-05", "C1", "7.00")])
+            await mart.run(period="2024-09")
+            built = await mart.fetch("SELECT DISTINCT period FROM mv_finops_period_control ORDER BY period")
+            assert [f"{row['period']:%Y-%m}" for row in built] == ["2024-09", *BUILT]
+            for level, expected in before.items():
+                assert await compare(api, as_user, level=level, **year) == expected, level
+    finally:
+        await close_mart(mart)
+
+
 # ----------------------------------------------------------------------------------------------- the wire
 
 

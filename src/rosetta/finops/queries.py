@@ -674,9 +674,28 @@ async def application_costs(
 # ----------------------------------------------------------------------------------------------- comparison
 
 
-# The hierarchy month a budget line maps through: its own, clamped to the months the mart knows (so next
-# year's budget maps onto today's hierarchy).
-_LINE_MONTH = "LEAST(GREATEST(l.month, (SELECT lo FROM bounds)), (SELECT hi FROM bounds))"
+# The month a budget line joins ``hierarchy`` on: its own, since ``hierarchy`` already files under each month
+# of the year the hierarchy that month maps through (``_HIERARCHY_SQL``).
+_LINE_MONTH = "l.month"
+
+# Under each month of the compared year, the hierarchy its budget lines map through: the month's own when
+# finops-batch has built it; otherwise the first built month after it, or, when there is none, the last one
+# (so next year's budget maps onto today's hierarchy). Preferring the month after means that building an
+# older month (a back-fill such as ``--period 2024-09``) never changes how the lines of later months map, and
+# a month in a gap of the built months still maps somewhere instead of leaving its lines unmatched.
+_HIERARCHY_SQL = """
+    built AS (SELECT DISTINCT period FROM mv_finops_period_control),
+    hierarchy_month AS (
+        SELECT CAST(month AS date) AS month,
+               coalesce((SELECT min(period) FROM built WHERE period >= month),
+                        (SELECT max(period) FROM built WHERE period < month)) AS built_month
+        FROM generate_series(CAST(:year_start AS date), CAST(:year_end AS date), interval '1 month') AS month
+    ),
+    hierarchy AS (
+        SELECT m.month AS period, h.application_code, h.name, h.product_code, h.product_name, h.family_code,
+               h.family_name, h.domain_code, h.domain_name
+        FROM hierarchy_month m JOIN dim_application_month h ON h.period = m.built_month
+    )"""
 
 
 def _scope_map_sql(level: Level) -> str:
@@ -731,7 +750,7 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, dire
             GROUP BY code"""
     if measure.kind == "budget":
         # Lines at the compared level count as they are; finer lines roll up through the hierarchy of their
-        # month (clamped to the months the mart knows, so next year's budget maps onto today's hierarchy).
+        # month (or of the built month standing in for it: ``_HIERARCHY_SQL``).
         return f"""
             SELECT m.code, max(m.name) AS name, max(m.parent) AS parent,
                    coalesce(sum(l.amount) FILTER (WHERE l.month BETWEEN :start AND :end), 0) AS win,
@@ -817,10 +836,7 @@ async def compare(
     amount = _amount_column(basis)
     year_start, year_end = date(end.year, 1, 1), date(end.year, 12, 1)
     sql = f"""
-    WITH hierarchy AS (
-        SELECT * FROM dim_application_month WHERE period BETWEEN :hierarchy_start AND :year_end
-    ),
-    bounds AS (SELECT min(period) AS lo, max(period) AS hi FROM hierarchy),
+    WITH {_HIERARCHY_SQL},
     l AS ({_measure_sql(left, level, amount, "left", direct_only=right.kind == "pricing_view")}),
     r AS ({_measure_sql(right, level, amount, "right", direct_only=left.kind == "pricing_view")}),
     joined AS (
@@ -854,7 +870,6 @@ async def compare(
             "end": end,
             "year_start": year_start,
             "year_end": year_end,
-            "hierarchy_start": date(end.year - 1, 1, 1),
             "left_id": str(left.id) if left.id else None,
             "right_id": str(right.id) if right.id else None,
             # The revision the measure resolved (and its label names), never whatever is current by now.
