@@ -713,10 +713,32 @@ def _scope_map_sql(level: Level) -> str:
     )
 
 
+def _parent_scope_sql(level: Level) -> str:
+    """A condition on budget line ``l``: true without ``:parent``, else when the line's scope is the parent
+    or one of its ancestors in the hierarchy its month maps through (the lines that cover the parent's subtree
+    without naming a node of ``level`` in it)."""
+    parent_level = _PARENT[level]
+    if parent_level is None:
+        return "true"
+    covering = ["CAST(:parent AS text) IS NULL", f"(l.scope_level = '{parent_level}' AND l.scope_code = :parent)"]
+    ancestors = LEVELS[: LEVELS.index(parent_level)]
+    if ancestors:
+        is_ancestor = " OR ".join(
+            f"(l.scope_level = '{ancestor}' AND l.scope_code = h.{ancestor}_code)" for ancestor in ancestors
+        )
+        covering.append(
+            f"EXISTS (SELECT 1 FROM hierarchy h WHERE h.period = {_LINE_MONTH} AND h.{parent_level}_code = :parent"
+            f" AND ({is_ancestor}))"
+        )
+    return "(" + "\n              OR ".join(covering) + ")"
+
+
 def _unmatched_sql(measure: Measure, level: Level, side: str) -> str:
     """A scalar: the window's budget amount no node of ``level`` carries (unknown code, or a coarser line).
 
-    Without it such lines would only be missing from every row and total, with nothing to tell.
+    Without it such lines would only be missing from every row and total, with nothing to tell. Under a
+    parent, only the lines that cover the parent without being split into its children count: its own and its
+    ancestors'. A line elsewhere in the tree, or whose code no hierarchy places, is outside the parent's scope.
     """
     if measure.kind != "budget":
         # A numeric zero: asyncpg decodes a bare 0 as an int, which would reach the wire as a JSON number.
@@ -728,7 +750,8 @@ def _unmatched_sql(measure: Measure, level: Level, side: str) -> str:
           AND l.month BETWEEN :start AND :end
           AND NOT EXISTS (
               SELECT 1 FROM ({_scope_map_sql(level)}) m
-              WHERE m.scope_level = l.scope_level AND m.scope_code = l.scope_code AND m.period = {_LINE_MONTH})"""
+              WHERE m.scope_level = l.scope_level AND m.scope_code = l.scope_code AND m.period = {_LINE_MONTH})
+          AND {_parent_scope_sql(level)}"""
 
 
 def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, direct_only: bool = False) -> str:

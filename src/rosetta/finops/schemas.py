@@ -380,7 +380,8 @@ class BudgetComparison(CamelStruct):
     # The months of the year up to ``periodTo`` that finops-batch has built: the run rate's denominator.
     run_rate_months: int
     # A budget's amount over the window that no row carries (scope code unknown to the hierarchy, or a line
-    # coarser than ``level``); 0 for other measures. Not part of the totals.
+    # coarser than ``level``; under a parent, only the lines of the parent and of its ancestors); 0 for other
+    # measures. Not part of the totals.
     unmatched_left: Decimal
     unmatched_right: Decimal
     items: list[ComparisonRow]
