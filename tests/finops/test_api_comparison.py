@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from api_support import API, finops_client, finops_settings, migrated_databases
+from api_support import API, assert_problem, finops_client, finops_settings, migrated_databases
 from batch_support import Mart, application, close_mart, cost, open_mart
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -271,3 +271,77 @@ async def test_every_amount_of_a_comparison_is_a_decimal_string(
             assert_amounts_are_strings(body)
             # Zero is a decimal string too, never the JSON number 0.
             assert body["unmatchedLeft"] == "0" or D(body["unmatchedLeft"]) != 0
+
+
+# ----------------------------------------------------------------------------------------------- currency
+
+
+async def test_a_budget_is_in_the_currency_of_its_lines(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str]
+) -> None:
+    october = {"from": "2025-10", "to": "2025-10", "level": "domain"}
+    euros = await create_budget(client, as_finops, "Euro budget", [line("application", "A1", "2025-10", "10")])
+    rates = [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "1"}]
+    dollars = await client.post(
+        f"{API}/pricing-views", json={"name": "Dollar card", "currency": "USD", "rates": rates}, headers=as_finops
+    )
+    assert dollars.status_code == 201, dollars.text
+    dollar_view = f"pricing-view:{dollars.json()['id']}"
+
+    async def refused(**params: str) -> str:
+        response = await client.get(f"{API}/budgets/comparison", params={**october, **params}, headers=as_user)
+        detail: str = assert_problem(response, 400, "currency")["detail"]
+        return detail
+
+    assert await refused(right=f"budget:{euros}", currency="USD") == (
+        "currency: amounts in different currencies cannot be compared:"
+        " currency is in USD, budget:Euro budget r1 is in EUR"
+    )
+    assert await refused(left=f"budget:{euros}", right=dollar_view) == (
+        "currency: amounts in different currencies cannot be compared:"
+        " budget:Euro budget r1 is in EUR, pricing-view:Dollar card v1 r1 is in USD"
+    )
+    # Its own currency, named or not, compares.
+    for params in ({}, {"currency": "EUR"}):
+        body = await compare(client, as_user, right=f"budget:{euros}", **october, **params)
+        assert (body["currency"], D(body["totalRight"])) == ("EUR", D(10))
+
+    # A budget in two currencies: currency= picks one (or the other side does), and must be one of them.
+    mixed = await create_budget(
+        client,
+        as_finops,
+        "Mixed budget",
+        [line("application", "A1", "2025-10", "10"), line("application", "A2", "2025-10", "20", currency="USD")],
+    )
+    assert await refused(right=f"budget:{mixed}") == (
+        "currency: budget:Mixed budget r1 has lines in EUR and USD: name one with currency="
+    )
+    assert await refused(right=f"budget:{mixed}", currency="GBP") == (
+        "currency: budget:Mixed budget r1 has no line in GBP (its lines are in EUR and USD)"
+    )
+    for currency, total in (("EUR", D(10)), ("USD", D(20))):
+        body = await compare(client, as_user, right=f"budget:{mixed}", currency=currency, **october)
+        assert (body["currency"], D(body["totalRight"])) == (currency, total)
+    valued = await compare(client, as_user, left=dollar_view, right=f"budget:{mixed}", **october)
+    assert (valued["currency"], D(valued["totalRight"])) == ("USD", D(20))
+
+    # The currency is that of the compared revision's lines.
+    created = await client.post(
+        f"{API}/budgets",
+        json={"name": "Switching budget", "lines": [line("application", "A1", "2025-10", "10")]},
+        headers=as_finops,
+    )
+    assert created.status_code == 201, created.text
+    switching = created.json()["id"]
+    replaced = await client.put(
+        f"{API}/budgets/{switching}",
+        json={"name": "Switching budget", "lines": [line("application", "A1", "2025-10", "30", currency="USD")]},
+        headers={**as_finops, "If-Match": created.headers["etag"]},
+    )
+    assert replaced.status_code == 200, replaced.text
+    first = await compare(client, as_user, right=f"budget:{switching}@1", currency="EUR", **october)
+    assert D(first["totalRight"]) == D(10)
+    assert await refused(right=f"budget:{switching}", currency="EUR") == (
+        "currency: amounts in different currencies cannot be compared:"
+        " currency is in EUR, budget:Switching budget r2 is in USD"
+    )

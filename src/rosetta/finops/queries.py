@@ -825,8 +825,17 @@ def _side_label(measure: Measure, other: Measure) -> str:
     return "actual:direct" if measure.kind == "actual" and other.kind == "pricing_view" else measure.label
 
 
+def _listed(values: Sequence[str]) -> str:
+    return " and ".join([", ".join(values[:-1]), values[-1]] if len(values) > 1 else values)
+
+
 def comparison_currency(left: Measure, right: Measure, currency: str | None) -> str | None:
-    """The one currency the two measures and the ``currency`` parameter agree on; a 400 if they disagree."""
+    """The one currency the two measures and the ``currency`` parameter agree on; a 400 if they disagree.
+
+    A budget is in the currency of its lines. One with lines in several currencies needs ``currency=`` (or the
+    other side's currency) to pick one of them: comparing its lines of one currency only, silently, would
+    read as the whole budget.
+    """
     named = {
         source: value
         for source, value in (("currency", currency), (left.label, left.currency), (right.label, right.currency))
@@ -835,7 +844,20 @@ def comparison_currency(left: Measure, right: Measure, currency: str | None) -> 
     if len(set(named.values())) > 1:
         listed = ", ".join(f"{source} is in {value}" for source, value in named.items())
         raise _invalid("currency", f"amounts in different currencies cannot be compared: {listed}")
-    return next(iter(named.values()), None)
+    agreed = next(iter(named.values()), None)
+    for measure in (left, right):
+        if len(measure.currencies) < 2:
+            continue
+        if agreed is None:
+            raise _invalid(
+                "currency", f"{measure.label} has lines in {_listed(measure.currencies)}: name one with currency="
+            )
+        if agreed not in measure.currencies:
+            raise _invalid(
+                "currency",
+                f"{measure.label} has no line in {agreed} (its lines are in {_listed(measure.currencies)})",
+            )
+    return agreed
 
 
 async def compare(
