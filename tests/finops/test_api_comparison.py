@@ -345,3 +345,49 @@ async def test_a_budget_is_in_the_currency_of_its_lines(
         "currency: amounts in different currencies cannot be compared:"
         " currency is in EUR, budget:Switching budget r2 is in USD"
     )
+
+
+# ----------------------------------------------------------------------------------------------- pricing views
+
+
+async def test_a_pricing_view_adds_up_to_the_cent_at_every_level(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str]
+) -> None:
+    # Half-cent prices: valued per node, each level would round its own raw sum to other cents.
+    rates = [
+        {"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.005"},
+        {"serviceCategory": "Storage", "unit": "GB-months", "unitPrice": "0.0125"},
+    ]
+    view = await client.post(f"{API}/pricing-views", json={"name": "Odd cents", "rates": rates}, headers=as_finops)
+    assert view.status_code == 201, view.text
+    side = {"left": f"pricing-view:{view.json()['id']}", "right": "actual"}
+    october = {"from": "2025-10", "to": "2025-10"}
+
+    async def valued(level: str, parent: str | None = None, **window: str) -> tuple[Decimal, dict[str, Decimal]]:
+        body = await compare(
+            client, as_user, level=level, **({"parent": parent} if parent else {}), **side, **(window or october)
+        )
+        return D(body["totalLeft"]), rows(body, "left")
+
+    # Per application, month, service category and unit, to the cent: A1 = round(3 x 0.005) + round(0.0125)
+    # = 0.02 + 0.01; B1 = round(0.005) + round(3 x 0.0125) = 0.01 + 0.04.
+    applications = {"A1": D("0.03"), "A2": D("0.01"), "A3": D("0.01"), "B1": D("0.05"), "C1": D("0.01")}
+    assert await valued("application") == (D("0.11"), applications)
+    products = {"PA1": D("0.04"), "PA2": D("0.01"), "PB1": D("0.05"), "PC1": D("0.01")}
+    assert await valued("product") == (D("0.11"), products)
+    assert await valued("family") == (D("0.11"), {"FA": D("0.05"), "FB": D("0.05"), "FC": D("0.01")})
+    assert await valued("domain") == (D("0.11"), {"DA": D("0.10"), "DC": D("0.01")})
+    # Each parent's row is the sum of its children's rows.
+    assert (await valued("family", "DA"))[0] == D("0.10")
+    assert (await valued("product", "FA"))[0] == D("0.05")
+    assert (await valued("application", "PA1"))[0] == D("0.04")
+
+    # Over both months, and year to date, every level still adds up.
+    both = {"from": "2025-10", "to": "2025-11"}
+    totals = set()
+    for level in ("domain", "family", "product", "application"):
+        body = await compare(client, as_user, level=level, **side, **both)
+        assert sum(rows(body, "left").values()) == D(body["totalLeft"])
+        assert sum(D(row["leftYearToDate"]) for row in body["items"]) == D(body["totalLeft"])
+        totals.add(D(body["totalLeft"]))
+    assert totals == {D("0.22")}

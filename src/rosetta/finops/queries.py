@@ -790,20 +790,27 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, dire
             GROUP BY m.code"""
     parent_level = _PARENT[level]
     parent_column = f"q.{parent_level}_code" if parent_level else "NULL::text"
+    # A valuation is money, valued and rounded to the cent at ONE grain: an application's month, service
+    # category and unit (its environments summed). Every level sums those cents, so each level has the same
+    # total and a parent's row is exactly the sum of its children's, which rounding each node's raw sum was not.
+    # (0.00 rather than 0: a valuation shows cents even where nothing is valued.)
     return f"""
-            SELECT q.{level}_code AS code, max(q.{level}_name) AS name, max({parent_column}) AS parent,
-                   -- A valuation is money: each node's value to the cent, so totals add up what rows show.
-                   round(coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period BETWEEN :start AND :end),
-                                  0), 2) AS win,
-                   round(coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period <= :end), 0), 2) AS ytd,
-                   round(coalesce(sum(q.quantity * r.unit_price), 0), 2) AS full_year
-            FROM mv_finops_quantity_monthly q
-            JOIN pricing_view_revision_rate r
-              ON r.pricing_view_id = CAST(:{side}_id AS uuid) AND r.revision = CAST(:{side}_revision AS integer)
-             AND r.service_category = q.service_category AND r.unit = q.unit
-            WHERE q.period BETWEEN :year_start AND :year_end
-              AND (CAST(:parent AS text) IS NULL OR {parent_column} = :parent)
-            GROUP BY q.{level}_code"""
+            SELECT code, max(name) AS name, max(parent) AS parent,
+                   coalesce(sum(value) FILTER (WHERE period BETWEEN :start AND :end), 0.00) AS win,
+                   coalesce(sum(value) FILTER (WHERE period <= :end), 0.00) AS ytd,
+                   coalesce(sum(value), 0.00) AS full_year
+            FROM (
+                SELECT q.period, q.{level}_code AS code, max(q.{level}_name) AS name, max({parent_column}) AS parent,
+                       round(sum(q.quantity * r.unit_price), 2) AS value
+                FROM mv_finops_quantity_monthly q
+                JOIN pricing_view_revision_rate r
+                  ON r.pricing_view_id = CAST(:{side}_id AS uuid) AND r.revision = CAST(:{side}_revision AS integer)
+                 AND r.service_category = q.service_category AND r.unit = q.unit
+                WHERE q.period BETWEEN :year_start AND :year_end
+                  AND (CAST(:parent AS text) IS NULL OR {parent_column} = :parent)
+                GROUP BY q.period, q.application_code, q.service_category, q.unit, q.{level}_code
+            ) valued
+            GROUP BY code"""
 
 
 def _year_end(measure: Measure, ytd: Decimal, full_year: Decimal, run_rate_months: int) -> Decimal | None:
