@@ -391,3 +391,54 @@ async def test_a_pricing_view_adds_up_to_the_cent_at_every_level(
         assert sum(D(row["leftYearToDate"]) for row in body["items"]) == D(body["totalLeft"])
         totals.add(D(body["totalLeft"]))
     assert totals == {D("0.22")}
+
+
+# ----------------------------------------------------------------------------------------------- months not built
+
+
+async def test_actual_costs_of_months_never_built_are_unknown_not_zero(
+    client: Client, as_user: dict[str, str], as_finops: dict[str, str]
+) -> None:
+    budget_id = await create_budget(
+        client,
+        as_finops,
+        "Next year budget",
+        [line("application", "A1", "2025-12", "50"), line("application", "A1", "2027-01", "100")],
+    )
+    budget = f"budget:{budget_id}"
+    view = await client.post(
+        f"{API}/pricing-views",
+        json={"name": "Window card", "rates": [{"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "1"}]},
+        headers=as_finops,
+    )
+    valued = f"pricing-view:{view.json()['id']}"
+
+    async def refused(*fields: str, **params: str) -> str:
+        response = await client.get(f"{API}/budgets/comparison", params=params, headers=as_user)
+        body = assert_problem(response, 404, fields[0])
+        assert [error["field"] for error in body["errors"]] == list(fields), body
+        detail: str = body["detail"]
+        return detail
+
+    # Nothing of the window is built: the actual (and a valuation of its quantities) is unknown. The 404 names
+    # the window parameters sent, as the drill-down's does.
+    assert await refused("from", "to", right=budget, **{"from": "2027-01", "to": "2027-01"}) == (
+        "from, to: month 2027-01 is not built by finops-batch (the mart holds 2025-10 to 2025-11)"
+    )
+    assert await refused("to", right=budget, to="2027-01") == (
+        "to: month 2027-01 is not built by finops-batch (the mart holds 2025-10 to 2025-11)"
+    )
+    assert await refused("from", "to", left=valued, right=budget, **{"from": "2027-01", "to": "2027-03"}) == (
+        "from, to: no month from 2027-01 to 2027-03 is built by finops-batch (the mart holds 2025-10 to 2025-11)"
+    )
+    await refused("from", "to", left="actual", right="actual", **{"from": "2025-12", "to": "2025-12"})
+    await refused("from", "to", right=budget, **{"from": "2025-01", "to": "2025-09"})
+    # Two budgets need no built month.
+    budgets = await compare(client, as_user, left=budget, right=budget, **{"from": "2027-01", "to": "2027-01"})
+    assert (D(budgets["totalLeft"]), D(budgets["totalRight"]), budgets["builtMonths"]) == (D(100), D(100), [])
+    # A window partly built says which months the actual covers.
+    partly = await compare(client, as_user, right=budget, **{"from": "2025-09", "to": "2025-12"})
+    assert partly["builtMonths"] == list(BUILT)
+    assert D(partly["totalRight"]) == D(50)
+    whole = await compare(client, as_user, right=budget, **{"from": "2025-10", "to": "2025-11"})
+    assert D(partly["totalLeft"]) == D(whole["totalLeft"]) > 0

@@ -867,6 +867,10 @@ def comparison_currency(left: Measure, right: Measure, currency: str | None) -> 
     return agreed
 
 
+# The measures read from the mart: over months finops-batch never built, their amounts are unknown.
+_MART_KINDS = frozenset({"actual", "pricing_view"})
+
+
 async def compare(
     session: ViewReader,
     *,
@@ -880,8 +884,13 @@ async def compare(
     basis: Basis = "effective",
     limit: int,
     cursor: str | None,
+    window_fields: Sequence[str] = ("from", "to"),
 ) -> tuple[BudgetComparison, str | None]:
-    """Compare two measures node by node at ``level`` over ``start``..``end`` (one year), by code."""
+    """Compare two measures node by node at ``level`` over ``start``..``end`` (one year), by code.
+
+    Actual and pricing-view amounts cover the months of the window finops-batch built (``builtMonths``); with
+    either on a side, a window of which it built none is a 404 naming ``window_fields``.
+    """
     if level == "domain" and parent is not None:
         raise _invalid("parent", "domains have no parent; omit it")
     currency = await resolve_currency(session, comparison_currency(left, right, currency))
@@ -902,6 +911,10 @@ async def compare(
         SELECT coalesce(sum(left_win), 0) AS total_left, coalesce(sum(right_win), 0) AS total_right,
                (SELECT count(DISTINCT period) FROM mv_finops_period_control
                 WHERE period BETWEEN :year_start AND :end) AS run_rate_months,
+               -- The months of the window the actual and valued amounts cover (see built_month_list).
+               (SELECT string_agg(month, ',' ORDER BY month)
+                FROM (SELECT DISTINCT to_char(period, 'YYYY-MM') AS month FROM mv_finops_period_control
+                      WHERE period BETWEEN :start AND :end) built) AS built_months,
                ({_unmatched_sql(left, level, "left")}) AS unmatched_left,
                ({_unmatched_sql(right, level, "right")}) AS unmatched_right
         FROM joined
@@ -932,6 +945,11 @@ async def compare(
         },
     )
     head = rows[0]
+    built_months = built_month_list(head.built_months)
+    if not built_months and {left.kind, right.kind} & _MART_KINDS:
+        # As for the drill-down: over months never built the actual (and the quantities a pricing view
+        # values) is unknown, and must not read as a zero cost and a -100 % variance. Two budgets need none.
+        raise await unbuilt_window(session, start, end, window_fields)
     nodes = [row for row in rows if row.code is not None]
     if not nodes and cursor is None:
         await check_parent(session, level, parent)
@@ -972,6 +990,7 @@ async def compare(
         total_variance=total_variance,
         total_variance_pct=ratio(total_variance * 100, head.total_right, _PCT),
         run_rate_months=run_rate_months,
+        built_months=built_months,
         unmatched_left=head.unmatched_left,
         unmatched_right=head.unmatched_right,
         items=items,
