@@ -151,7 +151,8 @@ async def test_a_user_reads_but_every_mutation_is_forbidden(
         f"/budgets/{budget['id']}/revisions",
         f"/budgets/{budget['id']}/revisions/1",
         f"/budgets/{budget['id']}/revisions/1/lines",
-        f"/budgets/comparison?right=budget:{budget['id']}@1&from=2026-01&to=2026-01",
+        # Two budgets: against actual, a window no batch has built would be a 404 (see below).
+        f"/budgets/comparison?left=budget:{budget['id']}&right=budget:{budget['id']}@1&from=2026-01&to=2026-01",
         "/pricing-views",
         f"/pricing-views/{view_id}",
         "/allocation-rules",
@@ -174,6 +175,13 @@ async def test_a_user_reads_but_every_mutation_is_forbidden(
     # With no window sent, the default (the current month) is not the client's doing: no field to name.
     unbuilt = assert_problem(await client.get(f"{API}/costs/drilldown?level=domain", headers=as_user), 404)
     assert unbuilt["detail"].endswith("is not built by finops-batch (none is built yet)")
+    # ...and so is a comparison of actual costs over it.
+    compared = await client.get(
+        f"{API}/budgets/comparison?right=budget:{budget['id']}&from=2026-01&to=2026-01", headers=as_user
+    )
+    assert assert_problem(compared, 404, "from")["detail"] == (
+        "from, to: month 2026-01 is not built by finops-batch (none is built yet)"
+    )
 
     etag = {"If-Match": created.headers["etag"]}
     mutations: list[tuple[str, str, dict[str, Any]]] = [

@@ -352,8 +352,27 @@ async def test_the_comparison_reports_budget_money_no_row_carries(
     assert (D(swapped["unmatchedLeft"]), D(swapped["unmatchedRight"])) == (D("7.5"), 0)
 
 
+async def compute_cells(world_urls: dict[DatabaseRole, URL], month: date) -> dict[str, int]:
+    """Per domain, how many (application, service category, unit) a Compute vCPU-hours card values in ``month``:
+    each is valued and rounded to the cent once, so two cards' values can part by a cent per cell."""
+    connection = await asyncpg.connect(asyncpg_dsn(world_urls["finops"]))
+    try:
+        rows = await connection.fetch(
+            "SELECT domain_code, count(DISTINCT application_code) AS cells FROM mv_finops_quantity_monthly"
+            " WHERE period = $1 AND service_category = 'Compute' AND unit = 'vCPU-hours' GROUP BY domain_code",
+            month,
+        )
+    finally:
+        await connection.close()
+    return {row["domain_code"]: row["cells"] for row in rows}
+
+
 async def test_pricing_view_values_quantities_with_its_rates(
-    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+    client: Client,
+    as_user: dict[str, str],
+    as_finops: dict[str, str],
+    months: list[date],
+    world_urls: dict[DatabaseRole, URL],
 ) -> None:
     last = f"{months[-1]:%Y-%m}"
     unit_price = D("0.05")
@@ -379,18 +398,37 @@ async def test_pricing_view_values_quantities_with_its_rates(
         client, as_user, "/budgets/comparison", left=left, right=right, level="domain", **{"from": last, "to": last}
     )
     assert D(compared["totalRight"]) > 0
-    # Same quantities, twice the rate: twice the value (each valued to the cent, so within a cent per row),
-    # a +100 % variance.
-    assert abs(D(compared["totalLeft"]) - 2 * D(compared["totalRight"])) <= D("0.01") * len(compared["items"])
+    # Same quantities, twice the rate: twice the value (each application's month, category and unit valued
+    # to the cent, so within a cent per such cell), a +100 % variance.
+    cells = await compute_cells(world_urls, months[-1])
+    assert abs(D(compared["totalLeft"]) - 2 * D(compared["totalRight"])) <= D("0.01") * sum(cells.values())
     assert D(compared["totalVariancePct"]) == D("100.00")
     for row in compared["items"]:
-        assert abs(D(row["left"]) - 2 * D(row["right"])) <= D("0.01")
+        assert abs(D(row["left"]) - 2 * D(row["right"])) <= D("0.01") * cells.get(row["code"], 0)
         # Valuations are money: two decimals on every row, never the product's full scale.
         assert all(D(row[key]).as_tuple().exponent == -2 for key in ("left", "right", "projectedYearEnd")), row
+    # Every level values the same cents: the same total at each level, and a domain is the sum of its families.
+    for level in ("family", "product", "application"):
+        finer = await get(
+            client, as_user, "/budgets/comparison", left=left, right=right, level=level, limit=500,
+            **{"from": last, "to": last},
+        )  # fmt: skip
+        assert (finer["totalLeft"], finer["totalRight"]) == (compared["totalLeft"], compared["totalRight"]), level
+        assert sum(D(row["left"]) for row in finer["items"]) == D(compared["totalLeft"])
+    for row in compared["items"]:
+        families = await get(
+            client, as_user, "/budgets/comparison", left=left, right=right, level="family", parent=row["code"],
+            **{"from": last, "to": last},
+        )  # fmt: skip
+        assert (families["totalLeft"], families["totalRight"]) == (row["left"], row["right"]), row["code"]
 
 
 async def test_a_comparison_against_a_pricing_view_revision_is_reproduced_after_the_view_changes(
-    client: Client, as_user: dict[str, str], as_finops: dict[str, str], months: list[date]
+    client: Client,
+    as_user: dict[str, str],
+    as_finops: dict[str, str],
+    months: list[date],
+    world_urls: dict[DatabaseRole, URL],
 ) -> None:
     window = {"from": f"{months[-1]:%Y-%m}", "to": f"{months[-1]:%Y-%m}", "level": "domain"}
     rate = {"serviceCategory": "Compute", "unit": "vCPU-hours", "unitPrice": "0.05"}
@@ -415,7 +453,8 @@ async def test_a_comparison_against_a_pricing_view_revision_is_reproduced_after_
     # The plain id values with the current revision...
     now = await get(client, as_user, "/budgets/comparison", left=f"pricing-view:{view_id}", right="actual", **window)
     assert now["left"] == "pricing-view:Catalogue 2026 revised v1 r2"
-    assert abs(D(now["totalLeft"]) - 2 * D(last_week["totalLeft"])) <= D("0.01") * len(now["items"])
+    cells = sum((await compute_cells(world_urls, months[-1])).values())
+    assert abs(D(now["totalLeft"]) - 2 * D(last_week["totalLeft"])) <= D("0.01") * cells
     explicit = await get(
         client, as_user, "/budgets/comparison", left=f"pricing-view:{view_id}@2", right="actual", **window
     )

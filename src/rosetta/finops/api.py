@@ -469,7 +469,8 @@ class BudgetsController(Controller):
         budget = await service.budget_create(session, auditor=auditor, data=data, actor=principal.subject)
         return with_etag(budget, status_code=HTTP_201_CREATED, location=f"{PREFIX}/budgets/{budget.id}")
 
-    # 404: the query names a budget version, pricing view or revision that does not exist.
+    # 404: the query names a budget version, pricing view or revision that does not exist, or (with actual or a
+    # pricing view on a side) a window of which finops-batch has built no month.
     @get("/comparison", guards=READ, opt={CSV_OPT: True, ERRORS_OPT: (404,)})
     async def comparison(
         self,
@@ -528,6 +529,7 @@ class BudgetsController(Controller):
                 basis=checked_basis,
                 limit=page_limit,
                 cursor=page_cursor,
+                window_fields=window_fields(period_from, period_to),
             )
 
         return await aggregate_response(

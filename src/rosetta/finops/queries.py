@@ -674,9 +674,28 @@ async def application_costs(
 # ----------------------------------------------------------------------------------------------- comparison
 
 
-# The hierarchy month a budget line maps through: its own, clamped to the months the mart knows (so next
-# year's budget maps onto today's hierarchy).
-_LINE_MONTH = "LEAST(GREATEST(l.month, (SELECT lo FROM bounds)), (SELECT hi FROM bounds))"
+# The month a budget line joins ``hierarchy`` on: its own, since ``hierarchy`` already files under each month
+# of the year the hierarchy that month maps through (``_HIERARCHY_SQL``).
+_LINE_MONTH = "l.month"
+
+# Under each month of the compared year, the hierarchy its budget lines map through: the month's own when
+# finops-batch has built it; otherwise the first built month after it, or, when there is none, the last one
+# (so next year's budget maps onto today's hierarchy). Preferring the month after means that building an
+# older month (a back-fill such as ``--period 2024-09``) never changes how the lines of later months map, and
+# a month in a gap of the built months still maps somewhere instead of leaving its lines unmatched.
+_HIERARCHY_SQL = """
+    built AS (SELECT DISTINCT period FROM mv_finops_period_control),
+    hierarchy_month AS (
+        SELECT CAST(month AS date) AS month,
+               coalesce((SELECT min(period) FROM built WHERE period >= month),
+                        (SELECT max(period) FROM built WHERE period < month)) AS built_month
+        FROM generate_series(CAST(:year_start AS date), CAST(:year_end AS date), interval '1 month') AS month
+    ),
+    hierarchy AS (
+        SELECT m.month AS period, h.application_code, h.name, h.product_code, h.product_name, h.family_code,
+               h.family_name, h.domain_code, h.domain_name
+        FROM hierarchy_month m JOIN dim_application_month h ON h.period = m.built_month
+    )"""
 
 
 def _scope_map_sql(level: Level) -> str:
@@ -694,13 +713,36 @@ def _scope_map_sql(level: Level) -> str:
     )
 
 
+def _parent_scope_sql(level: Level) -> str:
+    """A condition on budget line ``l``: true without ``:parent``, else when the line's scope is the parent
+    or one of its ancestors in the hierarchy its month maps through (the lines that cover the parent's subtree
+    without naming a node of ``level`` in it)."""
+    parent_level = _PARENT[level]
+    if parent_level is None:
+        return "true"
+    covering = ["CAST(:parent AS text) IS NULL", f"(l.scope_level = '{parent_level}' AND l.scope_code = :parent)"]
+    ancestors = LEVELS[: LEVELS.index(parent_level)]
+    if ancestors:
+        is_ancestor = " OR ".join(
+            f"(l.scope_level = '{ancestor}' AND l.scope_code = h.{ancestor}_code)" for ancestor in ancestors
+        )
+        covering.append(
+            f"EXISTS (SELECT 1 FROM hierarchy h WHERE h.period = {_LINE_MONTH} AND h.{parent_level}_code = :parent"
+            f" AND ({is_ancestor}))"
+        )
+    return "(" + "\n              OR ".join(covering) + ")"
+
+
 def _unmatched_sql(measure: Measure, level: Level, side: str) -> str:
     """A scalar: the window's budget amount no node of ``level`` carries (unknown code, or a coarser line).
 
-    Without it such lines would only be missing from every row and total, with nothing to tell.
+    Without it such lines would only be missing from every row and total, with nothing to tell. Under a
+    parent, only the lines that cover the parent without being split into its children count: its own and its
+    ancestors'. A line elsewhere in the tree, or whose code no hierarchy places, is outside the parent's scope.
     """
     if measure.kind != "budget":
-        return "0"
+        # A numeric zero: asyncpg decodes a bare 0 as an int, which would reach the wire as a JSON number.
+        return "CAST(0 AS numeric)"
     return f"""
         SELECT coalesce(sum(l.amount), 0) FROM budget_revision_line l
         WHERE l.budget_version_id = CAST(:{side}_id AS uuid) AND l.revision = CAST(:{side}_revision AS integer)
@@ -708,7 +750,8 @@ def _unmatched_sql(measure: Measure, level: Level, side: str) -> str:
           AND l.month BETWEEN :start AND :end
           AND NOT EXISTS (
               SELECT 1 FROM ({_scope_map_sql(level)}) m
-              WHERE m.scope_level = l.scope_level AND m.scope_code = l.scope_code AND m.period = {_LINE_MONTH})"""
+              WHERE m.scope_level = l.scope_level AND m.scope_code = l.scope_code AND m.period = {_LINE_MONTH})
+          AND {_parent_scope_sql(level)}"""
 
 
 def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, direct_only: bool = False) -> str:
@@ -730,7 +773,7 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, dire
             GROUP BY code"""
     if measure.kind == "budget":
         # Lines at the compared level count as they are; finer lines roll up through the hierarchy of their
-        # month (clamped to the months the mart knows, so next year's budget maps onto today's hierarchy).
+        # month (or of the built month standing in for it: ``_HIERARCHY_SQL``).
         return f"""
             SELECT m.code, max(m.name) AS name, max(m.parent) AS parent,
                    coalesce(sum(l.amount) FILTER (WHERE l.month BETWEEN :start AND :end), 0) AS win,
@@ -747,20 +790,27 @@ def _measure_sql(measure: Measure, level: Level, amount: str, side: str, *, dire
             GROUP BY m.code"""
     parent_level = _PARENT[level]
     parent_column = f"q.{parent_level}_code" if parent_level else "NULL::text"
+    # A valuation is money, valued and rounded to the cent at ONE grain: an application's month, service
+    # category and unit (its environments summed). Every level sums those cents, so each level has the same
+    # total and a parent's row is exactly the sum of its children's, which rounding each node's raw sum was not.
+    # (0.00 rather than 0: a valuation shows cents even where nothing is valued.)
     return f"""
-            SELECT q.{level}_code AS code, max(q.{level}_name) AS name, max({parent_column}) AS parent,
-                   -- A valuation is money: each node's value to the cent, so totals add up what rows show.
-                   round(coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period BETWEEN :start AND :end),
-                                  0), 2) AS win,
-                   round(coalesce(sum(q.quantity * r.unit_price) FILTER (WHERE q.period <= :end), 0), 2) AS ytd,
-                   round(coalesce(sum(q.quantity * r.unit_price), 0), 2) AS full_year
-            FROM mv_finops_quantity_monthly q
-            JOIN pricing_view_revision_rate r
-              ON r.pricing_view_id = CAST(:{side}_id AS uuid) AND r.revision = CAST(:{side}_revision AS integer)
-             AND r.service_category = q.service_category AND r.unit = q.unit
-            WHERE q.period BETWEEN :year_start AND :year_end
-              AND (CAST(:parent AS text) IS NULL OR {parent_column} = :parent)
-            GROUP BY q.{level}_code"""
+            SELECT code, max(name) AS name, max(parent) AS parent,
+                   coalesce(sum(value) FILTER (WHERE period BETWEEN :start AND :end), 0.00) AS win,
+                   coalesce(sum(value) FILTER (WHERE period <= :end), 0.00) AS ytd,
+                   coalesce(sum(value), 0.00) AS full_year
+            FROM (
+                SELECT q.period, q.{level}_code AS code, max(q.{level}_name) AS name, max({parent_column}) AS parent,
+                       round(sum(q.quantity * r.unit_price), 2) AS value
+                FROM mv_finops_quantity_monthly q
+                JOIN pricing_view_revision_rate r
+                  ON r.pricing_view_id = CAST(:{side}_id AS uuid) AND r.revision = CAST(:{side}_revision AS integer)
+                 AND r.service_category = q.service_category AND r.unit = q.unit
+                WHERE q.period BETWEEN :year_start AND :year_end
+                  AND (CAST(:parent AS text) IS NULL OR {parent_column} = :parent)
+                GROUP BY q.period, q.application_code, q.service_category, q.unit, q.{level}_code
+            ) valued
+            GROUP BY code"""
 
 
 def _year_end(measure: Measure, ytd: Decimal, full_year: Decimal, run_rate_months: int) -> Decimal | None:
@@ -782,8 +832,17 @@ def _side_label(measure: Measure, other: Measure) -> str:
     return "actual:direct" if measure.kind == "actual" and other.kind == "pricing_view" else measure.label
 
 
+def _listed(values: Sequence[str]) -> str:
+    return " and ".join([", ".join(values[:-1]), values[-1]] if len(values) > 1 else values)
+
+
 def comparison_currency(left: Measure, right: Measure, currency: str | None) -> str | None:
-    """The one currency the two measures and the ``currency`` parameter agree on; a 400 if they disagree."""
+    """The one currency the two measures and the ``currency`` parameter agree on; a 400 if they disagree.
+
+    A budget is in the currency of its lines. One with lines in several currencies needs ``currency=`` (or the
+    other side's currency) to pick one of them: comparing its lines of one currency only, silently, would
+    read as the whole budget.
+    """
     named = {
         source: value
         for source, value in (("currency", currency), (left.label, left.currency), (right.label, right.currency))
@@ -792,7 +851,24 @@ def comparison_currency(left: Measure, right: Measure, currency: str | None) -> 
     if len(set(named.values())) > 1:
         listed = ", ".join(f"{source} is in {value}" for source, value in named.items())
         raise _invalid("currency", f"amounts in different currencies cannot be compared: {listed}")
-    return next(iter(named.values()), None)
+    agreed = next(iter(named.values()), None)
+    for measure in (left, right):
+        if len(measure.currencies) < 2:
+            continue
+        if agreed is None:
+            raise _invalid(
+                "currency", f"{measure.label} has lines in {_listed(measure.currencies)}: name one with currency="
+            )
+        if agreed not in measure.currencies:
+            raise _invalid(
+                "currency",
+                f"{measure.label} has no line in {agreed} (its lines are in {_listed(measure.currencies)})",
+            )
+    return agreed
+
+
+# The measures read from the mart: over months finops-batch never built, their amounts are unknown.
+_MART_KINDS = frozenset({"actual", "pricing_view"})
 
 
 async def compare(
@@ -808,18 +884,20 @@ async def compare(
     basis: Basis = "effective",
     limit: int,
     cursor: str | None,
+    window_fields: Sequence[str] = ("from", "to"),
 ) -> tuple[BudgetComparison, str | None]:
-    """Compare two measures node by node at ``level`` over ``start``..``end`` (one year), by code."""
+    """Compare two measures node by node at ``level`` over ``start``..``end`` (one year), by code.
+
+    Actual and pricing-view amounts cover the months of the window finops-batch built (``builtMonths``); with
+    either on a side, a window of which it built none is a 404 naming ``window_fields``.
+    """
     if level == "domain" and parent is not None:
         raise _invalid("parent", "domains have no parent; omit it")
     currency = await resolve_currency(session, comparison_currency(left, right, currency))
     amount = _amount_column(basis)
     year_start, year_end = date(end.year, 1, 1), date(end.year, 12, 1)
     sql = f"""
-    WITH hierarchy AS (
-        SELECT * FROM dim_application_month WHERE period BETWEEN :hierarchy_start AND :year_end
-    ),
-    bounds AS (SELECT min(period) AS lo, max(period) AS hi FROM hierarchy),
+    WITH {_HIERARCHY_SQL},
     l AS ({_measure_sql(left, level, amount, "left", direct_only=right.kind == "pricing_view")}),
     r AS ({_measure_sql(right, level, amount, "right", direct_only=left.kind == "pricing_view")}),
     joined AS (
@@ -833,6 +911,10 @@ async def compare(
         SELECT coalesce(sum(left_win), 0) AS total_left, coalesce(sum(right_win), 0) AS total_right,
                (SELECT count(DISTINCT period) FROM mv_finops_period_control
                 WHERE period BETWEEN :year_start AND :end) AS run_rate_months,
+               -- The months of the window the actual and valued amounts cover (see built_month_list).
+               (SELECT string_agg(month, ',' ORDER BY month)
+                FROM (SELECT DISTINCT to_char(period, 'YYYY-MM') AS month FROM mv_finops_period_control
+                      WHERE period BETWEEN :start AND :end) built) AS built_months,
                ({_unmatched_sql(left, level, "left")}) AS unmatched_left,
                ({_unmatched_sql(right, level, "right")}) AS unmatched_right
         FROM joined
@@ -853,7 +935,6 @@ async def compare(
             "end": end,
             "year_start": year_start,
             "year_end": year_end,
-            "hierarchy_start": date(end.year - 1, 1, 1),
             "left_id": str(left.id) if left.id else None,
             "right_id": str(right.id) if right.id else None,
             # The revision the measure resolved (and its label names), never whatever is current by now.
@@ -864,6 +945,11 @@ async def compare(
         },
     )
     head = rows[0]
+    built_months = built_month_list(head.built_months)
+    if not built_months and {left.kind, right.kind} & _MART_KINDS:
+        # As for the drill-down: over months never built the actual (and the quantities a pricing view
+        # values) is unknown, and must not read as a zero cost and a -100 % variance. Two budgets need none.
+        raise await unbuilt_window(session, start, end, window_fields)
     nodes = [row for row in rows if row.code is not None]
     if not nodes and cursor is None:
         await check_parent(session, level, parent)
@@ -904,6 +990,7 @@ async def compare(
         total_variance=total_variance,
         total_variance_pct=ratio(total_variance * 100, head.total_right, _PCT),
         run_rate_months=run_rate_months,
+        built_months=built_months,
         unmatched_left=head.unmatched_left,
         unmatched_right=head.unmatched_right,
         items=items,

@@ -379,8 +379,12 @@ class BudgetComparison(CamelStruct):
     total_variance_pct: Decimal | None
     # The months of the year up to ``periodTo`` that finops-batch has built: the run rate's denominator.
     run_rate_months: int
+    # The window's months finops-batch has built ("YYYY-MM", oldest first): actual and pricing-view amounts
+    # cover these only (a month never built is unknown, not a zero cost); a budget's cover the whole window.
+    built_months: list[str]
     # A budget's amount over the window that no row carries (scope code unknown to the hierarchy, or a line
-    # coarser than ``level``); 0 for other measures. Not part of the totals.
+    # coarser than ``level``; under a parent, only the lines of the parent and of its ancestors); 0 for other
+    # measures. Not part of the totals.
     unmatched_left: Decimal
     unmatched_right: Decimal
     items: list[ComparisonRow]

@@ -1602,7 +1602,9 @@ class Measure:
     """One side of a comparison: actual costs, a budget version or a pricing view's valuation.
 
     ``revision`` is the budget revision whose lines are compared, or the pricing view revision whose rates value
-    the quantities: resolved once, here, so the label names exactly what the numbers come from.
+    the quantities: resolved once, here, so the label names exactly what the numbers come from. ``currencies``
+    are those of a budget revision's lines (sorted): ``currency`` is set when there is exactly one, otherwise
+    the comparison's ``currency=`` must pick one.
     """
 
     kind: Literal["actual", "budget", "pricing_view"]
@@ -1610,6 +1612,7 @@ class Measure:
     label: str
     currency: str | None = None
     revision: int | None = None
+    currencies: tuple[str, ...] = ()
 
 
 _MEASURES = "actual, budget:<id>, budget:<id>@<revision>, pricing-view:<id> or pricing-view:<id>@<revision>"
@@ -1667,8 +1670,27 @@ async def _budget_measure(session: AsyncSession, budget_id: uuid.UUID, revision:
     kept = (await _revision_rows(session, [(budget_id, revision)])).get((budget_id, revision))
     if kept is None:
         raise _not_found(field, _no_such_revision(version, revision))
+    currencies = await _budget_currencies(session, budget_id, revision)
     # The revision's own name: asked for again after a rename, the comparison still reads as it did.
-    return Measure(kind="budget", id=budget_id, label=f"budget:{kept.name} r{revision}", revision=revision)
+    return Measure(
+        kind="budget",
+        id=budget_id,
+        label=f"budget:{kept.name} r{revision}",
+        revision=revision,
+        currency=currencies[0] if len(currencies) == 1 else None,
+        currencies=currencies,
+    )
+
+
+async def _budget_currencies(session: AsyncSession, budget_id: uuid.UUID, revision: int) -> tuple[str, ...]:
+    """The currencies a budget revision's lines are in, sorted (a budget has no currency of its own)."""
+    query = (
+        select(_BL.currency)
+        .where(_BL.budget_version_id == budget_id, _BL.revision == revision)
+        .distinct()
+        .order_by(_BL.currency)
+    )
+    return tuple((await session.scalars(query)).all())
 
 
 # ----------------------------------------------------------------------------------------------- batch
