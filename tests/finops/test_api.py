@@ -1501,3 +1501,49 @@ async def test_names_are_unique_whatever_their_case_and_spaces(client: Client, a
     assert [item["name"] for item in views if item["name"].lower() == "catalogue review"] == ["Catalogue Review"]
     again = await client.post(f"{API}/pricing-views", json={"name": "Catalogue Review "}, headers=as_finops)
     assert again.json()["version"] == 2
+
+
+# ----------------------------------------------------------------------------------------------- decimals on the wire
+
+# A number in exponent notation as a whole JSON string or CSV cell (not the "3e-9" inside a UUID).
+EXPONENT = re.compile(r'(?:^|[",:\[{])-?[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+(?:$|[",\]}])', re.MULTILINE)
+
+
+async def test_tiny_unit_prices_are_served_in_plain_notation_in_json_csv_and_the_audit_log(
+    client: Client, as_finops: dict[str, str], as_user: dict[str, str], as_admin: dict[str, str]
+) -> None:
+    # A per-request price, a zero written at 11 decimals, a sub-micro price: str() of each is "1E-10", "0E-11",
+    # "1.2E-7", which is what msgspec alone would send.
+    prices = {"requests": "0.0000000001", "calls": "0.00000000000", "tokens": "0.00000012"}
+    rates = [{"serviceCategory": "Compute", "unit": unit, "unitPrice": price} for unit, price in prices.items()]
+    created = await client.post(f"{API}/pricing-views", json={"name": "Per request", "rates": rates}, headers=as_finops)
+    assert created.status_code == 201, created.text
+    path = f"{API}/pricing-views/{created.json()['id']}"
+
+    def served(view: dict[str, Any]) -> dict[str, str]:
+        return {rate["unit"]: rate["unitPrice"] for rate in view["rates"]}
+
+    assert served(created.json()) == prices
+    read = await client.get(path, headers=as_user)
+    assert served(read.json()) == prices
+    assert not EXPONENT.search(read.text)
+    listed = await client.get(f"{API}/pricing-views?limit=500", headers=as_user)
+    assert not EXPONENT.search(listed.text)
+    assert served((await client.get(f"{path}/revisions/1", headers=as_user)).json()) == prices
+    exported = await client.get(f"{API}/pricing-views?limit=500", headers={**as_user, "Accept": "text/csv"})
+    [row] = [row for row in csv.DictReader(io.StringIO(exported.text)) if row["name"] == "Per request"]
+    assert {rate["unit"]: rate["unitPrice"] for rate in json.loads(row["rates"])} == prices
+    assert not EXPONENT.search(exported.text)
+    [audited] = await audit_rows(client, as_admin, "pricing_view", created.json()["id"])
+    assert served(audited["after"]) == prices
+
+    # Imported: from a text cell (the file's own decimal mark) and from a workbook number (5e-07 in Excel).
+    body = b"service_category;unit;unit_price\nCompute;requests;0,0000000001\n"
+    etag = read.headers["etag"]
+    imported = await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV, "If-Match": etag})
+    assert imported.status_code == 200, imported.text
+    assert served(imported.json()) == {"requests": "0.0000000001"}
+    workbook = workbook_bytes(["service_category", "unit", "unit_price"], ["Compute", "requests", 5e-07])
+    imported = await client.post(f"{path}/import", content=workbook, headers={**as_finops, **XLSX})
+    assert imported.status_code == 200, imported.text
+    assert served(imported.json()) == {"requests": "0.0000005"}

@@ -97,6 +97,11 @@ def test_payloads_accept_structs_decimals_datetimes_and_uuids() -> None:
     }
     assert to_json_value({"n": Decimal("0.1"), "ids": [budget_id]}) == {"n": "0.1", "ids": [str(budget_id)]}
     assert to_json_value(None) is None
+    # Stored as the API writes decimals (the audit route serves them again): plain notation, never "1E-10".
+    assert to_json_value({"price": Decimal("1E-10"), "zero": Decimal("0E-11")}) == {
+        "price": "0.0000000001",
+        "zero": "0.00000000000",
+    }
 
 
 @pytest.mark.parametrize("role", AUDITED)

@@ -8,7 +8,8 @@ same route always have the same columns in the same order, an empty list include
 - a nested struct is flattened to ``parent.child`` columns (empty cells when it is null);
 - a list or a map (whose keys are data, such as ``totals`` per currency) is one column holding its JSON text,
   keys sorted, so new keys never add or move columns;
-- decimals are written fixed-point (``20000``, never ``2E+4``), booleans ``true``/``false``, null as empty.
+- decimals are written fixed-point (``20000``, never ``2E+4``; inside JSON text too), booleans ``true``/``false``,
+  null as empty.
 
 Finance users open these files in Excel: a text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a
 carriage return would be read as a formula (CSV injection), so it gets a leading ``'``. Numbers are left
@@ -31,7 +32,7 @@ from functools import cache
 from typing import Any
 
 import msgspec
-from litestar import Request, Response
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Accept
 from litestar.handlers import BaseRouteHandler
@@ -39,6 +40,7 @@ from msgspec import inspect as schema
 
 from rosetta.core.errors import NotAcceptableError
 from rosetta.core.openapi import CSV_OPT
+from rosetta.core.wire import Response, encode_json, plain_decimal
 
 CSV_MEDIA_TYPE = "text/csv"
 JSON_MEDIA_TYPE = "application/json"
@@ -148,11 +150,11 @@ def cell(value: Any, *, as_json: bool = False) -> str:
     if value is None:
         return ""
     if as_json:
-        return _neutralised(msgspec.json.encode(value, order="sorted").decode())
+        return _neutralised(encode_json(value, order="sorted").decode())
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return plain_decimal(value)
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, (date, datetime)) or not isinstance(value, str):

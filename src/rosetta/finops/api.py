@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import msgspec
-from litestar import Controller, Litestar, Request, Response, delete, get, patch, post, put
+from litestar import Controller, Litestar, Request, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
@@ -44,6 +44,7 @@ from rosetta.core.security.api import security_controller
 from rosetta.core.security.permissions import Permission, Principal, requires
 from rosetta.core.settings import Settings
 from rosetta.core.tabular import csv_response, refuse_csv_unless_offered, wants_csv
+from rosetta.core.wire import Response
 from rosetta.finops import queries, service
 from rosetta.finops.schemas import (
     LEVELS,

@@ -1,9 +1,11 @@
 """Request and response bodies of finops-api (msgspec, camelCase on the wire).
 
-Amounts are ``Decimal`` and so travel as decimal **strings** (msgspec encodes ``Decimal`` as a string),
-never as JSON floats. The one exception is the Cost Insights family (``CostInsights*``): the Backstage
-plugin's TypeScript types declare ``amount: number``, so those bodies carry numbers, rounded to the cent,
-and are meant for charts only, never for reconciliation.
+Amounts are ``Decimal`` and so travel as decimal **strings** (msgspec encodes ``Decimal`` as a string; the
+apps' ``rosetta.core.wire.Response`` writes it in plain notation, ``"0.0000002"`` never ``"2E-7"``), never as
+JSON floats; amounts sent are decimal strings too (``str`` members of the ``*In`` structs). The one exception
+is the Cost Insights family (``CostInsights*``): the Backstage plugin's TypeScript types declare
+``amount: number``, so those bodies carry numbers, rounded to the cent, and are meant for charts only, never
+for reconciliation.
 """
 
 from __future__ import annotations

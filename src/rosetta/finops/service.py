@@ -26,6 +26,7 @@ from rosetta.core.audit import record_audit
 from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
 from rosetta.core.locale_numbers import established_mark, is_ambiguous, is_plain_decimal, normalise_number
 from rosetta.core.pagination import keyset_page
+from rosetta.core.wire import plain_decimal, to_builtins
 from rosetta.finops import models, pipeline
 from rosetta.finops.allocation import CENT, UNALLOCATED
 from rosetta.finops.schemas import (
@@ -91,8 +92,8 @@ def month_text(value: date) -> str:
 
 
 def _snapshot(value: Any) -> Any:
-    """The JSON-able form of a DTO for the audit log (decimals stay strings)."""
-    return msgspec.to_builtins(value)
+    """The JSON-able form of a DTO for the audit log (decimals stay strings, in plain notation)."""
+    return to_builtins(value)
 
 
 def _check_amount(value: Decimal, field: str) -> Decimal:
@@ -679,7 +680,7 @@ async def _line_map(session: AsyncSession, budget_id: uuid.UUID, revision: int) 
 def _line_rows(lines: Mapping[_LineKey, tuple[Decimal, str]]) -> list[list[str]]:
     """Lines as ``[scopeLevel, scopeCode, YYYY-MM, amount, currency]`` by scope and month, compact for the audit row."""
     return [
-        [level, code, month_text(month), str(amount), currency]
+        [level, code, month_text(month), plain_decimal(amount), currency]
         for (level, code, month), (amount, currency) in sorted(lines.items())
     ]
 
