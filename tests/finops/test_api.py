@@ -284,7 +284,7 @@ async def test_budget_lifecycle_with_etags_and_audit(
     assert replace_row["after"]["name"] == "Budget 2026 revised Q2"
     # The replaced lines exist nowhere else any more: the audit row keeps them, and the new ones.
     assert replace_row["before"]["lines"] == [
-        ["domain", "COMMERCE", "2026-01", "5000", "EUR"],
+        ["domain", "COMMERCE", "2026-01", "5000.00", "EUR"],
         ["product", "PAY-ONLINE", "2026-01", "1000.00", "EUR"],
         ["product", "PAY-ONLINE", "2026-02", "250.10", "EUR"],
     ]
@@ -323,7 +323,7 @@ async def test_budget_lines_import_from_csv_and_excel(client: Client, as_finops:
     lines = (await client.get(f"{path}/lines", headers=as_finops)).json()["items"]
     assert lines == [
         {"scopeLevel": "domain", "scopeCode": "COMMERCE", "period": "2026-04", "amount": "1500.25", "currency": "EUR"},
-        {"scopeLevel": "family", "scopeCode": "PAY", "period": "2026-05", "amount": "10", "currency": "EUR"},
+        {"scopeLevel": "family", "scopeCode": "PAY", "period": "2026-05", "amount": "10.00", "currency": "EUR"},
     ]
 
     bad = await client.post(
@@ -576,9 +576,9 @@ async def test_every_budget_change_is_a_new_revision_and_earlier_ones_stay_as_th
 
     # Every revision keeps its header and lines exactly as they were; a user reads them.
     lines = {
-        1: [("domain", "COMMERCE", "2026-01", "5000"), ("product", "PAY-ONLINE", "2026-01", "1000.00"),
+        1: [("domain", "COMMERCE", "2026-01", "5000.00"), ("product", "PAY-ONLINE", "2026-01", "1000.00"),
             ("product", "PAY-ONLINE", "2026-02", "250.10")],
-        2: [("domain", "COMMERCE", "2026-01", "5000"), ("product", "PAY-ONLINE", "2026-01", "1100.00"),
+        2: [("domain", "COMMERCE", "2026-01", "5000.00"), ("product", "PAY-ONLINE", "2026-01", "1100.00"),
             ("product", "PAY-ONLINE", "2026-02", "250.10")],
         4: [("product", "PAY-ONLINE", "2026-01", "900.00")],
         5: [("family", "PAY", "2026-03", "42.50")],
@@ -634,7 +634,7 @@ async def test_every_budget_change_is_a_new_revision_and_earlier_ones_stay_as_th
         (str(number), str(len(lines[number])), totals) for number, (_, _, totals) in headers.items()
     ]
     lines_csv = await client.get(f"{path}/revisions/1/lines", headers={**as_user, "Accept": "text/csv"})
-    assert [row["amount"] for row in csv.DictReader(io.StringIO(lines_csv.text))] == ["5000", "1000.00", "250.10"]
+    assert [row["amount"] for row in csv.DictReader(io.StringIO(lines_csv.text))] == ["5000.00", "1000.00", "250.10"]
 
     # Unknown revisions and versions are 404; a number no revision can have is a 400 naming it.
     missing = assert_problem(await client.get(f"{path}/revisions/6", headers=as_user), 404)
@@ -1166,10 +1166,10 @@ async def test_an_amount_whose_decimal_mark_the_file_does_not_settle_is_refused(
             "1234.56",
             "1234.56",
             "1234.50",
-            "2000",
+            "2000.00",
         ],
         LINES_HEADER + b'product,PAY-ONLINE,2026-01,"1,234.50"\nproduct,PAY-ONLINE,2026-02,1234.5\n'
-        b'product,PAY-ONLINE,2026-03,"2,000"\n': ["1234.50", "1234.5", "2000"],
+        b'product,PAY-ONLINE,2026-03,"2,000"\n': ["1234.50", "1234.50", "2000.00"],
     }
     for body, amounts in accepted.items():
         response = await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV})
@@ -1507,6 +1507,49 @@ async def test_names_are_unique_whatever_their_case_and_spaces(client: Client, a
 
 # A number in exponent notation as a whole JSON string or CSV cell (not the "3e-9" inside a UUID).
 EXPONENT = re.compile(r'(?:^|[",:\[{])-?[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+(?:$|[",\]}])', re.MULTILINE)
+
+
+async def test_numbers_in_exponent_notation_are_refused_naming_the_field(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    path, before = await new_budget(client, as_finops, "No exponents")
+    if_match = {**as_finops, "If-Match": before["etag"]}
+    line = {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-03"}
+    for text in ("1E+3", "0E-7", "1e3", "5E-7", "1.5E2"):
+        response = await client.patch(path, json={"lines": [{**line, "amount": text}]}, headers=if_match)
+        problem = assert_problem(response, 400, "lines[0].amount")
+        assert "exponent notation" in problem["detail"]
+        rate = {"serviceCategory": "Compute", "unit": "requests", "unitPrice": text}
+        response = await client.post(
+            f"{API}/pricing-views", json={"name": "Exp card", "rates": [rate]}, headers=as_finops
+        )
+        assert "exponent notation" in assert_problem(response, 400, "rates[0].unitPrice")["detail"]
+    assert await budget_state(client, as_finops, path) == before
+
+
+async def test_budget_amounts_are_stored_and_read_back_at_two_decimals(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    line = {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-04"}
+    body = {
+        "name": "Two decimals",
+        "lines": [{**line, "amount": "100.00000"}, {**line, "period": "2026-05", "amount": "7"}],
+    }
+    created = await client.post(f"{API}/budgets", json=body, headers=as_finops)
+    assert created.status_code == 201, created.text
+    assert created.json()["totals"] == {"EUR": "107.00"}
+    path = f"{API}/budgets/{created.json()['id']}"
+    lines = (await client.get(f"{path}/lines", headers=as_finops)).json()["items"]
+    assert [item["amount"] for item in lines] == ["100.00", "7.00"]
+    exported = await client.get(f"{path}/lines", headers={**as_finops, "Accept": "text/csv"})
+    assert [row["amount"] for row in csv.DictReader(io.StringIO(exported.text))] == ["100.00", "7.00"]
+    # A workbook number is exact, however Excel stores it: 2.5 is 2.50.
+    workbook = workbook_bytes(
+        ["scope_level", "scope_code", "period", "amount"], ["product", "PAY-ONLINE", "2026-06", 2.5]
+    )
+    imported = await client.post(f"{path}/import", content=workbook, headers={**as_finops, **XLSX})
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["totals"] == {"EUR": "2.50"}
 
 
 async def test_tiny_unit_prices_are_served_in_plain_notation_in_json_csv_and_the_audit_log(

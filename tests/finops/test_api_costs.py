@@ -576,10 +576,10 @@ async def test_amounts_are_plain_decimal_strings_and_projections_use_built_month
     created = await client.post(f"{API}/budgets", json={"name": "Round budget", "lines": lines}, headers=as_finops)
     assert created.status_code == 201, created.text
     # PostgreSQL's numeric 100000 reaches asyncpg's binary decoder as Decimal('1.0E+5'): the API must still
-    # send what a person wrote, never an exponent.
-    assert created.json()["totals"] == {"EUR": "120000"}
+    # send plain notation, never an exponent (budget money is kept at 2 decimals).
+    assert created.json()["totals"] == {"EUR": "120000.00"}
     budget_lines = await get(client, as_user, f"/budgets/{created.json()['id']}/lines")
-    assert sorted(line["amount"] for line in budget_lines["items"]) == ["100000", "20000"]
+    assert sorted(line["amount"] for line in budget_lines["items"]) == ["100000.00", "20000.00"]
 
     # A window running past the last built month: the run rate divides by the months built, not the calendar.
     built = [month for month in months if month.year == last.year]
