@@ -1524,6 +1524,15 @@ async def test_numbers_in_exponent_notation_are_refused_naming_the_field(
             f"{API}/pricing-views", json={"name": "Exp card", "rates": [rate]}, headers=as_finops
         )
         assert "exponent notation" in assert_problem(response, 400, "rates[0].unitPrice")["detail"]
+        rule = {
+            "ruleId": "exp-split",
+            "method": "fixed",
+            "validFrom": "2026-01",
+            "poolCode": "network",
+            "targets": [{"applicationCode": "PAY-CHECKOUT", "percentage": text}],
+        }
+        response = await client.post(f"{API}/allocation-rules", json=rule, headers=as_finops)
+        assert "exponent notation" in assert_problem(response, 400, "targets[0].percentage")["detail"]
     assert await budget_state(client, as_finops, path) == before
 
 
@@ -1550,6 +1559,38 @@ async def test_budget_amounts_are_stored_and_read_back_at_two_decimals(
     imported = await client.post(f"{path}/import", content=workbook, headers={**as_finops, **XLSX})
     assert imported.status_code == 200, imported.text
     assert imported.json()["totals"] == {"EUR": "2.50"}
+
+
+async def test_rule_percentages_are_decimal_strings_never_json_numbers(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    rule = {"ruleId": "number-split", "method": "fixed", "validFrom": "2026-01", "poolCode": "network"}
+    for number in (50, 33.3333):
+        targets = [{"applicationCode": "PAY-CHECKOUT", "percentage": number}]
+        problem = assert_problem(
+            await client.post(f"{API}/allocation-rules", json={**rule, "targets": targets}, headers=as_finops), 400
+        )
+        assert "percentage" in problem["detail"]
+        assert "Expected `str | null`" in problem["detail"]
+    # Sent as strings, they are read as exact decimals (here refused for their total, which names them).
+    targets = [
+        {"applicationCode": "PAY-CHECKOUT", "percentage": "33.3333"},
+        {"applicationCode": "CRM-PORTAL", "percentage": "33.3333"},
+    ]
+    problem = assert_problem(
+        await client.post(f"{API}/allocation-rules", json={**rule, "targets": targets}, headers=as_finops), 400
+    )
+    assert problem["detail"] == "targets: fixed percentages must total exactly 100, not 66.6666"
+    for text in ("50,5", "", "half"):
+        targets = [{"applicationCode": "PAY-CHECKOUT", "percentage": text}]
+        response = await client.post(f"{API}/allocation-rules", json={**rule, "targets": targets}, headers=as_finops)
+        assert_problem(response, 400, "targets[0].percentage")
+    document = (await client.get(f"{API}/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    create = schemas["AllocationRuleCreate"]["properties"]["targets"]["items"]
+    percentage = json.dumps(_component(document, create)["properties"]["percentage"])
+    assert '"string"' in percentage
+    assert "number" not in percentage
 
 
 async def test_tiny_unit_prices_are_served_in_plain_notation_in_json_csv_and_the_audit_log(

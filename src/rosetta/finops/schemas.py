@@ -397,7 +397,15 @@ class BudgetComparison(CamelStruct):
 # ----------------------------------------------------------------------------------------------- rules
 
 
-class RuleTarget(CamelStruct, forbid_unknown_fields=True):
+class RuleTargetIn(CamelStruct, forbid_unknown_fields=True):
+    """A target application as sent; ``percentage`` for ``fixed`` rules (total exactly 100), a decimal string
+    (``"33.3333"``, at most 4 decimals) typed ``str`` for the reason :class:`BudgetLineIn`'s ``amount`` is."""
+
+    application_code: str
+    percentage: str | None = None
+
+
+class RuleTarget(CamelStruct):
     """A target application of a rule version; ``percentage`` for ``fixed`` rules (total exactly 100)."""
 
     application_code: str
@@ -415,7 +423,7 @@ class AllocationRuleCreate(CamelStruct, forbid_unknown_fields=True):
     driver: str | None = None
     description: str | None = None
     # Empty: every application valid in the period.
-    targets: list[RuleTarget] = msgspec.field(default_factory=list)
+    targets: list[RuleTargetIn] = msgspec.field(default_factory=list)
 
 
 class AllocationRule(CamelStruct):

@@ -1324,14 +1324,16 @@ def _validated_targets(data: AllocationRuleCreate) -> list[dict[str, Any]]:
         if code in seen:
             raise _invalid(f"{field}.applicationCode", f"duplicate application code {code!r}")
         seen.add(code)
+        percentage = None
         if data.method == "fixed":
             if target.percentage is None:
                 raise _invalid(f"{field}.percentage", "a fixed rule needs a percentage for every target")
-            if not Decimal(0) <= target.percentage <= _HUNDRED or target.percentage != round(target.percentage, 4):
+            percentage = _parse_amount(target.percentage, f"{field}.percentage")
+            if not Decimal(0) <= percentage <= _HUNDRED or percentage != round(percentage, 4):
                 raise _invalid(f"{field}.percentage", "must be between 0 and 100 with at most 4 decimals")
         elif target.percentage is not None:
             raise _invalid(f"{field}.percentage", f"only fixed rules take percentages, not {data.method}")
-        values.append({"application_code": code, "percentage": target.percentage})
+        values.append({"application_code": code, "percentage": percentage})
     if data.method == "fixed":
         total = sum((value["percentage"] for value in values), Decimal(0))
         if total != _HUNDRED:
