@@ -1631,3 +1631,42 @@ async def test_tiny_unit_prices_are_served_in_plain_notation_in_json_csv_and_the
     imported = await client.post(f"{path}/import", content=workbook, headers={**as_finops, **XLSX})
     assert imported.status_code == 200, imported.text
     assert served(imported.json()) == {"requests": "0.0000005"}
+
+
+# Accept header -> (what a list answers, what one document answers): q-values, wildcards, specificity.
+NEGOTIATION = {
+    None: ("json", "json"),
+    "*/*": ("json", "json"),
+    "application/json": ("json", "json"),
+    "text/csv": ("csv", 406),
+    "TEXT/CSV; charset=utf-8": ("csv", 406),
+    "text/*": ("csv", 406),
+    "text/csv;q=0": ("json", "json"),
+    "text/csv;q=0, */*": ("json", "json"),
+    "*/*, text/csv;q=0": ("json", "json"),
+    "text/csv, */*": ("csv", "json"),
+    "text/csv, */*;q=0.8": ("csv", "json"),
+    "text/csv, application/json": ("json", "json"),
+    "text/csv;q=0.5, application/json": ("json", "json"),
+    "application/json;q=0.5, text/csv": ("csv", "json"),
+    "text/*, application/json;q=0.1": ("csv", "json"),
+    "application/json;q=0, */*": ("csv", 406),
+    "application/*;q=0, text/csv;q=0.2": ("csv", 406),
+    "text/html": ("json", "json"),
+    "text/csv;q=abc": ("json", "json"),
+}
+
+
+async def test_accept_q_values_negotiate_csv_against_json(client: Client, as_user: dict[str, str]) -> None:
+    for accept, (list_answer, document_answer) in NEGOTIATION.items():
+        headers = as_user if accept is None else {**as_user, "Accept": accept}
+        listed = await client.get(f"{API}/budgets?limit=1", headers=headers)
+        assert listed.status_code == 200, (accept, listed.text)
+        expected = "text/csv; charset=utf-8" if list_answer == "csv" else "application/json"
+        assert listed.headers["content-type"] == expected, accept
+        document = await client.get(f"{API}/cost-insights/last-complete-billing-date", headers=headers)
+        if document_answer == 406:
+            assert assert_problem(document, 406)["availableMediaTypes"] == ["application/json"], accept
+        else:
+            assert document.status_code == 200, (accept, document.text)
+            assert document.headers["content-type"] == "application/json", accept

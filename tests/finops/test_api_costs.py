@@ -197,6 +197,26 @@ async def test_drilldown_pages_and_csv_export_cover_every_node_once(
     assert [(row["code"], row["total"]) for row in rows] == [(item["code"], item["total"]) for item in paged]
 
 
+async def test_a_client_refusing_csv_gets_json_from_the_drilldown_and_the_summary(
+    client: Client, as_user: dict[str, str], months: list[date]
+) -> None:
+    month = f"{months[-1]:%Y-%m}"
+    for accept in ("text/csv;q=0", "text/csv;q=0, application/json", "*/*, text/csv;q=0"):
+        headers = {**as_user, "Accept": accept}
+        drilled = await client.get(f"{API}/costs/drilldown", params={"level": "domain", "to": month}, headers=headers)
+        assert drilled.status_code == 200, drilled.text
+        assert drilled.headers["content-type"] == "application/json", accept
+        assert drilled.json()["items"]
+        summary = await client.get(f"{API}/costs/summary", params={"period": month}, headers=headers)
+        assert summary.status_code == 200, (accept, summary.text)
+        assert summary.headers["content-type"] == "application/json", accept
+    # Wildcards count: text/* accepts CSV (the list exports) and refuses JSON (the summary is a 406).
+    headers = {**as_user, "Accept": "text/*"}
+    drilled = await client.get(f"{API}/costs/drilldown", params={"level": "domain", "to": month}, headers=headers)
+    assert drilled.headers["content-type"] == "text/csv; charset=utf-8"
+    assert (await client.get(f"{API}/costs/summary", params={"period": month}, headers=headers)).status_code == 406
+
+
 async def test_environment_filter_splits_the_total(client: Client, as_user: dict[str, str], months: list[date]) -> None:
     month = f"{months[-1]:%Y-%m}"
     whole = await get(client, as_user, "/costs/summary", period=month)
