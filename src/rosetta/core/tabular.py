@@ -1,9 +1,9 @@
 """Lists as CSV: content negotiation, columns fixed by the item schema, cells safe to open in a spreadsheet.
 
-A list route offers ``text/csv`` beside JSON (``opt={CSV_OPT: True}``); the client asks for it with
-``Accept: text/csv``. The ``Accept`` header is read as RFC 9110 says (q-values, ``text/*`` and ``*/*``, the
-most specific range winning), JSON first: CSV only when the client prefers it (:func:`wants_csv`), so
-``text/csv;q=0`` is JSON.
+A list route offers ``text/csv`` beside JSON (``opt={CSV_OPT: True}``, answering through
+:func:`list_response`); the client asks for it with ``Accept: text/csv``. The ``Accept`` header is read as
+RFC 9110 says (q-values, ``text/*`` and ``*/*``, the most specific range winning), JSON first: CSV only when
+the client prefers it (:func:`wants_csv`), so ``text/csv;q=0`` is JSON.
 
 The header row comes from the item *type*, never from the data, so two exports of the same route always have
 the same columns in the same order, an empty list included:
@@ -28,12 +28,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
@@ -43,7 +43,11 @@ from msgspec import inspect as schema
 
 from rosetta.core.errors import NotAcceptableError
 from rosetta.core.openapi import CSV_OPT
+from rosetta.core.pagination import MAX_LIMIT, check_limit, next_link
+from rosetta.core.schemas import Page
 from rosetta.core.wire import Response, encode_json, plain_decimal
+
+T = TypeVar("T")
 
 CSV_MEDIA_TYPE = "text/csv"
 JSON_MEDIA_TYPE = "application/json"
@@ -279,3 +283,34 @@ def csv_response(items: Iterable[msgspec.Struct], item_type: type[msgspec.Struct
         media_type=CSV_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
     )
+
+
+PageFetcher = Callable[[str | None, int], Awaitable[tuple[list[T], str | None]]]
+"""Fetches one page of a list: (cursor or None, page size) -> (items, cursor of the next page or None)."""
+
+
+async def list_response(
+    request: Request[Any, Any, Any],
+    fetch: PageFetcher[T],
+    *,
+    item_type: type[msgspec.Struct],
+    limit: int,
+    cursor: str | None,
+    filename: str,
+) -> Response[Any]:
+    """One page as JSON, or every page from ``cursor`` on as CSV (columns of ``item_type``) when asked for.
+
+    The handler of every list route returns this; it declares ``opt={CSV_OPT: True}`` so the OpenAPI document
+    shows the CSV form.
+    """
+    check_limit(limit)
+    if wants_csv(request):
+        items: list[Any] = []
+        page_cursor = cursor
+        while True:
+            page, page_cursor = await fetch(page_cursor, MAX_LIMIT)
+            items.extend(page)
+            if page_cursor is None:
+                return csv_response(items, item_type, filename)
+    page, next_cursor = await fetch(cursor, limit)
+    return Response(Page(items=page, limit=limit, next=next_link(request, next_cursor)))
