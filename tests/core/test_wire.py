@@ -74,10 +74,11 @@ def test_the_slow_path_changes_nothing_but_the_decimals(order: Any) -> None:
 
 
 def test_text_that_looks_like_an_exponent_number_is_sent_as_it_is() -> None:
-    for label in ("1E+5", "2E-7", "E-1 platform", "PAY-E-2"):
+    # Beside a decimal written the same way too, and ending a text after an escaped quote.
+    for label in ("1E+5", "2E-7", "E-1 platform", "PAY-E-2", "1E-9", 'x"1E-9'):
         assert msgspec.json.decode(encode_json(amounts(D("1.5"), label)))["label"] == label
-        # Even beside a decimal that needs converting.
-        assert msgspec.json.decode(encode_json(amounts(D("1E-9"), label)))["label"] == label
+        body = msgspec.json.decode(encode_json(amounts(D("1E-9"), label)))
+        assert (body["label"], body["unitPrice"], body["totals"]["USD"]) == (label, "0.000000001", "0.000000001")
 
 
 def test_types_msgspec_does_not_know_go_through_the_hook_on_both_paths() -> None:

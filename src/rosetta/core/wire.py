@@ -8,10 +8,12 @@ decimals (``0E-11``, the difference of two equal amounts summed at 11 decimals).
 :func:`encode_json` keeps msgspec's encoding and checks its bytes instead: a ``Decimal`` written in exponent
 notation is always a JSON string made of an exponent number (``"1.2E-7"``), and such a string contains
 ``E+`` or ``E-`` followed by a digit. One regular-expression scan (C speed, about 0.3 ns a byte) finds none in
-almost every response, which is then sent as encoded. When it finds one, and the JSON string around it is
-entirely an exponent number, the value is encoded again the slow way: converted to builtins with its
-decimals kept as ``Decimal``, each written positionally. A text that merely looks like such a number (a name
-``"1E+5"``) takes the slow path too, and comes out unchanged: it costs time, never a wrong answer.
+almost every response, which is then sent as encoded. When it finds some, the value is encoded a second time
+with decimals as bare JSON numbers: a string such as ``"1.2E-7"`` found again there is a text (or a key),
+not a decimal. If none is, each is rewritten in place as its plain form. If one is (a name ``"1E+5"`` beside a
+decimal written the same way), the value is converted to builtins with its decimals kept as ``Decimal`` and
+each written positionally, which tells them apart whatever they hold. Text never changes: a lookalike costs
+time, never a wrong answer.
 
 :class:`Response` renders JSON through :func:`encode_json`; it is every app's ``response_class``, and handlers
 that build their response themselves use it rather than Litestar's.
@@ -45,22 +47,27 @@ def plain_decimal(value: Decimal) -> str:
     return format(value, "f")
 
 
-def _has_exponent_decimal(encoded: bytes) -> bool:
+def _exponent_strings(encoded: bytes) -> set[bytes]:
+    """The JSON strings of ``encoded`` that are whole exponent numbers (``b'"1E-10"'``), quotes included."""
+    found = set()
     for mark in _EXPONENT_MARK.finditer(encoded):
         # The string the mark sits in starts at the nearest quote before it (a decimal's text holds none).
         start = encoded.rfind(b'"', 0, mark.start())
-        if start != -1 and _EXPONENT_STRING.match(encoded, start):
-            return True
-    return False
+        string = _EXPONENT_STRING.match(encoded, start) if start != -1 else None
+        if string is not None:
+            found.add(string.group())
+    return found
 
 
 def _positional(value: Any) -> Any:
+    # What msgspec.to_builtins gives is exact dicts, lists and tuples: ``type() is`` is the cheap test.
+    kind = type(value)
+    if kind is dict:
+        return {_positional(key): _positional(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_positional(item) for item in value]
     if isinstance(value, Decimal):
         return plain_decimal(value)
-    if isinstance(value, dict):
-        return {_positional(key): _positional(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_positional(item) for item in value]
     return value
 
 
@@ -71,8 +78,17 @@ def encode_json(value: Any, *, enc_hook: Serializer | None = None, order: Order 
     msgspec's (``"sorted"`` for the JSON text of a CSV cell).
     """
     encoded = msgspec.json.encode(value, enc_hook=enc_hook, order=order)
-    if not _has_exponent_decimal(encoded):
+    strings = _exponent_strings(encoded)
+    if not strings:
         return encoded
+    # Encoded with decimals as bare numbers, the document holds such a string only where a text (or a key)
+    # does. When none does, every one of them is a decimal and can be rewritten in place.
+    as_numbers = msgspec.json.Encoder(enc_hook=enc_hook, order=order, decimal_format="number").encode(value)
+    if not any(string in as_numbers for string in strings):
+        for string in strings:
+            encoded = encoded.replace(string, b'"' + plain_decimal(Decimal(string[1:-1].decode())).encode() + b'"')
+        return encoded
+    # A text equal to an exponent number beside a decimal written so: only a walk tells them apart.
     builtins = msgspec.to_builtins(value, builtin_types=(Decimal,), enc_hook=enc_hook, order=order)
     return msgspec.json.encode(_positional(builtins))
 
