@@ -8,6 +8,7 @@ from rosetta.core.locale_numbers import (
     DecimalConvention,
     established_mark,
     is_ambiguous,
+    is_decimal_literal,
     is_plain_decimal,
     normalise_number,
 )
@@ -68,8 +69,11 @@ def test_the_convention_is_voted_by_unambiguous_numbers_and_defaults_otherwise()
 
 
 def test_plain_decimals_are_recognised_as_already_exact() -> None:
-    assert all(is_plain_decimal(text) for text in ["12", "-0.50", "1E-7", "0.00000080000"])
-    assert not any(is_plain_decimal(text) for text in ["1,5", "€1", "1.", ".5", "NULL"])
+    assert all(is_plain_decimal(text) for text in ["12", "-0.50", "+3", "0.00000080000"])
+    assert not any(is_plain_decimal(text) for text in ["1,5", "€1", "1.", ".5", "NULL", "1E-7", "1e3", "0E-7"])
+    # Exponent notation is exact too, and machine exports (FOCUS files) may use it; amounts people send may not.
+    assert all(is_decimal_literal(text) for text in ["12", "-0.50", "1E-7", "1.2e+3", "0E-11"])
+    assert not any(is_decimal_literal(text) for text in ["1,5", "1E", "E5", "1.", "NULL"])
 
 
 def test_ambiguous_shapes_depend_on_the_decimal_mark() -> None:

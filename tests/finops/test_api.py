@@ -284,7 +284,7 @@ async def test_budget_lifecycle_with_etags_and_audit(
     assert replace_row["after"]["name"] == "Budget 2026 revised Q2"
     # The replaced lines exist nowhere else any more: the audit row keeps them, and the new ones.
     assert replace_row["before"]["lines"] == [
-        ["domain", "COMMERCE", "2026-01", "5000", "EUR"],
+        ["domain", "COMMERCE", "2026-01", "5000.00", "EUR"],
         ["product", "PAY-ONLINE", "2026-01", "1000.00", "EUR"],
         ["product", "PAY-ONLINE", "2026-02", "250.10", "EUR"],
     ]
@@ -323,7 +323,7 @@ async def test_budget_lines_import_from_csv_and_excel(client: Client, as_finops:
     lines = (await client.get(f"{path}/lines", headers=as_finops)).json()["items"]
     assert lines == [
         {"scopeLevel": "domain", "scopeCode": "COMMERCE", "period": "2026-04", "amount": "1500.25", "currency": "EUR"},
-        {"scopeLevel": "family", "scopeCode": "PAY", "period": "2026-05", "amount": "10", "currency": "EUR"},
+        {"scopeLevel": "family", "scopeCode": "PAY", "period": "2026-05", "amount": "10.00", "currency": "EUR"},
     ]
 
     bad = await client.post(
@@ -576,9 +576,9 @@ async def test_every_budget_change_is_a_new_revision_and_earlier_ones_stay_as_th
 
     # Every revision keeps its header and lines exactly as they were; a user reads them.
     lines = {
-        1: [("domain", "COMMERCE", "2026-01", "5000"), ("product", "PAY-ONLINE", "2026-01", "1000.00"),
+        1: [("domain", "COMMERCE", "2026-01", "5000.00"), ("product", "PAY-ONLINE", "2026-01", "1000.00"),
             ("product", "PAY-ONLINE", "2026-02", "250.10")],
-        2: [("domain", "COMMERCE", "2026-01", "5000"), ("product", "PAY-ONLINE", "2026-01", "1100.00"),
+        2: [("domain", "COMMERCE", "2026-01", "5000.00"), ("product", "PAY-ONLINE", "2026-01", "1100.00"),
             ("product", "PAY-ONLINE", "2026-02", "250.10")],
         4: [("product", "PAY-ONLINE", "2026-01", "900.00")],
         5: [("family", "PAY", "2026-03", "42.50")],
@@ -634,7 +634,7 @@ async def test_every_budget_change_is_a_new_revision_and_earlier_ones_stay_as_th
         (str(number), str(len(lines[number])), totals) for number, (_, _, totals) in headers.items()
     ]
     lines_csv = await client.get(f"{path}/revisions/1/lines", headers={**as_user, "Accept": "text/csv"})
-    assert [row["amount"] for row in csv.DictReader(io.StringIO(lines_csv.text))] == ["5000", "1000.00", "250.10"]
+    assert [row["amount"] for row in csv.DictReader(io.StringIO(lines_csv.text))] == ["5000.00", "1000.00", "250.10"]
 
     # Unknown revisions and versions are 404; a number no revision can have is a 400 naming it.
     missing = assert_problem(await client.get(f"{path}/revisions/6", headers=as_user), 404)
@@ -1166,10 +1166,10 @@ async def test_an_amount_whose_decimal_mark_the_file_does_not_settle_is_refused(
             "1234.56",
             "1234.56",
             "1234.50",
-            "2000",
+            "2000.00",
         ],
         LINES_HEADER + b'product,PAY-ONLINE,2026-01,"1,234.50"\nproduct,PAY-ONLINE,2026-02,1234.5\n'
-        b'product,PAY-ONLINE,2026-03,"2,000"\n': ["1234.50", "1234.5", "2000"],
+        b'product,PAY-ONLINE,2026-03,"2,000"\n': ["1234.50", "1234.50", "2000.00"],
     }
     for body, amounts in accepted.items():
         response = await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV})
@@ -1501,3 +1501,172 @@ async def test_names_are_unique_whatever_their_case_and_spaces(client: Client, a
     assert [item["name"] for item in views if item["name"].lower() == "catalogue review"] == ["Catalogue Review"]
     again = await client.post(f"{API}/pricing-views", json={"name": "Catalogue Review "}, headers=as_finops)
     assert again.json()["version"] == 2
+
+
+# ----------------------------------------------------------------------------------------------- decimals on the wire
+
+# A number in exponent notation as a whole JSON string or CSV cell (not the "3e-9" inside a UUID).
+EXPONENT = re.compile(r'(?:^|[",:\[{])-?[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+(?:$|[",\]}])', re.MULTILINE)
+
+
+async def test_numbers_in_exponent_notation_are_refused_naming_the_field(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    path, before = await new_budget(client, as_finops, "No exponents")
+    if_match = {**as_finops, "If-Match": before["etag"]}
+    line = {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-03"}
+    for text in ("1E+3", "0E-7", "1e3", "5E-7", "1.5E2"):
+        response = await client.patch(path, json={"lines": [{**line, "amount": text}]}, headers=if_match)
+        problem = assert_problem(response, 400, "lines[0].amount")
+        assert "exponent notation" in problem["detail"]
+        rate = {"serviceCategory": "Compute", "unit": "requests", "unitPrice": text}
+        response = await client.post(
+            f"{API}/pricing-views", json={"name": "Exp card", "rates": [rate]}, headers=as_finops
+        )
+        assert "exponent notation" in assert_problem(response, 400, "rates[0].unitPrice")["detail"]
+        rule = {
+            "ruleId": "exp-split",
+            "method": "fixed",
+            "validFrom": "2026-01",
+            "poolCode": "network",
+            "targets": [{"applicationCode": "PAY-CHECKOUT", "percentage": text}],
+        }
+        response = await client.post(f"{API}/allocation-rules", json=rule, headers=as_finops)
+        assert "exponent notation" in assert_problem(response, 400, "targets[0].percentage")["detail"]
+    assert await budget_state(client, as_finops, path) == before
+
+
+async def test_budget_amounts_are_stored_and_read_back_at_two_decimals(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    line = {"scopeLevel": "product", "scopeCode": "PAY-ONLINE", "period": "2026-04"}
+    body = {
+        "name": "Two decimals",
+        "lines": [{**line, "amount": "100.00000"}, {**line, "period": "2026-05", "amount": "7"}],
+    }
+    created = await client.post(f"{API}/budgets", json=body, headers=as_finops)
+    assert created.status_code == 201, created.text
+    assert created.json()["totals"] == {"EUR": "107.00"}
+    path = f"{API}/budgets/{created.json()['id']}"
+    lines = (await client.get(f"{path}/lines", headers=as_finops)).json()["items"]
+    assert [item["amount"] for item in lines] == ["100.00", "7.00"]
+    exported = await client.get(f"{path}/lines", headers={**as_finops, "Accept": "text/csv"})
+    assert [row["amount"] for row in csv.DictReader(io.StringIO(exported.text))] == ["100.00", "7.00"]
+    # A workbook number is exact, however Excel stores it: 2.5 is 2.50.
+    workbook = workbook_bytes(
+        ["scope_level", "scope_code", "period", "amount"], ["product", "PAY-ONLINE", "2026-06", 2.5]
+    )
+    imported = await client.post(f"{path}/import", content=workbook, headers={**as_finops, **XLSX})
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["totals"] == {"EUR": "2.50"}
+
+
+async def test_rule_percentages_are_decimal_strings_never_json_numbers(
+    client: Client, as_finops: dict[str, str]
+) -> None:
+    rule = {"ruleId": "number-split", "method": "fixed", "validFrom": "2026-01", "poolCode": "network"}
+    for number in (50, 33.3333):
+        targets = [{"applicationCode": "PAY-CHECKOUT", "percentage": number}]
+        problem = assert_problem(
+            await client.post(f"{API}/allocation-rules", json={**rule, "targets": targets}, headers=as_finops), 400
+        )
+        assert "percentage" in problem["detail"]
+        assert "Expected `str | null`" in problem["detail"]
+    # Sent as strings, they are read as exact decimals (here refused for their total, which names them).
+    targets = [
+        {"applicationCode": "PAY-CHECKOUT", "percentage": "33.3333"},
+        {"applicationCode": "CRM-PORTAL", "percentage": "33.3333"},
+    ]
+    problem = assert_problem(
+        await client.post(f"{API}/allocation-rules", json={**rule, "targets": targets}, headers=as_finops), 400
+    )
+    assert problem["detail"] == "targets: fixed percentages must total exactly 100, not 66.6666"
+    for text in ("50,5", "", "half"):
+        targets = [{"applicationCode": "PAY-CHECKOUT", "percentage": text}]
+        response = await client.post(f"{API}/allocation-rules", json={**rule, "targets": targets}, headers=as_finops)
+        assert_problem(response, 400, "targets[0].percentage")
+    document = (await client.get(f"{API}/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    create = schemas["AllocationRuleCreate"]["properties"]["targets"]["items"]
+    percentage = json.dumps(_component(document, create)["properties"]["percentage"])
+    assert '"string"' in percentage
+    assert "number" not in percentage
+
+
+async def test_tiny_unit_prices_are_served_in_plain_notation_in_json_csv_and_the_audit_log(
+    client: Client, as_finops: dict[str, str], as_user: dict[str, str], as_admin: dict[str, str]
+) -> None:
+    # A per-request price, a zero written at 11 decimals, a sub-micro price: str() of each is "1E-10", "0E-11",
+    # "1.2E-7", which is what msgspec alone would send.
+    prices = {"requests": "0.0000000001", "calls": "0.00000000000", "tokens": "0.00000012"}
+    rates = [{"serviceCategory": "Compute", "unit": unit, "unitPrice": price} for unit, price in prices.items()]
+    created = await client.post(f"{API}/pricing-views", json={"name": "Per request", "rates": rates}, headers=as_finops)
+    assert created.status_code == 201, created.text
+    path = f"{API}/pricing-views/{created.json()['id']}"
+
+    def served(view: dict[str, Any]) -> dict[str, str]:
+        return {rate["unit"]: rate["unitPrice"] for rate in view["rates"]}
+
+    assert served(created.json()) == prices
+    read = await client.get(path, headers=as_user)
+    assert served(read.json()) == prices
+    assert not EXPONENT.search(read.text)
+    listed = await client.get(f"{API}/pricing-views?limit=500", headers=as_user)
+    assert not EXPONENT.search(listed.text)
+    assert served((await client.get(f"{path}/revisions/1", headers=as_user)).json()) == prices
+    exported = await client.get(f"{API}/pricing-views?limit=500", headers={**as_user, "Accept": "text/csv"})
+    [row] = [row for row in csv.DictReader(io.StringIO(exported.text)) if row["name"] == "Per request"]
+    assert {rate["unit"]: rate["unitPrice"] for rate in json.loads(row["rates"])} == prices
+    assert not EXPONENT.search(exported.text)
+    [audited] = await audit_rows(client, as_admin, "pricing_view", created.json()["id"])
+    assert served(audited["after"]) == prices
+
+    # Imported: from a text cell (the file's own decimal mark) and from a workbook number (5e-07 in Excel).
+    body = b"service_category;unit;unit_price\nCompute;requests;0,0000000001\n"
+    etag = read.headers["etag"]
+    imported = await client.post(f"{path}/import", content=body, headers={**as_finops, **CSV, "If-Match": etag})
+    assert imported.status_code == 200, imported.text
+    assert served(imported.json()) == {"requests": "0.0000000001"}
+    workbook = workbook_bytes(["service_category", "unit", "unit_price"], ["Compute", "requests", 5e-07])
+    imported = await client.post(f"{path}/import", content=workbook, headers={**as_finops, **XLSX})
+    assert imported.status_code == 200, imported.text
+    assert served(imported.json()) == {"requests": "0.0000005"}
+
+
+# Accept header -> (what a list answers, what one document answers): q-values, wildcards, specificity.
+NEGOTIATION = {
+    None: ("json", "json"),
+    "*/*": ("json", "json"),
+    "application/json": ("json", "json"),
+    "text/csv": ("csv", 406),
+    "TEXT/CSV; charset=utf-8": ("csv", 406),
+    "text/*": ("csv", 406),
+    "text/csv;q=0": ("json", "json"),
+    "text/csv;q=0, */*": ("json", "json"),
+    "*/*, text/csv;q=0": ("json", "json"),
+    "text/csv, */*": ("csv", "json"),
+    "text/csv, */*;q=0.8": ("csv", "json"),
+    "text/csv, application/json": ("json", "json"),
+    "text/csv;q=0.5, application/json": ("json", "json"),
+    "application/json;q=0.5, text/csv": ("csv", "json"),
+    "text/*, application/json;q=0.1": ("csv", "json"),
+    "application/json;q=0, */*": ("csv", 406),
+    "application/*;q=0, text/csv;q=0.2": ("csv", 406),
+    "text/html": ("json", "json"),
+    "text/csv;q=abc": ("json", "json"),
+}
+
+
+async def test_accept_q_values_negotiate_csv_against_json(client: Client, as_user: dict[str, str]) -> None:
+    for accept, (list_answer, document_answer) in NEGOTIATION.items():
+        headers = as_user if accept is None else {**as_user, "Accept": accept}
+        listed = await client.get(f"{API}/budgets?limit=1", headers=headers)
+        assert listed.status_code == 200, (accept, listed.text)
+        expected = "text/csv; charset=utf-8" if list_answer == "csv" else "application/json"
+        assert listed.headers["content-type"] == expected, accept
+        document = await client.get(f"{API}/cost-insights/last-complete-billing-date", headers=headers)
+        if document_answer == 406:
+            assert assert_problem(document, 406)["availableMediaTypes"] == ["application/json"], accept
+        else:
+            assert document.status_code == 200, (accept, document.text)
+            assert document.headers["content-type"] == "application/json", accept

@@ -197,6 +197,26 @@ async def test_drilldown_pages_and_csv_export_cover_every_node_once(
     assert [(row["code"], row["total"]) for row in rows] == [(item["code"], item["total"]) for item in paged]
 
 
+async def test_a_client_refusing_csv_gets_json_from_the_drilldown_and_the_summary(
+    client: Client, as_user: dict[str, str], months: list[date]
+) -> None:
+    month = f"{months[-1]:%Y-%m}"
+    for accept in ("text/csv;q=0", "text/csv;q=0, application/json", "*/*, text/csv;q=0"):
+        headers = {**as_user, "Accept": accept}
+        drilled = await client.get(f"{API}/costs/drilldown", params={"level": "domain", "to": month}, headers=headers)
+        assert drilled.status_code == 200, drilled.text
+        assert drilled.headers["content-type"] == "application/json", accept
+        assert drilled.json()["items"]
+        summary = await client.get(f"{API}/costs/summary", params={"period": month}, headers=headers)
+        assert summary.status_code == 200, (accept, summary.text)
+        assert summary.headers["content-type"] == "application/json", accept
+    # Wildcards count: text/* accepts CSV (the list exports) and refuses JSON (the summary is a 406).
+    headers = {**as_user, "Accept": "text/*"}
+    drilled = await client.get(f"{API}/costs/drilldown", params={"level": "domain", "to": month}, headers=headers)
+    assert drilled.headers["content-type"] == "text/csv; charset=utf-8"
+    assert (await client.get(f"{API}/costs/summary", params={"period": month}, headers=headers)).status_code == 406
+
+
 async def test_environment_filter_splits_the_total(client: Client, as_user: dict[str, str], months: list[date]) -> None:
     month = f"{months[-1]:%Y-%m}"
     whole = await get(client, as_user, "/costs/summary", period=month)
@@ -576,10 +596,10 @@ async def test_amounts_are_plain_decimal_strings_and_projections_use_built_month
     created = await client.post(f"{API}/budgets", json={"name": "Round budget", "lines": lines}, headers=as_finops)
     assert created.status_code == 201, created.text
     # PostgreSQL's numeric 100000 reaches asyncpg's binary decoder as Decimal('1.0E+5'): the API must still
-    # send what a person wrote, never an exponent.
-    assert created.json()["totals"] == {"EUR": "120000"}
+    # send plain notation, never an exponent (budget money is kept at 2 decimals).
+    assert created.json()["totals"] == {"EUR": "120000.00"}
     budget_lines = await get(client, as_user, f"/budgets/{created.json()['id']}/lines")
-    assert sorted(line["amount"] for line in budget_lines["items"]) == ["100000", "20000"]
+    assert sorted(line["amount"] for line in budget_lines["items"]) == ["100000.00", "20000.00"]
 
     # A window running past the last built month: the run rate divides by the months built, not the calendar.
     built = [month for month in months if month.year == last.year]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
+import io
 import os
 import subprocess
 import sys
@@ -97,6 +99,11 @@ def test_payloads_accept_structs_decimals_datetimes_and_uuids() -> None:
     }
     assert to_json_value({"n": Decimal("0.1"), "ids": [budget_id]}) == {"n": "0.1", "ids": [str(budget_id)]}
     assert to_json_value(None) is None
+    # Stored as the API writes decimals (the audit route serves them again): plain notation, never "1E-10".
+    assert to_json_value({"price": Decimal("1E-10"), "zero": Decimal("0E-11")}) == {
+        "price": "0.0000000001",
+        "zero": "0.00000000000",
+    }
 
 
 @pytest.mark.parametrize("role", AUDITED)
@@ -323,6 +330,68 @@ async def test_audit_read_api_filters_and_paginates_for_admins_only(
     # Decimals travel as strings in the stored JSON.
     assert everything["items"][0]["after"] == {"amount": "12.50"}
     assert msgspec.json.decode(msgspec.json.encode(everything["items"][0]["before"])) == {"amount": "10.00"}
+
+
+async def test_the_audit_log_exports_as_csv_and_me_answers_json_only(
+    audited_client: AsyncTestClient[Litestar],
+    fresh: tuple[dict[DatabaseRole, URL], Databases],
+    auth_headers: Callable[..., dict[str, str]],
+) -> None:
+    _, databases = fresh
+    await write(databases, "ref", 5, actor="alice")
+    async with databases.unit_of_work("ref") as session:
+        await record_audit(
+            session,
+            actor_subject="=cmd|' /C calc'!A0",
+            actor_roles=["admin"],
+            action="price.update",
+            entity_type="price",
+            entity_id="p-1",
+            before={"unitPrice": Decimal("1E-10")},
+            after={"unitPrice": Decimal("1.2E-7"), "change": Decimal("0E-11")},
+        )
+    admin = auth_headers("Rosetta_Admin")
+    csv_only = {**admin, "Accept": "text/csv"}
+
+    # A list like the contexts' own: every row from the cursor on, columns fixed by the item schema.
+    first_page = (await audited_client.get("/api/ref/v1/audit?limit=2", headers=admin)).json()
+    exported = await audited_client.get(first_page["next"], headers=csv_only)
+    assert exported.status_code == 200, exported.text
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    assert exported.headers["content-disposition"] == 'attachment; filename="audit.csv"'
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert list(rows[0]) == [
+        "seq", "occurredAt", "actorSubject", "actorRoles", "action", "entityType", "entityId", "before", "after",
+        "requestId", "outcome", "prevHash", "rowHash",
+    ]  # fmt: skip
+    assert [int(row["seq"]) for row in rows] == [4, 3, 2, 1]
+    assert rows[0]["after"] == '{"amount":"12.50"}'
+    price = (await audited_client.get("/api/ref/v1/audit?entityType=price", headers=csv_only)).text
+    [row] = csv.DictReader(io.StringIO(price))
+    assert row["actorSubject"] == "'=cmd|' /C calc'!A0"
+    assert row["before"] == '{"unitPrice":"0.0000000001"}'
+    assert row["after"] == '{"change":"0.00000000000","unitPrice":"0.00000012"}'
+    assert "E-" not in price
+    empty = await audited_client.get("/api/ref/v1/audit?action=nothing", headers=csv_only)
+    assert empty.text.startswith("seq,occurredAt,")
+    assert empty.text.count("\n") == 1
+    not_csv = await audited_client.get("/api/ref/v1/audit", headers={**admin, "Accept": "text/csv;q=0"})
+    assert not_csv.json()["limit"] == 50
+
+    # /me is one document: a client accepting only CSV gets 406 from every context, JSON as a second choice.
+    for context in ("ref", "finops", "monitoring"):
+        refused = await audited_client.get(f"/api/{context}/v1/me", headers=csv_only)
+        assert refused.status_code == 406, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["availableMediaTypes"] == ["application/json"]
+        second_choice = await audited_client.get(
+            f"/api/{context}/v1/me", headers={**admin, "Accept": "text/csv, application/json;q=0.5"}
+        )
+        assert second_choice.status_code == 200
+        assert second_choice.json()["roles"] == ["admin"]
+    document = (await audited_client.get("/api/ref/v1/openapi.json")).json()
+    assert "text/csv" in document["paths"]["/api/ref/v1/audit"]["get"]["responses"]["200"]["content"]
+    assert "406" in document["paths"]["/api/ref/v1/me"]["get"]["responses"]
 
 
 async def test_record_audit_refuses_an_unknown_outcome(fresh: tuple[dict[DatabaseRole, URL], Databases]) -> None:

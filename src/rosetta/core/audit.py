@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import msgspec
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
@@ -47,6 +46,7 @@ from rosetta.core.errors import RosettaError
 from rosetta.core.problems import request_id_of
 from rosetta.core.schemas import CamelStruct
 from rosetta.core.security.permissions import Principal
+from rosetta.core.wire import to_builtins
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +112,9 @@ class AuditChainBrokenError(RosettaError):
 
 
 def to_json_value(value: Any) -> Any:
-    """``value`` as plain JSON data: msgspec structs, dataclasses, Decimals (as strings), datetimes, UUIDs..."""
-    if value is None:
-        return None
-    return msgspec.json.decode(msgspec.json.encode(value))
+    """``value`` as plain JSON data: msgspec structs, dataclasses, Decimals (as plain-notation strings, as the
+    API sends them: the audit read route serves these snapshots again), datetimes, UUIDs..."""
+    return to_builtins(value)
 
 
 async def record_audit(

@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, S
 from dataclasses import dataclass, field
 from typing import Any
 
-from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar import Litestar, MediaType, Request, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -44,6 +44,7 @@ from rosetta.core.security.authentication import (
 )
 from rosetta.core.security.permissions import Permission, enforce_declared_permission, requires
 from rosetta.core.settings import DatabaseRole, Settings, get_settings
+from rosetta.core.wire import Response
 
 # A hook run inside the lifespan once databases are open (e.g. the security core's JWKS cache).
 LifespanHook = Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]
@@ -279,6 +280,8 @@ def create_app(
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        # Decimals in plain notation in every JSON body (rosetta.core.wire, ADR 0013).
+        response_class=Response,
         after_exception=[record_denied_change],
         # A route without a declared permission is refused (the role-matrix test also fails on it).
         guards=[enforce_declared_permission],

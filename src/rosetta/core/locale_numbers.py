@@ -46,12 +46,21 @@ _NUMBER = re.compile(
     re.VERBOSE,
 )
 _DIGIT = re.compile(r"[0-9]")
-_PLAIN_DECIMAL = re.compile(r"^[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$")
+_PLAIN_DECIMAL = re.compile(r"^[+-]?[0-9]+(?:\.[0-9]+)?$")
+_DECIMAL_LITERAL = re.compile(r"^[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$")
 
 
 def is_plain_decimal(text: str) -> bool:
-    """True for text that already is an exact decimal string (``"12"``, ``"-0.50"``, ``"1E-7"``)."""
+    """True for an exact decimal string in plain notation (``"12"``, ``"-0.50"``), as the APIs write and read
+    amounts; ``"1E-7"`` is not one (a person typing an amount does not write exponents, and the APIs never send
+    them back)."""
     return bool(_PLAIN_DECIMAL.match(text))
+
+
+def is_decimal_literal(text: str) -> bool:
+    """True for an exact decimal string, exponent notation included (``"-0.50"``, ``"1E-7"``), as machine
+    exports such as FOCUS files may write small costs; the value is exact either way."""
+    return bool(_DECIMAL_LITERAL.match(text))
 
 
 def _decimal_mark(body: str, default: DecimalMark) -> DecimalMark | None:

@@ -6,7 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from litestar import Request, Response
+from litestar import Request
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.params import ParameterKwarg
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from rosetta.core.db import sqlstate_of
 from rosetta.core.errors import RosettaError
 from rosetta.core.logging import request_id_var
+from rosetta.core.wire import Response
 
 logger = logging.getLogger(__name__)
 

@@ -1,21 +1,26 @@
 """Lists as CSV: content negotiation, columns fixed by the item schema, cells safe to open in a spreadsheet.
 
-A list route offers ``text/csv`` beside JSON (``opt={CSV_OPT: True}``); the client asks for it with
-``Accept: text/csv``. The header row comes from the item *type*, never from the data, so two exports of the
-same route always have the same columns in the same order, an empty list included:
+A list route offers ``text/csv`` beside JSON (``opt={CSV_OPT: True}``, answering through
+:func:`list_response`); the client asks for it with ``Accept: text/csv``. The ``Accept`` header is read as
+RFC 9110 says (q-values, ``text/*`` and ``*/*``, the most specific range winning), JSON first: CSV only when
+the client prefers it (:func:`wants_csv`), so ``text/csv;q=0`` is JSON.
+
+The header row comes from the item *type*, never from the data, so two exports of the same route always have
+the same columns in the same order, an empty list included:
 
 - one column per struct member, in declared order, named as on the wire (camelCase);
 - a nested struct is flattened to ``parent.child`` columns (empty cells when it is null);
 - a list or a map (whose keys are data, such as ``totals`` per currency) is one column holding its JSON text,
   keys sorted, so new keys never add or move columns;
-- decimals are written fixed-point (``20000``, never ``2E+4``), booleans ``true``/``false``, null as empty.
+- decimals are written fixed-point (``20000``, never ``2E+4``; inside JSON text too), booleans ``true``/``false``,
+  null as empty.
 
 Finance users open these files in Excel: a text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a
 carriage return would be read as a formula (CSV injection), so it gets a leading ``'``. Numbers are left
 alone, so a negative amount such as ``-3.33`` stays a number.
 
-A route that offers JSON only answers 406 when the client accepts nothing but CSV
-(:func:`refuse_csv_unless_offered`), rather than sending JSON the client did not ask for.
+A route that offers JSON only answers 406 when the client accepts CSV and refuses JSON (``text/csv``,
+``text/*``: :func:`refuse_csv_unless_offered`), rather than sending JSON the client did not ask for.
 """
 
 from __future__ import annotations
@@ -23,22 +28,26 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from functools import cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, TypeVar
 
 import msgspec
-from litestar import Request, Response
+from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.datastructures import Accept
 from litestar.handlers import BaseRouteHandler
 from msgspec import inspect as schema
 
 from rosetta.core.errors import NotAcceptableError
 from rosetta.core.openapi import CSV_OPT
+from rosetta.core.pagination import MAX_LIMIT, check_limit, next_link
+from rosetta.core.schemas import Page
+from rosetta.core.wire import Response, encode_json, plain_decimal
+
+T = TypeVar("T")
 
 CSV_MEDIA_TYPE = "text/csv"
 JSON_MEDIA_TYPE = "application/json"
@@ -48,19 +57,108 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
-def _mentions_csv(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    # Most requests name no CSV type at all: a look at the raw header spares parsing it on every read.
-    return any(name == b"accept" and b"csv" in value.lower() for name, value in connection.scope["headers"])
+# RFC 9110 qvalue: 0 to 1 with at most 3 decimals.
+_QVALUE = re.compile(r"^(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)$")
+
+
+@dataclass(frozen=True)
+class _Acceptance:
+    """What an ``Accept`` header says of one media type: the q of the most specific range covering it.
+
+    ``specificity`` is 2 when the type is named (``text/csv``), 1 for ``text/*``, 0 for ``*/*`` and -1 when no
+    range covers it (``quality`` 0: not acceptable).
+    """
+
+    quality: float
+    specificity: int
+
+
+def _ranges(header: str) -> list[tuple[str, str, float]]:
+    """The media ranges of an ``Accept`` value as (type, subtype, q); a malformed range or q is left out."""
+    ranges = []
+    for part in header.split(","):
+        media, *parameters = part.split(";")
+        main, _, sub = media.strip().lower().partition("/")
+        if not main or not sub or (main == "*" and sub != "*"):
+            continue
+        quality: float | None = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                quality = float(value.strip()) if _QVALUE.match(value.strip()) else None
+        if quality is not None:
+            ranges.append((main, sub, quality))
+    return ranges
+
+
+def _acceptance(ranges: list[tuple[str, str, float]], media_type: str) -> _Acceptance:
+    # RFC 9110 12.5.1: a more specific range overrides a wider one ("text/csv;q=0, */*" refuses CSV).
+    main, _, sub = media_type.partition("/")
+    best = _Acceptance(0.0, -1)
+    for range_main, range_sub, quality in ranges:
+        if range_main == "*":
+            specificity = 0
+        elif range_main != main:
+            continue
+        elif range_sub == "*":
+            specificity = 1
+        elif range_sub == sub:
+            specificity = 2
+        else:
+            continue
+        if specificity > best.specificity or (specificity == best.specificity and quality > best.quality):
+            best = _Acceptance(quality, specificity)
+    return best
+
+
+@lru_cache(maxsize=256)
+def _negotiated(header: bytes) -> tuple[_Acceptance, _Acceptance]:
+    """How ``header`` accepts JSON and CSV; cached, as clients send the same few values again and again."""
+    ranges = _ranges(header.decode("latin-1"))
+    return _acceptance(ranges, JSON_MEDIA_TYPE), _acceptance(ranges, CSV_MEDIA_TYPE)
+
+
+def _accept_header(connection: ASGIConnection[Any, Any, Any, Any]) -> bytes | None:
+    """The raw ``Accept`` value, or None when it cannot make CSV acceptable (so JSON it is, unparsed).
+
+    Only a range naming CSV, ``text/*`` or ``*/*`` covers text/csv. Most reads send no such header (or
+    exactly ``*/*``, which prefers neither): a look at the raw bytes spares parsing them.
+    """
+    values = [value for name, value in connection.scope["headers"] if name == b"accept"]
+    header = b",".join(values)
+    if not header or header == b"*/*" or (b"*" not in header and b"csv" not in header.lower()):
+        return None
+    return header
 
 
 def wants_csv(request: Request[Any, Any, Any]) -> bool:
     """True when the client prefers CSV to JSON (``Accept: text/csv``).
 
-    JSON first: a client sending ``*/*`` (or nothing) gets JSON; only an explicit ``text/csv`` gets CSV.
+    JSON first: CSV when the client gives it a higher q than JSON, or the same q through a more specific range
+    (``text/csv, */*``); ``*/*``, nothing, an equal tie (``text/csv, application/json``) or ``text/csv;q=0`` get
+    JSON.
     """
-    if not _mentions_csv(request):
+    header = _accept_header(request)
+    if header is None:
         return False
-    return request.accept.best_match([JSON_MEDIA_TYPE, CSV_MEDIA_TYPE], default=JSON_MEDIA_TYPE) == CSV_MEDIA_TYPE
+    for_json, for_csv = _negotiated(header)
+    return for_csv.quality > 0 and (
+        for_csv.quality > for_json.quality
+        or (for_csv.quality == for_json.quality and for_csv.specificity > for_json.specificity)
+    )
+
+
+def accepts_only_csv(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """True when the client accepts CSV and refuses JSON (``Accept: text/csv``, ``text/*``).
+
+    A header that accepts neither (``text/csv;q=0`` alone, ``text/html``) is not honoured: such a client gets
+    JSON, as a client sending no ``Accept`` does (RFC 9110 12.5.1 allows either).
+    """
+    header = _accept_header(connection)
+    if header is None:
+        return False
+    for_json, for_csv = _negotiated(header)
+    return for_csv.quality > 0 and for_json.quality == 0
 
 
 class _RefuseCsvUnlessOffered:
@@ -71,9 +169,7 @@ class _RefuseCsvUnlessOffered:
         return () if opt.get(CSV_OPT) else (406,)
 
     async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        if handler.opt.get(CSV_OPT) or not _mentions_csv(connection):
-            return
-        if not Accept(connection.headers.get("accept", "")).accepts(JSON_MEDIA_TYPE):
+        if not handler.opt.get(CSV_OPT) and accepts_only_csv(connection):
             raise NotAcceptableError(
                 f"this route answers {JSON_MEDIA_TYPE} only (it is one document, not a list to export as CSV)",
                 extra={"availableMediaTypes": [JSON_MEDIA_TYPE]},
@@ -148,11 +244,11 @@ def cell(value: Any, *, as_json: bool = False) -> str:
     if value is None:
         return ""
     if as_json:
-        return _neutralised(msgspec.json.encode(value, order="sorted").decode())
+        return _neutralised(encode_json(value, order="sorted").decode())
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return plain_decimal(value)
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, (date, datetime)) or not isinstance(value, str):
@@ -187,3 +283,34 @@ def csv_response(items: Iterable[msgspec.Struct], item_type: type[msgspec.Struct
         media_type=CSV_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
     )
+
+
+PageFetcher = Callable[[str | None, int], Awaitable[tuple[list[T], str | None]]]
+"""Fetches one page of a list: (cursor or None, page size) -> (items, cursor of the next page or None)."""
+
+
+async def list_response(
+    request: Request[Any, Any, Any],
+    fetch: PageFetcher[T],
+    *,
+    item_type: type[msgspec.Struct],
+    limit: int,
+    cursor: str | None,
+    filename: str,
+) -> Response[Any]:
+    """One page as JSON, or every page from ``cursor`` on as CSV (columns of ``item_type``) when asked for.
+
+    The handler of every list route returns this; it declares ``opt={CSV_OPT: True}`` so the OpenAPI document
+    shows the CSV form.
+    """
+    check_limit(limit)
+    if wants_csv(request):
+        items: list[Any] = []
+        page_cursor = cursor
+        while True:
+            page, page_cursor = await fetch(page_cursor, MAX_LIMIT)
+            items.extend(page)
+            if page_cursor is None:
+                return csv_response(items, item_type, filename)
+    page, next_cursor = await fetch(cursor, limit)
+    return Response(Page(items=page, limit=limit, next=next_link(request, next_cursor)))

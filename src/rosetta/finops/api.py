@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import msgspec
-from litestar import Controller, Litestar, Request, Response, delete, get, patch, post, put
+from litestar import Controller, Litestar, Request, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
@@ -43,7 +43,8 @@ from rosetta.core.schemas import Page
 from rosetta.core.security.api import security_controller
 from rosetta.core.security.permissions import Permission, Principal, requires
 from rosetta.core.settings import Settings
-from rosetta.core.tabular import csv_response, refuse_csv_unless_offered, wants_csv
+from rosetta.core.tabular import list_response, refuse_csv_unless_offered, wants_csv
+from rosetta.core.wire import Response
 from rosetta.finops import queries, service
 from rosetta.finops.schemas import (
     LEVELS,
@@ -84,8 +85,6 @@ DESCRIPTION = (
 )
 PREFIX = "/api/finops/v1"
 FINOPS_JOB = "finops"
-
-T = TypeVar("T")
 
 # Every read route is GET: one that offers no CSV export answers 406 to a client accepting only CSV.
 READ: list[Guard] = [requires(Permission.FINOPS_READ), refuse_csv_unless_offered]
@@ -252,32 +251,6 @@ def window_fields(period_from: str | None, period_to: str | None) -> tuple[str, 
 
 
 # ----------------------------------------------------------------------------------------------- lists and CSV
-
-
-PageFetcher = Callable[[str | None, int], Awaitable[tuple[list[T], str | None]]]
-
-
-async def list_response(
-    request: Request[Any, Any, Any],
-    fetch: PageFetcher[T],
-    *,
-    item_type: type[msgspec.Struct],
-    limit: int,
-    cursor: str | None,
-    filename: str,
-) -> Response[Any]:
-    """One page as JSON, or every page from ``cursor`` on as CSV (columns of ``item_type``) when asked for."""
-    check_limit(limit)
-    if wants_csv(request):
-        items: list[Any] = []
-        page_cursor = cursor
-        while True:
-            page, page_cursor = await fetch(page_cursor, MAX_LIMIT)
-            items.extend(page)
-            if page_cursor is None:
-                return csv_response(items, item_type, filename)
-    page, next_cursor = await fetch(cursor, limit)
-    return Response(Page(items=page, limit=limit, next=next_link(request, next_cursor)))
 
 
 Aggregate = TypeVar("Aggregate", Drilldown, BudgetComparison)

@@ -1,9 +1,11 @@
 """Request and response bodies of finops-api (msgspec, camelCase on the wire).
 
-Amounts are ``Decimal`` and so travel as decimal **strings** (msgspec encodes ``Decimal`` as a string),
-never as JSON floats. The one exception is the Cost Insights family (``CostInsights*``): the Backstage
-plugin's TypeScript types declare ``amount: number``, so those bodies carry numbers, rounded to the cent,
-and are meant for charts only, never for reconciliation.
+Amounts are ``Decimal`` and so travel as decimal **strings** (msgspec encodes ``Decimal`` as a string; the
+apps' ``rosetta.core.wire.Response`` writes it in plain notation, ``"0.0000002"`` never ``"2E-7"``), never as
+JSON floats; amounts sent are decimal strings too (``str`` members of the ``*In`` structs). The one exception
+is the Cost Insights family (``CostInsights*``): the Backstage plugin's TypeScript types declare
+``amount: number``, so those bodies carry numbers, rounded to the cent, and are meant for charts only, never
+for reconciliation.
 """
 
 from __future__ import annotations
@@ -395,7 +397,15 @@ class BudgetComparison(CamelStruct):
 # ----------------------------------------------------------------------------------------------- rules
 
 
-class RuleTarget(CamelStruct, forbid_unknown_fields=True):
+class RuleTargetIn(CamelStruct, forbid_unknown_fields=True):
+    """A target application as sent; ``percentage`` for ``fixed`` rules (total exactly 100), a decimal string
+    (``"33.3333"``, at most 4 decimals) typed ``str`` for the reason :class:`BudgetLineIn`'s ``amount`` is."""
+
+    application_code: str
+    percentage: str | None = None
+
+
+class RuleTarget(CamelStruct):
     """A target application of a rule version; ``percentage`` for ``fixed`` rules (total exactly 100)."""
 
     application_code: str
@@ -413,7 +423,7 @@ class AllocationRuleCreate(CamelStruct, forbid_unknown_fields=True):
     driver: str | None = None
     description: str | None = None
     # Empty: every application valid in the period.
-    targets: list[RuleTarget] = msgspec.field(default_factory=list)
+    targets: list[RuleTargetIn] = msgspec.field(default_factory=list)
 
 
 class AllocationRule(CamelStruct):

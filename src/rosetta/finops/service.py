@@ -24,8 +24,15 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from rosetta.core.audit import record_audit
 from rosetta.core.errors import BadRequestError, ConflictError, NotFoundError
-from rosetta.core.locale_numbers import established_mark, is_ambiguous, is_plain_decimal, normalise_number
+from rosetta.core.locale_numbers import (
+    established_mark,
+    is_ambiguous,
+    is_decimal_literal,
+    is_plain_decimal,
+    normalise_number,
+)
 from rosetta.core.pagination import keyset_page
+from rosetta.core.wire import plain_decimal, to_builtins
 from rosetta.finops import models, pipeline
 from rosetta.finops.allocation import CENT, UNALLOCATED
 from rosetta.finops.schemas import (
@@ -91,8 +98,8 @@ def month_text(value: date) -> str:
 
 
 def _snapshot(value: Any) -> Any:
-    """The JSON-able form of a DTO for the audit log (decimals stay strings)."""
-    return msgspec.to_builtins(value)
+    """The JSON-able form of a DTO for the audit log (decimals stay strings, in plain notation)."""
+    return to_builtins(value)
 
 
 def _check_amount(value: Decimal, field: str) -> Decimal:
@@ -335,18 +342,29 @@ class _Locations:
 
 
 def _parse_amount(text: str, field: str) -> Decimal:
-    """An amount sent as a decimal string (``"1234.56"``); no float ever reaches it (see ``BudgetLineIn``)."""
-    if not is_plain_decimal(text.strip()):
+    """A number sent as a decimal string in plain notation (``"1234.56"``): amounts, unit prices, percentages.
+
+    No float ever reaches it (see ``BudgetLineIn``); exponent notation (``"1E+3"``, ``"5E-7"``) is refused, as
+    the APIs never write it (ADR 0013) and a person typing an amount does not mean it.
+    """
+    stripped = text.strip()
+    if not is_plain_decimal(stripped):
+        if is_decimal_literal(stripped):
+            raise _invalid(field, f"{text!r} is in exponent notation; write the digits out (0.0000005, not 5E-7)")
         raise _invalid(field, f'expected a decimal string such as "1234.56", got {text!r}')
-    return _check_amount(Decimal(text.strip()), field)
+    return _check_amount(Decimal(stripped), field)
 
 
 def _check_cents(value: Decimal, field: str) -> Decimal:
-    # Budget money is whole cents, as the shared pools the allocation splits (CENT): a finer amount is a typo
-    # or float noise from a spreadsheet (0.30000000000000004), and would never reconcile with the mart.
-    if value != value.quantize(CENT):
-        raise _invalid(field, f"at most 2 decimals (whole cents), got {value}")
-    return value
+    """``value`` at exactly 2 decimals (``"100.00000"`` is stored, and read back, as ``100.00``).
+
+    Budget money is whole cents, as the shared pools the allocation splits (CENT): a finer amount is a typo
+    or float noise from a spreadsheet (0.30000000000000004), and would never reconcile with the mart.
+    """
+    cents = value.quantize(CENT)
+    if value != cents:
+        raise _invalid(field, f"at most 2 decimals (whole cents), got {plain_decimal(value)}")
+    return cents
 
 
 def _validated_lines(lines: Sequence[BudgetLineIn], where: _Locations) -> list[dict[str, Any]]:
@@ -679,7 +697,7 @@ async def _line_map(session: AsyncSession, budget_id: uuid.UUID, revision: int) 
 def _line_rows(lines: Mapping[_LineKey, tuple[Decimal, str]]) -> list[list[str]]:
     """Lines as ``[scopeLevel, scopeCode, YYYY-MM, amount, currency]`` by scope and month, compact for the audit row."""
     return [
-        [level, code, month_text(month), str(amount), currency]
+        [level, code, month_text(month), plain_decimal(amount), currency]
         for (level, code, month), (amount, currency) in sorted(lines.items())
     ]
 
@@ -865,7 +883,8 @@ def _lines_from_upload(upload: Upload) -> list[BudgetLineIn]:
             scope_level=cast("Level", _required(row, level, _SCOPE_LEVEL.name).lower()),  # checked next
             scope_code=_required(row, code, _SCOPE_CODE.name),
             period=_required(row, period, _PERIOD_COLUMN.name),
-            amount=str(amounts[row.number]),
+            # A workbook number is exact: written out, so 1e-07 or 1e+16 is judged as a value, not a notation.
+            amount=plain_decimal(amounts[row.number]),
             currency=(row.text(_CURRENCY_COLUMN.headers[0]) or "EUR").upper(),
         )
         for row in upload.rows
@@ -1305,14 +1324,16 @@ def _validated_targets(data: AllocationRuleCreate) -> list[dict[str, Any]]:
         if code in seen:
             raise _invalid(f"{field}.applicationCode", f"duplicate application code {code!r}")
         seen.add(code)
+        percentage = None
         if data.method == "fixed":
             if target.percentage is None:
                 raise _invalid(f"{field}.percentage", "a fixed rule needs a percentage for every target")
-            if not Decimal(0) <= target.percentage <= _HUNDRED or target.percentage != round(target.percentage, 4):
+            percentage = _parse_amount(target.percentage, f"{field}.percentage")
+            if not Decimal(0) <= percentage <= _HUNDRED or percentage != round(percentage, 4):
                 raise _invalid(f"{field}.percentage", "must be between 0 and 100 with at most 4 decimals")
         elif target.percentage is not None:
             raise _invalid(f"{field}.percentage", f"only fixed rules take percentages, not {data.method}")
-        values.append({"application_code": code, "percentage": target.percentage})
+        values.append({"application_code": code, "percentage": percentage})
     if data.method == "fixed":
         total = sum((value["percentage"] for value in values), Decimal(0))
         if total != _HUNDRED:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from rosetta.core.locale_numbers import DecimalConvention, is_plain_decimal
+from rosetta.core.locale_numbers import DecimalConvention, is_decimal_literal
 
 # Present in every FOCUS 1.0 to 1.3 export: enough to recognise one, and required when --kind focus is given.
 FOCUS_CORE_COLUMNS: frozenset[str] = frozenset(
@@ -74,7 +74,7 @@ class FocusShaper:
 
     def _decimal_string(self, name: str, cell: str) -> str:
         text = cell.strip()
-        if is_plain_decimal(text):
+        if is_decimal_literal(text):
             return text
         normalised = self._convention.normalise(text)
         if normalised is None:

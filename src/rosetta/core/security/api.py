@@ -1,5 +1,8 @@
 """Routes every context API carries: ``GET /me`` (who am I, what may I do) and ``GET /audit`` (admins).
 
+``/audit`` is a list like the contexts' own: cursor-paginated, exported as CSV with ``Accept: text/csv``;
+``/me`` is one document, so a client accepting only CSV gets 406 (``rosetta.core.tabular``).
+
 Each context lists ``security_controller()`` in its ``route_handlers``; the audit routes read the context's
 own database through the router's ``session`` dependency.
 """
@@ -16,9 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rosetta.core.audit import AuditEntry, AuditFilter, audit_query, audit_sort_key, entry_from_row
 from rosetta.core.errors import BadRequestError
-from rosetta.core.pagination import DEFAULT_LIMIT, keyset_page, next_link
+from rosetta.core.openapi import CSV_OPT
+from rosetta.core.pagination import DEFAULT_LIMIT, keyset_page
 from rosetta.core.schemas import CamelStruct, Page
 from rosetta.core.security.permissions import Permission, Principal, requires
+from rosetta.core.tabular import list_response, refuse_csv_unless_offered
+from rosetta.core.wire import Response
 
 
 class Me(CamelStruct):
@@ -48,7 +54,13 @@ def security_controller() -> type[Controller]:
 
         tags = ["security"]
 
-        @get("/me", guards=[requires(Permission.AUTHENTICATED)], sync_to_thread=False, summary="Who am I")
+        # One document: a client accepting only CSV gets 406, as from every read that is not a list.
+        @get(
+            "/me",
+            guards=[requires(Permission.AUTHENTICATED), refuse_csv_unless_offered],
+            sync_to_thread=False,
+            summary="Who am I",
+        )
         def me(self, principal: NamedDependency[Principal]) -> Me:
             """The caller's identity, groups, roles and permissions (to show admin actions only to admins)."""
             return Me(
@@ -60,7 +72,7 @@ def security_controller() -> type[Controller]:
                 permissions=sorted(str(permission) for permission in principal.permissions),
             )
 
-        @get("/audit", guards=[requires(Permission.AUDIT_READ)], summary="Audit log (admins)")
+        @get("/audit", guards=[requires(Permission.AUDIT_READ)], opt={CSV_OPT: True}, summary="Audit log (admins)")
         async def audit(
             self,
             *,
@@ -74,8 +86,11 @@ def security_controller() -> type[Controller]:
             until: Annotated[datetime | None, QueryParameter(name="to", description="Exclusive, ISO 8601")] = None,
             limit: Annotated[int, QueryParameter(ge=1, le=500)] = DEFAULT_LIMIT,
             cursor: FromQuery[str | None] = None,
-        ) -> Page[AuditEntry]:
-            """Audit rows newest first, filtered by entity, actor, action and time range; cursor-paginated."""
+        ) -> Response[Page[AuditEntry]]:
+            """Audit rows newest first, filtered by entity, actor, action and time range; cursor-paginated.
+
+            With ``Accept: text/csv``, every row from ``cursor`` on as CSV (``before`` and ``after`` as JSON text).
+            """
             filters = AuditFilter(
                 entity_type=entity_type,
                 entity_id=entity_id,
@@ -84,15 +99,21 @@ def security_controller() -> type[Controller]:
                 since=_aware(since, "from"),
                 until=_aware(until, "to"),
             )
-            rows, next_cursor = await keyset_page(
-                session,
-                audit_query(filters),
-                key=audit_sort_key(),
-                key_types=[int],
-                limit=limit,
-                cursor=cursor,
-                descending=True,
+
+            async def fetch(page_cursor: str | None, page_limit: int) -> tuple[list[AuditEntry], str | None]:
+                rows, next_cursor = await keyset_page(
+                    session,
+                    audit_query(filters),
+                    key=audit_sort_key(),
+                    key_types=[int],
+                    limit=page_limit,
+                    cursor=page_cursor,
+                    descending=True,
+                )
+                return [entry_from_row(row) for row in rows], next_cursor
+
+            return await list_response(
+                request, fetch, item_type=AuditEntry, limit=limit, cursor=cursor, filename="audit"
             )
-            return Page(items=[entry_from_row(row) for row in rows], limit=limit, next=next_link(request, next_cursor))
 
     return SecurityController
