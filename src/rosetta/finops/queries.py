@@ -165,6 +165,11 @@ def current_month() -> date:
     return datetime.now(UTC).date().replace(day=1)
 
 
+# The months of the window [:start, :end] finops-batch has built, as 'YYYY-MM,YYYY-MM' (see built_month_list):
+# read in the same statement as each answer's totals, so the months named are those the totals covered.
+_BUILT_MONTHS_SQL = """(SELECT string_agg(month, ',' ORDER BY month)
+    FROM (SELECT DISTINCT to_char(period, 'YYYY-MM') AS month FROM mv_finops_period_control
+          WHERE period BETWEEN :start AND :end) built)"""
 BUILT_PERIODS_SQL = "SELECT DISTINCT period FROM mv_finops_period_control ORDER BY period"
 
 
@@ -408,12 +413,12 @@ def _built_total(by_period: Mapping[date, ViewRow], built: set[date], period: da
 # ----------------------------------------------------------------------------------------------- drill-down
 
 
-DRILLDOWN_SQL = """
+DRILLDOWN_SQL = f"""
 WITH nodes AS (
     SELECT code, (array_agg(name ORDER BY period DESC))[1] AS name,
-           sum({amount}) AS total,
-           coalesce(sum({amount}) FILTER (WHERE cost_type = 'direct'), 0) AS direct,
-           coalesce(sum({amount}) FILTER (WHERE cost_type = 'indirect'), 0) AS indirect
+           sum({{amount}}) AS total,
+           coalesce(sum({{amount}}) FILTER (WHERE cost_type = 'direct'), 0) AS direct,
+           coalesce(sum({{amount}}) FILTER (WHERE cost_type = 'indirect'), 0) AS indirect
     FROM mv_finops_cost_rollup_monthly
     WHERE level = :level AND currency = :currency AND period BETWEEN :start AND :end
       AND (CAST(:parent AS text) IS NULL OR parent_code = :parent)
@@ -424,9 +429,7 @@ totals AS (
     SELECT coalesce(sum(total), 0) AS parent_total, coalesce(sum(direct), 0) AS parent_direct,
            coalesce(sum(indirect), 0) AS parent_indirect,
            -- The months of the window the totals cover (see built_month_list).
-           (SELECT string_agg(month, ',' ORDER BY month)
-            FROM (SELECT DISTINCT to_char(period, 'YYYY-MM') AS month FROM mv_finops_period_control
-                  WHERE period BETWEEN :start AND :end) built) AS built_months
+           {_BUILT_MONTHS_SQL} AS built_months
     FROM nodes
 ),
 page AS (
@@ -523,21 +526,19 @@ async def drilldown(
 # ----------------------------------------------------------------------------------------------- application page
 
 
-APPLICATION_SQL = """
+APPLICATION_SQL = f"""
 SELECT GROUPING(period) AS g_period, GROUPING(environment_code) AS g_environment,
        GROUPING(service_category) AS g_category, period, environment_code, service_category,
        (array_agg(application_name ORDER BY period DESC))[1] AS name,
        (array_agg(product_code ORDER BY period DESC))[1] AS product,
        (array_agg(family_code ORDER BY period DESC))[1] AS family,
        (array_agg(domain_code ORDER BY period DESC))[1] AS domain,
-       sum({amount}) AS total,
-       coalesce(sum({amount}) FILTER (WHERE cost_type = 'direct'), 0) AS direct,
-       coalesce(sum({amount}) FILTER (WHERE cost_type = 'indirect'), 0) AS indirect,
+       sum({{amount}}) AS total,
+       coalesce(sum({{amount}}) FILTER (WHERE cost_type = 'direct'), 0) AS direct,
+       coalesce(sum({{amount}}) FILTER (WHERE cost_type = 'indirect'), 0) AS indirect,
        -- The months of the window the page covers (see built_month_list), on the grand-total row only.
        CASE WHEN GROUPING(period, environment_code, service_category) = 7 THEN
-           (SELECT string_agg(month, ',' ORDER BY month)
-            FROM (SELECT DISTINCT to_char(period, 'YYYY-MM') AS month FROM mv_finops_period_control
-                  WHERE period BETWEEN :start AND :end) built)
+           {_BUILT_MONTHS_SQL}
        END AS built_months
 FROM mv_finops_cost_monthly
 WHERE application_code = :code AND currency = :currency AND period BETWEEN :start AND :end
@@ -912,9 +913,7 @@ async def compare(
                (SELECT count(DISTINCT period) FROM mv_finops_period_control
                 WHERE period BETWEEN :year_start AND :end) AS run_rate_months,
                -- The months of the window the actual and valued amounts cover (see built_month_list).
-               (SELECT string_agg(month, ',' ORDER BY month)
-                FROM (SELECT DISTINCT to_char(period, 'YYYY-MM') AS month FROM mv_finops_period_control
-                      WHERE period BETWEEN :start AND :end) built) AS built_months,
+               {_BUILT_MONTHS_SQL} AS built_months,
                ({_unmatched_sql(left, level, "left")}) AS unmatched_left,
                ({_unmatched_sql(right, level, "right")}) AS unmatched_right
         FROM joined
