@@ -113,6 +113,19 @@ async def drill(client: Client, headers: dict[str, str], month: date, level: str
 # ----------------------------------------------------------------------------------------------- coherence
 
 
+# Revision suffixes a comparison side must refuse (400 naming the side): not a positive integer as written.
+MALFORMED_REVISIONS = ("@x", "@0", "@", "@-1", "@01", "@1.0", "@2147483648")
+
+
+async def comparison_problem(
+    client: Client, headers: dict[str, str], window: dict[str, Any], status: int, field: str, **sides: str
+) -> str:
+    """The detail of the problem the comparison answers for ``sides`` over ``window`` (status, field checked)."""
+    response = await client.get(f"{API}/budgets/comparison", params={**window, **sides}, headers=headers)
+    detail: str = assert_problem(response, status, field)["detail"]
+    return detail
+
+
 async def test_summary_parts_add_up_to_the_landed_source_costs_every_month(
     client: Client, as_user: dict[str, str], demo_mart: list[asyncpg.Record], months: list[date]
 ) -> None:
@@ -491,11 +504,9 @@ async def test_a_comparison_against_a_pricing_view_revision_is_reproduced_after_
     assert swapped["totalRight"] == last_week["totalLeft"]
 
     async def problem(status: int, field: str, **sides: str) -> str:
-        response = await client.get(f"{API}/budgets/comparison", params={**window, **sides}, headers=as_user)
-        detail: str = assert_problem(response, status, field)["detail"]
-        return detail
+        return await comparison_problem(client, as_user, window, status, field, **sides)
 
-    for suffix in ("@x", "@0", "@", "@-1", "@01", "@1.0", "@2147483648"):
+    for suffix in MALFORMED_REVISIONS:
         await problem(400, "right", right=f"pricing-view:{view_id}{suffix}")
         await problem(400, "left", left=f"pricing-view:{view_id}{suffix}", right="actual")
     assert await problem(404, "right", right=f"pricing-view:{view_id}@3") == (
@@ -570,11 +581,9 @@ async def test_a_comparison_against_a_budget_revision_gives_the_old_numbers_afte
     assert D(delta["totalVariance"]) == D("-300.00")
 
     async def problem(status: int, field: str, **sides: str) -> str:
-        response = await client.get(f"{API}/budgets/comparison", params={**window, **sides}, headers=as_user)
-        detail: str = assert_problem(response, status, field)["detail"]
-        return detail
+        return await comparison_problem(client, as_user, window, status, field, **sides)
 
-    for suffix in ("@x", "@0", "@", "@-1", "@01", "@1.0", "@2147483648"):
+    for suffix in MALFORMED_REVISIONS:
         await problem(400, "right", right=f"budget:{budget_id}{suffix}")
         await problem(400, "left", left=f"budget:{budget_id}{suffix}", right="actual")
     assert await problem(404, "right", right=f"budget:{budget_id}@3") == (
